@@ -1,0 +1,1 @@
+//! Shared helpers for the ringway benchmarks; the benchmarks live in `benches/`.
