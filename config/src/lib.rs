@@ -1,1 +1,31 @@
-//! placeholder
+//! ringway's configuration: the TOML schema, its validation, and the
+//! immutable [`Snapshot`] the workers serve from.
+//!
+//! A file goes through three steps: [`schema`] deserializes it strictly
+//! (unknown keys are errors) keeping the span of every value, [`compile`]
+//! validates it as a whole (clusters exist, names are unique, addresses and
+//! regexes parse) and builds the router, and the result is published as one
+//! `Arc<Snapshot>` through [`Published`]. Every error names
+//! `file:line:col` and says what was expected.
+//!
+//! This crate depends on `ringway-router` and `ringway-balancer` only; it
+//! knows nothing of sockets or runtimes. The only I/O it does is reading the
+//! file it is asked to load (and resolving endpoint host names, which happens
+//! on the control thread, never on a worker).
+#![forbid(unsafe_code)]
+
+mod compile;
+mod duration;
+mod error;
+mod publish;
+pub mod schema;
+mod snapshot;
+
+pub use compile::{DEFAULT_CONFIG, compile_str, load_file};
+pub use duration::parse_duration;
+pub use error::{Error, Result};
+pub use publish::Published;
+pub use snapshot::{
+    Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, IoDriver, Listener, Route,
+    Runtime, Snapshot, Workers,
+};

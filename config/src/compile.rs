@@ -1,0 +1,434 @@
+//! From text to [`Snapshot`]: deserialize strictly, then check the whole
+//! and build the router. Every error points at the value that caused it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use ringway_router::{HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, RouteRule, Router};
+use toml::Spanned;
+
+use crate::error::Location;
+use crate::schema::{self, HeaderCondition, WorkersValue};
+use crate::{
+    Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, Error, IoDriver, Listener,
+    Result, Route, Runtime, Snapshot, Workers, duration,
+};
+
+/// The configuration `ringway` runs when given none: one listener on
+/// 127.0.0.1:8080 that answers every request directly and says how to go on.
+pub const DEFAULT_CONFIG: &str = r#"# ringway's built-in default. Copy examples/ringway.toml and run
+#   ringway --config ringway.toml
+# to proxy to your own services.
+[[listener]]
+name = "default"
+listen = "127.0.0.1:8080"
+
+[[route]]
+name = "welcome"
+respond = { status = 200, headers = { "content-type" = "text/plain; charset=utf-8" }, body = """
+ringway is running on its built-in default configuration.
+Next: write a config with [[listener]], [[route]] and [cluster.NAME] sections
+(see examples/ringway.toml), check it with `ringway check FILE`, and run it
+with `ringway --config FILE`.
+""" }
+"#;
+
+const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const DEFAULT_MAX_IDLE_PER_ENDPOINT: usize = 64;
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads and compiles the file at `path`.
+pub fn load_file(path: &Path) -> Result<Snapshot> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        file: path.to_owned(),
+        source,
+    })?;
+    compile_str(&path.display().to_string(), &text)
+}
+
+/// Compiles configuration text; `name` is used in error locations.
+pub fn compile_str(name: &str, text: &str) -> Result<Snapshot> {
+    let cx = Cx { name, text };
+    let file: schema::File = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map_or(0, |s| s.start);
+        Error::Invalid {
+            at: Location::of(name, text, offset),
+            message: e.message().trim().to_owned(),
+        }
+    })?;
+    cx.compile(file)
+}
+
+/// The file being compiled, to turn spans into locations.
+struct Cx<'a> {
+    name: &'a str,
+    text: &'a str,
+}
+
+impl Cx<'_> {
+    fn err(&self, span: Range<usize>, message: impl Into<String>) -> Error {
+        Error::Invalid {
+            at: Location::of(self.name, self.text, span.start),
+            message: message.into(),
+        }
+    }
+
+    fn duration(&self, value: Option<&Spanned<String>>, default: Duration) -> Result<Duration> {
+        match value {
+            None => Ok(default),
+            Some(v) => {
+                let d = duration::parse_duration(v.get_ref()).map_err(|m| self.err(v.span(), m))?;
+                if d.is_zero() {
+                    return Err(self.err(v.span(), "expected a duration greater than zero"));
+                }
+                Ok(d)
+            }
+        }
+    }
+
+    fn socket_addr(&self, value: &Spanned<String>) -> Result<SocketAddr> {
+        let text = value.get_ref();
+        if let Ok(addr) = text.parse() {
+            return Ok(addr);
+        }
+        // A host name resolves once, here, on the control thread.
+        let expected = || {
+            self.err(
+                value.span(),
+                format!("expected an address \"IP:port\" or \"host:port\", found {text:?}"),
+            )
+        };
+        if !text.contains(':') {
+            return Err(expected());
+        }
+        text.to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(expected)
+    }
+
+    fn positive(&self, value: Option<&Spanned<i64>>, default: usize, what: &str) -> Result<usize> {
+        match value {
+            None => Ok(default),
+            Some(v) => usize::try_from(*v.get_ref())
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| self.err(v.span(), format!("expected {what} greater than zero"))),
+        }
+    }
+
+    fn compile(&self, file: schema::File) -> Result<Snapshot> {
+        let runtime = self.runtime(&file.runtime)?;
+        let admin = file
+            .admin
+            .as_ref()
+            .map(|a| self.socket_addr(&a.listen))
+            .transpose()?;
+        let listeners = self.listeners(&file.listeners)?;
+        let (clusters, cluster_ids) = self.clusters(&file.clusters)?;
+        let (rules, routes) = self.routes(&file.routes, &cluster_ids)?;
+        let router = Router::build(rules).map_err(|e| match e {
+            ringway_router::Error::InvalidRegex { route, message } => {
+                // Point at the regex itself, not just its route.
+                let route = file.routes[route].get_ref();
+                let span = route
+                    .matcher
+                    .as_ref()
+                    .and_then(|m| m.get_ref().path_regex.as_ref())
+                    .map_or(0..0, |r| r.span());
+                self.err(span, format!("invalid path_regex: {message}"))
+            }
+            other => self.err(0..0, other.to_string()),
+        })?;
+        Ok(Snapshot {
+            generation: 0,
+            source_name: self.name.to_owned(),
+            source_text: self.text.to_owned(),
+            runtime,
+            admin,
+            listeners,
+            router,
+            routes,
+            clusters,
+        })
+    }
+
+    fn runtime(&self, section: &schema::RuntimeSection) -> Result<Runtime> {
+        let workers = match &section.workers {
+            None => Workers::Auto,
+            Some(w) => match *w.get_ref() {
+                WorkersValue::Auto => Workers::Auto,
+                WorkersValue::Count(n) => match usize::try_from(n) {
+                    Ok(n) if (1..=1024).contains(&n) => Workers::Count(n),
+                    _ => return Err(self.err(w.span(), "expected \"auto\" or 1..=1024 workers")),
+                },
+            },
+        };
+        let io = match &section.io {
+            None => IoDriver::Uring,
+            Some(v) => match v.get_ref().as_str() {
+                "uring" | "io_uring" => IoDriver::Uring,
+                "epoll" => IoDriver::Epoll,
+                other => {
+                    return Err(self.err(
+                        v.span(),
+                        format!("expected io = \"uring\" or \"epoll\", found {other:?}"),
+                    ));
+                }
+            },
+        };
+        Ok(Runtime {
+            workers,
+            io,
+            drain_timeout: self.duration(section.drain_timeout.as_ref(), DEFAULT_DRAIN_TIMEOUT)?,
+        })
+    }
+
+    fn listeners(&self, sections: &[Spanned<schema::ListenerSection>]) -> Result<Vec<Listener>> {
+        let mut names: HashMap<&str, ()> = HashMap::new();
+        let mut addrs: HashMap<SocketAddr, ()> = HashMap::new();
+        let mut out = Vec::with_capacity(sections.len());
+        for section in sections {
+            let l = section.get_ref();
+            if names.insert(l.name.get_ref(), ()).is_some() {
+                return Err(self.err(
+                    l.name.span(),
+                    format!("duplicate listener name {:?}", l.name.get_ref()),
+                ));
+            }
+            let addr = self.socket_addr(&l.listen)?;
+            if addrs.insert(addr, ()).is_some() {
+                return Err(self.err(
+                    l.listen.span(),
+                    format!("another listener already listens on {addr}"),
+                ));
+            }
+            out.push(Listener {
+                name: l.name.get_ref().clone(),
+                addr,
+                header_timeout: self.duration(l.header_timeout.as_ref(), DEFAULT_HEADER_TIMEOUT)?,
+                idle_timeout: self.duration(l.idle_timeout.as_ref(), DEFAULT_IDLE_TIMEOUT)?,
+                max_header_bytes: self.positive(
+                    l.max_header_bytes.as_ref(),
+                    DEFAULT_MAX_HEADER_BYTES,
+                    "a size in bytes",
+                )?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn clusters(
+        &self,
+        sections: &BTreeMap<Spanned<String>, Spanned<schema::ClusterSection>>,
+    ) -> Result<(Vec<Cluster>, HashMap<String, ClusterId>)> {
+        let mut out = Vec::with_capacity(sections.len());
+        let mut ids = HashMap::new();
+        for (name, section) in sections {
+            let c = section.get_ref();
+            if c.endpoints.is_empty() {
+                return Err(self.err(
+                    section.span(),
+                    format!("cluster {:?} needs at least one endpoint", name.get_ref()),
+                ));
+            }
+            let mut endpoints = Vec::with_capacity(c.endpoints.len());
+            for e in &c.endpoints {
+                let addr_value = Spanned::new(e.span(), e.get_ref().addr.clone());
+                let addr = self.socket_addr(&addr_value)?;
+                let weight = u32::try_from(e.get_ref().weight)
+                    .ok()
+                    .filter(|w| (1..=1_000_000).contains(w))
+                    .ok_or_else(|| self.err(e.span(), "expected a weight in 1..=1000000"))?;
+                endpoints.push(Endpoint { addr, weight });
+            }
+            let balancer = match &c.balancer {
+                None => BalancerKind::RoundRobin,
+                Some(b) => match b.get_ref().kind.as_str() {
+                    "round-robin" => BalancerKind::RoundRobin,
+                    other => {
+                        return Err(self.err(
+                            b.span(),
+                            format!("unknown balancer {other:?}; expected \"round-robin\""),
+                        ));
+                    }
+                },
+            };
+            ids.insert(name.get_ref().clone(), ClusterId(out.len() as u32));
+            out.push(Cluster {
+                name: name.get_ref().clone(),
+                endpoints,
+                balancer,
+                connect_timeout: self
+                    .duration(c.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT)?,
+                idle_timeout: self.duration(c.idle_timeout.as_ref(), DEFAULT_POOL_IDLE_TIMEOUT)?,
+                max_idle_per_endpoint: match &c.max_idle_per_endpoint {
+                    Some(v) if *v.get_ref() == 0 => 0,
+                    other => self.positive(
+                        other.as_ref(),
+                        DEFAULT_MAX_IDLE_PER_ENDPOINT,
+                        "a connection count",
+                    )?,
+                },
+            });
+        }
+        Ok((out, ids))
+    }
+
+    fn routes(
+        &self,
+        sections: &[Spanned<schema::RouteSection>],
+        clusters: &HashMap<String, ClusterId>,
+    ) -> Result<(Vec<RouteRule>, Vec<Route>)> {
+        let mut rules = Vec::with_capacity(sections.len());
+        let mut routes = Vec::with_capacity(sections.len());
+        for (i, section) in sections.iter().enumerate() {
+            let r = section.get_ref();
+            let action = match (&r.cluster, &r.respond) {
+                (Some(name), None) => match clusters.get(name.get_ref()) {
+                    Some(&id) => Action::Proxy(id),
+                    None => {
+                        return Err(self.err(
+                            name.span(),
+                            format!("no cluster named {:?} is defined", name.get_ref()),
+                        ));
+                    }
+                },
+                (None, Some(respond)) => Action::Respond(self.direct_response(respond)?),
+                _ => {
+                    return Err(self.err(
+                        section.span(),
+                        "a route needs exactly one of `cluster = \"NAME\"` or `respond = { ... }`",
+                    ));
+                }
+            };
+            rules.push(match &r.matcher {
+                Some(m) => self.rule(m)?,
+                None => RouteRule {
+                    host: HostMatch::Any,
+                    path: PathMatch::Any,
+                    methods: Vec::new(),
+                    headers: Vec::new(),
+                },
+            });
+            routes.push(Route {
+                name: r
+                    .name
+                    .as_ref()
+                    .map_or_else(|| format!("route-{i}"), |n| n.get_ref().clone()),
+                action,
+                timeout: self.duration(r.timeout.as_ref(), DEFAULT_ROUTE_TIMEOUT)?,
+            });
+        }
+        Ok((rules, routes))
+    }
+
+    fn rule(&self, m: &Spanned<schema::MatchSection>) -> Result<RouteRule> {
+        let section = m.get_ref();
+        let host = match &section.host {
+            None => HostMatch::Any,
+            Some(h) => HostMatch::parse(h.get_ref()).map_err(|e| self.err(h.span(), e.to_string()))?,
+        };
+        let path_kinds = [
+            section.path.as_ref().map(|p| (p, PathMatch::Exact(p.get_ref().clone()))),
+            section
+                .path_prefix
+                .as_ref()
+                .map(|p| (p, PathMatch::Prefix(p.get_ref().clone()))),
+            section
+                .path_regex
+                .as_ref()
+                .map(|p| (p, PathMatch::Regex(p.get_ref().clone()))),
+        ];
+        let mut given = path_kinds.into_iter().flatten();
+        let path = match (given.next(), given.next()) {
+            (None, _) => PathMatch::Any,
+            (Some((_, path)), None) => path,
+            (Some(_), Some((second, _))) => {
+                return Err(self.err(
+                    second.span(),
+                    "give at most one of path, path_prefix and path_regex",
+                ));
+            }
+        };
+        for p in [&section.path, &section.path_prefix].into_iter().flatten() {
+            if !p.get_ref().starts_with('/') {
+                return Err(self.err(p.span(), "expected a path starting with `/`"));
+            }
+        }
+        let mut methods = Vec::new();
+        for method in section.methods.iter().flatten() {
+            if method.get_ref().is_empty() || !method.get_ref().bytes().all(is_token_byte) {
+                return Err(self.err(method.span(), "expected an HTTP method such as \"GET\""));
+            }
+            methods.push(method.get_ref().clone());
+        }
+        let mut headers = Vec::new();
+        for (name, cond) in section.headers.iter().flatten() {
+            self.header_name(name)?;
+            let value = match cond.get_ref() {
+                HeaderCondition::Present => HeaderValueMatch::Present,
+                HeaderCondition::Exact(v) => HeaderValueMatch::Exact(v.clone()),
+            };
+            headers.push(HeaderMatch {
+                name: name.get_ref().to_ascii_lowercase(),
+                value,
+            });
+        }
+        Ok(RouteRule {
+            host,
+            path,
+            methods,
+            headers,
+        })
+    }
+
+    fn direct_response(&self, r: &Spanned<schema::RespondSection>) -> Result<DirectResponse> {
+        let section = r.get_ref();
+        let status = u16::try_from(*section.status.get_ref())
+            .ok()
+            .filter(|s| (200..=599).contains(s))
+            .ok_or_else(|| self.err(section.status.span(), "expected a status in 200..=599"))?;
+        let mut headers = Vec::with_capacity(section.headers.len());
+        for (name, value) in &section.headers {
+            self.header_name(name)?;
+            if name.get_ref().eq_ignore_ascii_case("content-length")
+                || name.get_ref().eq_ignore_ascii_case("transfer-encoding")
+            {
+                return Err(self.err(name.span(), "the body's framing is set by ringway"));
+            }
+            if value.get_ref().bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(self.err(value.span(), "a header value cannot hold CR, LF or NUL"));
+            }
+            headers.push((name.get_ref().clone(), value.get_ref().clone()));
+        }
+        Ok(DirectResponse {
+            status,
+            headers,
+            body: section.body.clone().into_bytes(),
+        })
+    }
+
+    fn header_name(&self, name: &Spanned<String>) -> Result<()> {
+        if name.get_ref().is_empty() || !name.get_ref().bytes().all(is_token_byte) {
+            return Err(self.err(name.span(), "expected a header name (letters, digits, `-`)"));
+        }
+        Ok(())
+    }
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,169 @@
+use super::*;
+
+fn error_of(text: &str) -> String {
+    match compile_str("test.toml", text) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const GOOD: &str = r#"
+[runtime]
+workers = 2
+io = "epoll"
+drain_timeout = "3s"
+
+[admin]
+listen = "127.0.0.1:9901"
+
+[[listener]]
+name = "edge"
+listen = "127.0.0.1:8080"
+header_timeout = "2s"
+
+[[route]]
+match = { host = "api.example.com", path_prefix = "/v1/", methods = ["GET", "POST"] }
+cluster = "api"
+timeout = "5s"
+
+[[route]]
+name = "health"
+match = { path = "/healthz", headers = { "x-probe" = true, "x-env" = "prod" } }
+respond = { status = 204 }
+
+[cluster.api]
+balancer = "round-robin"
+endpoints = ["10.0.0.1:8080", { addr = "10.0.0.2:8080", weight = 3 }]
+connect_timeout = "250ms"
+"#;
+
+#[test]
+fn a_complete_file_compiles() {
+    let s = compile_str("test.toml", GOOD).unwrap();
+    assert_eq!(s.runtime.workers, Workers::Count(2));
+    assert_eq!(s.runtime.io, IoDriver::Epoll);
+    assert_eq!(s.runtime.drain_timeout, Duration::from_secs(3));
+    assert_eq!(s.admin, Some("127.0.0.1:9901".parse().unwrap()));
+    assert_eq!(s.listeners[0].header_timeout, Duration::from_secs(2));
+    assert_eq!(s.listeners[0].idle_timeout, DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(s.routes.len(), 2);
+    assert_eq!(s.routes[0].action, Action::Proxy(ClusterId(0)));
+    assert_eq!(s.routes[0].timeout, Duration::from_secs(5));
+    assert_eq!(s.routes[1].name, "health");
+    let c = &s.clusters[0];
+    assert_eq!(c.endpoints[1].weight, 3);
+    assert_eq!(c.connect_timeout, Duration::from_millis(250));
+    assert!(s.summary().contains("route route-0 -> cluster api"));
+}
+
+#[test]
+fn the_built_in_default_compiles_and_answers() {
+    let s = compile_str("<built-in>", DEFAULT_CONFIG).unwrap();
+    assert_eq!(s.listeners[0].addr, "127.0.0.1:8080".parse().unwrap());
+    match &s.routes[0].action {
+        Action::Respond(d) => {
+            assert_eq!(d.status, 200);
+            assert!(String::from_utf8_lossy(&d.body).contains("ringway --config"));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_keys_name_their_place() {
+    let e = error_of("[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nlisen = 1\n");
+    assert!(e.starts_with("test.toml:4:1:"), "{e}");
+    assert!(e.contains("lisen"), "{e}");
+}
+
+#[test]
+fn syntax_errors_name_their_place() {
+    let e = error_of("[runtime]\nworkers = \n");
+    assert!(e.starts_with("test.toml:2:"), "{e}");
+}
+
+#[test]
+fn missing_cluster_points_at_the_name() {
+    let e = error_of("[[route]]\ncluster = \"nope\"\n");
+    assert!(e.starts_with("test.toml:2:11:"), "{e}");
+    assert!(e.contains("no cluster named \"nope\""), "{e}");
+}
+
+#[test]
+fn duplicate_names_are_refused() {
+    let e = error_of(
+        "[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\n[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:2\"\n",
+    );
+    assert!(e.starts_with("test.toml:5:8:"), "{e}");
+    assert!(e.contains("duplicate listener name"), "{e}");
+    // TOML itself refuses a cluster defined twice.
+    let e = error_of("[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\n[cluster.a]\nendpoints = [\"127.0.0.1:2\"]\n");
+    assert!(e.starts_with("test.toml:3:"), "{e}");
+}
+
+#[test]
+fn bad_addresses_are_refused() {
+    let e = error_of("[cluster.a]\nendpoints = [\"127.0.0.1\"]\n");
+    assert!(e.starts_with("test.toml:2:14:"), "{e}");
+    assert!(e.contains("expected an address"), "{e}");
+    let e = error_of("[[listener]]\nname = \"a\"\nlisten = \"300.0.0.1:80\"\n");
+    assert!(e.starts_with("test.toml:3:10:"), "{e}");
+}
+
+#[test]
+fn bad_regexes_are_refused_at_their_route() {
+    let e = error_of(
+        "[[route]]\nrespond = { status = 200 }\n\n[[route]]\nmatch = { path_regex = \"/(a\" }\nrespond = { status = 200 }\n",
+    );
+    assert!(e.starts_with("test.toml:5:24:"), "{e}");
+    assert!(e.contains("invalid path_regex"), "{e}");
+}
+
+#[test]
+fn route_needs_exactly_one_action() {
+    let e = error_of("[[route]]\nmatch = { path = \"/\" }\n");
+    assert!(e.contains("exactly one of"), "{e}");
+    let e = error_of(
+        "[[route]]\ncluster = \"a\"\nrespond = { status = 200 }\n[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\n",
+    );
+    assert!(e.contains("exactly one of"), "{e}");
+}
+
+#[test]
+fn values_out_of_range_are_refused() {
+    assert!(error_of("[runtime]\nworkers = 0\n").contains("1..=1024"));
+    assert!(error_of("[runtime]\nworkers = \"many\"\n").contains("\"auto\""));
+    assert!(error_of("[runtime]\nio = \"kqueue\"\n").contains("\"epoll\""));
+    assert!(error_of("[[route]]\nrespond = { status = 99 }\n").contains("200..=599"));
+    assert!(error_of("[[route]]\ntimeout = \"5\"\nrespond = { status = 200 }\n").contains("duration"));
+    assert!(
+        error_of("[[route]]\nmatch = { path = \"x\" }\nrespond = { status = 200 }\n").contains("`/`")
+    );
+    assert!(
+        error_of("[[route]]\nmatch = { path = \"/a\", path_prefix = \"/b\" }\nrespond = { status = 200 }\n")
+            .contains("at most one")
+    );
+    assert!(
+        error_of("[[route]]\nmatch = { host = \"a.*.com\" }\nrespond = { status = 200 }\n")
+            .contains("`*`")
+    );
+    assert!(
+        error_of("[cluster.a]\nendpoints = [{ addr = \"127.0.0.1:1\", weight = 0 }]\n")
+            .contains("weight")
+    );
+    assert!(error_of("[cluster.a]\nendpoints = []\n").contains("at least one endpoint"));
+    assert!(
+        error_of("[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\nbalancer = \"magic\"\n")
+            .contains("unknown balancer")
+    );
+    assert!(
+        error_of("[[route]]\nrespond = { status = 200, headers = { \"content-length\" = \"1\" } }\n")
+            .contains("framing")
+    );
+}
+
+#[test]
+fn unreadable_file_says_so() {
+    let e = load_file(Path::new("/nonexistent/ringway.toml")).unwrap_err();
+    assert!(e.to_string().starts_with("/nonexistent/ringway.toml: cannot read"), "{e}");
+}

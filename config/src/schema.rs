@@ -1,0 +1,271 @@
+//! The file as written: serde types that mirror the TOML one to one, with
+//! the span of every value kept so that [`crate::compile`] can point at it.
+//! Unknown keys are refused everywhere (`deny_unknown_fields`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor, value::MapAccessDeserializer};
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// A whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    /// `[runtime]`
+    #[serde(default)]
+    pub runtime: RuntimeSection,
+    /// `[admin]`
+    pub admin: Option<AdminSection>,
+    /// `[[listener]]`
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<Spanned<ListenerSection>>,
+    /// `[[route]]`
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Spanned<RouteSection>>,
+    /// `[cluster.NAME]`
+    #[serde(default, rename = "cluster")]
+    pub clusters: BTreeMap<Spanned<String>, Spanned<ClusterSection>>,
+}
+
+/// `[runtime]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeSection {
+    /// `"auto"` or a count.
+    pub workers: Option<Spanned<WorkersValue>>,
+    /// `"uring"` or `"epoll"`.
+    pub io: Option<Spanned<String>>,
+    /// How long in-flight requests may take to finish on shutdown.
+    pub drain_timeout: Option<Spanned<String>>,
+}
+
+/// `workers = "auto"` or `workers = 4`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkersValue {
+    /// One per core.
+    Auto,
+    /// This many.
+    Count(i64),
+}
+
+impl<'de> Deserialize<'de> for WorkersValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = WorkersValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"auto\" or a number of workers")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<WorkersValue, E> {
+                Ok(WorkersValue::Count(n))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<WorkersValue, E> {
+                match s {
+                    "auto" => Ok(WorkersValue::Auto),
+                    _ => Err(E::invalid_value(de::Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `[admin]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Address of the admin listener.
+    pub listen: Spanned<String>,
+}
+
+/// One `[[listener]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerSection {
+    /// Unique name, used in logs and metrics.
+    pub name: Spanned<String>,
+    /// `IP:port` to listen on.
+    pub listen: Spanned<String>,
+    /// Time a client has to send a complete request head.
+    pub header_timeout: Option<Spanned<String>>,
+    /// Time an idle keep-alive connection is kept open.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Largest request head accepted (request line and headers), in bytes.
+    pub max_header_bytes: Option<Spanned<i64>>,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Optional name, for logs and metrics.
+    pub name: Option<Spanned<String>>,
+    /// The conditions; absent means every request.
+    #[serde(rename = "match")]
+    pub matcher: Option<Spanned<MatchSection>>,
+    /// Proxy to this cluster.
+    pub cluster: Option<Spanned<String>>,
+    /// Or answer directly.
+    pub respond: Option<Spanned<RespondSection>>,
+    /// Upstream response timeout for this route.
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// `match = { ... }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSection {
+    /// `example.com` or `*.example.com`.
+    pub host: Option<Spanned<String>>,
+    /// Exact path.
+    pub path: Option<Spanned<String>>,
+    /// Path prefix.
+    pub path_prefix: Option<Spanned<String>>,
+    /// Whole-path regular expression.
+    pub path_regex: Option<Spanned<String>>,
+    /// Allowed methods.
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// Header conditions: a string for an exact value, `true` for present.
+    pub headers: Option<BTreeMap<Spanned<String>, Spanned<HeaderCondition>>>,
+}
+
+/// A header condition: `"value"` or `true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderCondition {
+    /// Present with any value.
+    Present,
+    /// Exactly this value.
+    Exact(String),
+}
+
+impl<'de> Deserialize<'de> for HeaderCondition {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = HeaderCondition;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a header value (string) or `true` for \"present\"")
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<HeaderCondition, E> {
+                if b {
+                    Ok(HeaderCondition::Present)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Bool(b), &self))
+                }
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<HeaderCondition, E> {
+                Ok(HeaderCondition::Exact(s.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `respond = { status = 200, body = "...", headers = { ... } }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RespondSection {
+    /// Status code.
+    pub status: Spanned<i64>,
+    /// Body text.
+    #[serde(default)]
+    pub body: String,
+    /// Extra response headers.
+    #[serde(default)]
+    pub headers: BTreeMap<Spanned<String>, Spanned<String>>,
+}
+
+/// `[cluster.NAME]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// The endpoints.
+    pub endpoints: Vec<Spanned<EndpointValue>>,
+    /// How to pick one.
+    pub balancer: Option<Spanned<BalancerValue>>,
+    /// Time to establish a connection to an endpoint.
+    pub connect_timeout: Option<Spanned<String>>,
+    /// Time an idle pooled connection is kept.
+    pub idle_timeout: Option<Spanned<String>>,
+    /// Idle connections kept per endpoint, per worker.
+    pub max_idle_per_endpoint: Option<Spanned<i64>>,
+}
+
+/// `"IP:port"` or `{ addr = "IP:port", weight = N }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointValue {
+    /// The address as written.
+    pub addr: String,
+    /// The weight (1 when not given).
+    pub weight: i64,
+}
+
+impl<'de> Deserialize<'de> for EndpointValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            addr: String,
+            #[serde(default = "one")]
+            weight: i64,
+        }
+        fn one() -> i64 {
+            1
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = EndpointValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an address \"host:port\" or a table { addr = \"host:port\", weight = N }")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<EndpointValue, E> {
+                Ok(EndpointValue {
+                    addr: s.to_owned(),
+                    weight: 1,
+                })
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<EndpointValue, M::Error> {
+                let t = Table::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(EndpointValue {
+                    addr: t.addr,
+                    weight: t.weight,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `"round-robin"` or `{ kind = "round-robin" }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalancerValue {
+    /// The algorithm's name.
+    pub kind: String,
+}
+
+impl<'de> Deserialize<'de> for BalancerValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Table {
+            kind: String,
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BalancerValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a balancer name such as \"round-robin\", or a table { kind = \"...\" }")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<BalancerValue, E> {
+                Ok(BalancerValue { kind: s.to_owned() })
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<BalancerValue, M::Error> {
+                let t = Table::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(BalancerValue { kind: t.kind })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
