@@ -335,10 +335,15 @@ impl Cx<'_> {
         let section = m.get_ref();
         let host = match &section.host {
             None => HostMatch::Any,
-            Some(h) => HostMatch::parse(h.get_ref()).map_err(|e| self.err(h.span(), e.to_string()))?,
+            Some(h) => {
+                HostMatch::parse(h.get_ref()).map_err(|e| self.err(h.span(), e.to_string()))?
+            }
         };
         let path_kinds = [
-            section.path.as_ref().map(|p| (p, PathMatch::Exact(p.get_ref().clone()))),
+            section
+                .path
+                .as_ref()
+                .map(|p| (p, PathMatch::Exact(p.get_ref().clone()))),
             section
                 .path_prefix
                 .as_ref()
@@ -405,7 +410,11 @@ impl Cx<'_> {
             {
                 return Err(self.err(name.span(), "the body's framing is set by ringway"));
             }
-            if value.get_ref().bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            if value
+                .get_ref()
+                .bytes()
+                .any(|b| b == b'\r' || b == b'\n' || b == 0)
+            {
                 return Err(self.err(value.span(), "a header value cannot hold CR, LF or NUL"));
             }
             headers.push((name.get_ref().clone(), value.get_ref().clone()));

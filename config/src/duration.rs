@@ -5,20 +5,25 @@ use std::time::Duration;
 /// Parses a duration such as `250ms`, `5s`, `1m30s` or `1h`. A bare number
 /// is refused: the unit is where mistakes hide.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let expected = || format!("expected a duration like \"250ms\", \"5s\" or \"1m30s\", found {text:?}");
+    let expected =
+        || format!("expected a duration like \"250ms\", \"5s\" or \"1m30s\", found {text:?}");
     let mut rest = text.trim();
     if rest.is_empty() {
         return Err(expected());
     }
     let mut total = Duration::ZERO;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(expected)?;
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(expected)?;
         if digits == 0 {
             return Err(expected());
         }
         let value: u64 = rest[..digits].parse().map_err(|_| expected())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let part = match &rest[..unit_len] {
             "us" | "µs" => Duration::from_micros(value),
             "ms" => Duration::from_millis(value),

@@ -218,7 +218,9 @@ impl<'de> Deserialize<'de> for EndpointValue {
         impl<'de> Visitor<'de> for V {
             type Value = EndpointValue;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an address \"host:port\" or a table { addr = \"host:port\", weight = N }")
+                f.write_str(
+                    "an address \"host:port\" or a table { addr = \"host:port\", weight = N }",
+                )
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<EndpointValue, E> {
                 Ok(EndpointValue {
@@ -256,7 +258,9 @@ impl<'de> Deserialize<'de> for BalancerValue {
         impl<'de> Visitor<'de> for V {
             type Value = BalancerValue;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a balancer name such as \"round-robin\", or a table { kind = \"...\" }")
+                f.write_str(
+                    "a balancer name such as \"round-robin\", or a table { kind = \"...\" }",
+                )
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<BalancerValue, E> {
                 Ok(BalancerValue { kind: s.to_owned() })

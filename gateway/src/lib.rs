@@ -1,1 +1,260 @@
-//! placeholder
+//! ringway's data plane: everything that does I/O.
+//!
+//! [`Gateway::start`] takes a compiled [`Snapshot`] and starts one worker
+//! thread per core. Each worker is pinned to its core, runs its own monoio
+//! runtime on io_uring, accepts on its own `SO_REUSEPORT` socket of every
+//! listener, and owns its upstream pool and balancer state: nothing is
+//! shared between workers on the request path. The control thread (the
+//! caller) owns configuration and signals and reaches the workers only
+//! through channels.
+//!
+//! This crate depends on `ringway-config`, `ringway-router` and
+//! `ringway-balancer`, never the other way round.
+
+pub mod buffer;
+pub mod drain;
+pub mod http1;
+pub mod pool;
+pub mod proxy;
+pub mod runtime;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use futures_channel::oneshot;
+use ringway_config::{IoDriver, Snapshot, Workers};
+
+pub use runtime::DriverInfo;
+
+/// Overrides from the command line, over the file's `[runtime]`.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Worker count.
+    pub workers: Option<usize>,
+    /// I/O driver.
+    pub io: Option<IoDriver>,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A listener's socket could not be opened.
+    #[error("listener {name}: cannot listen on {addr}: {source}")]
+    Listen {
+        /// The listener.
+        name: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A worker could not start.
+    #[error("worker {worker}: {message}")]
+    Worker {
+        /// Which.
+        worker: usize,
+        /// Why, and what to change.
+        message: String,
+    },
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Backlog of each listening socket.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// A running gateway. Dropping it shuts it down and waits for the drain.
+#[derive(Debug)]
+pub struct Gateway {
+    workers: Vec<WorkerThread>,
+    listeners: Vec<(String, SocketAddr)>,
+    driver: DriverInfo,
+}
+
+#[derive(Debug)]
+struct WorkerThread {
+    thread: Option<JoinHandle<()>>,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl Gateway {
+    /// Opens the listeners and starts the workers; returns once every
+    /// worker runs (or the first that could not start, with why).
+    pub fn start(snapshot: Snapshot, options: &Options) -> Result<Gateway> {
+        let snapshot = Arc::new(snapshot);
+        let cpus = runtime::allowed_cpus();
+        let count = options
+            .workers
+            .unwrap_or(match snapshot.runtime.workers {
+                Workers::Auto => cpus.len(),
+                Workers::Count(n) => n,
+            })
+            .max(1);
+        let io = options.io.unwrap_or(snapshot.runtime.io);
+
+        // Every worker gets its own socket per listener. A port of 0 is
+        // resolved by the first socket and shared by the rest.
+        let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..count).map(|_| Vec::new()).collect();
+        let mut listeners = Vec::with_capacity(snapshot.listeners.len());
+        for l in &snapshot.listeners {
+            let mut addr = l.addr;
+            for worker_sockets in &mut sockets {
+                let socket = listen_socket(addr).map_err(|source| Error::Listen {
+                    name: l.name.clone(),
+                    addr,
+                    source,
+                })?;
+                if addr.port() == 0 {
+                    addr = socket.local_addr().map_err(|source| Error::Listen {
+                        name: l.name.clone(),
+                        addr,
+                        source,
+                    })?;
+                }
+                worker_sockets.push(socket);
+            }
+            listeners.push((l.name.clone(), addr));
+        }
+
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut workers = Vec::with_capacity(count);
+        for (id, worker_sockets) in sockets.into_iter().enumerate() {
+            let (shutdown_tx, shutdown_rx) = oneshot::channel();
+            let snapshot = snapshot.clone();
+            let ready = ready_tx.clone();
+            let cpu = cpus.get(id % cpus.len().max(1)).copied();
+            let thread = std::thread::Builder::new()
+                .name(format!("ringway-w{id}"))
+                .spawn(move || {
+                    if let Some(Err(e)) = cpu.map(runtime::pin_to) {
+                        eprintln!("ringway: worker {id}: {e}; running unpinned");
+                    }
+                    let on_ready = |r| {
+                        let _ = ready.send((id, r));
+                    };
+                    runtime::run(io, on_ready, move || {
+                        worker_main(id, snapshot, worker_sockets, shutdown_rx)
+                    });
+                })
+                .map_err(|e| Error::Worker {
+                    worker: id,
+                    message: format!("cannot spawn thread: {e}"),
+                })?;
+            workers.push(WorkerThread {
+                thread: Some(thread),
+                shutdown: Some(shutdown_tx),
+            });
+        }
+        drop(ready_tx);
+
+        let mut gateway = Gateway {
+            workers,
+            listeners,
+            driver: DriverInfo {
+                driver: io,
+                flags: "",
+            },
+        };
+        for _ in 0..count {
+            match ready_rx.recv() {
+                Ok((_, Ok(info))) => gateway.driver = info,
+                Ok((worker, Err(message))) => return Err(Error::Worker { worker, message }),
+                Err(_) => {
+                    return Err(Error::Worker {
+                        worker: 0,
+                        message: "a worker exited during start-up".to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(gateway)
+    }
+
+    /// The listeners, by name, with the addresses actually bound.
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    /// The bound address of the listener called `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    /// The I/O driver the workers run on.
+    pub fn driver(&self) -> &DriverInfo {
+        &self.driver
+    }
+
+    /// The number of workers.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Stops accepting on every worker and lets in-flight requests finish;
+    /// returns at once. [`Gateway::join`] waits for the end.
+    pub fn shutdown(&mut self) {
+        for w in &mut self.workers {
+            if let Some(tx) = w.shutdown.take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// Shuts down (if not yet) and waits until every worker has drained.
+    pub fn join(mut self) {
+        self.stop_and_wait();
+    }
+
+    fn stop_and_wait(&mut self) {
+        self.shutdown();
+        for w in &mut self.workers {
+            if let Some(t) = w.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop_and_wait();
+    }
+}
+
+/// The body of one worker thread, inside its runtime.
+async fn worker_main(
+    id: usize,
+    snapshot: Arc<Snapshot>,
+    sockets: Vec<std::net::TcpListener>,
+    shutdown: oneshot::Receiver<()>,
+) {
+    let mut listeners = Vec::with_capacity(sockets.len());
+    for (config, socket) in snapshot.listeners.iter().zip(sockets) {
+        match monoio::net::TcpListener::from_std(socket) {
+            Ok(l) => listeners.push((Rc::new(config.clone()), l)),
+            Err(e) => eprintln!("ringway: worker {id}: listener {}: {e}", config.name),
+        }
+    }
+    let worker = Rc::new(worker::Worker::new(id, snapshot));
+    worker::run(worker, listeners, shutdown).await;
+}
+
+/// A non-blocking listening socket with `SO_REUSEPORT`, so that every
+/// worker accepts on its own socket and the kernel spreads connections.
+fn listen_socket(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}

@@ -1,1 +1,111 @@
-fn main() {}
+//! The `ringway` command: run the gateway, or check a configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use ringway::{Gateway, Options};
+use ringway_config::{DEFAULT_CONFIG, IoDriver, compile_str, load_file};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+/// ringway: an edge gateway and mesh proxy, thread-per-core on io_uring.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file; without it ringway runs a built-in default on
+    /// 127.0.0.1:8080.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Worker threads (default: the file's [runtime] workers, or one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// I/O driver (default: the file's [runtime] io, or uring).
+    #[arg(long, value_enum)]
+    io: Option<Io>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate a configuration file and print what it would serve.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Io {
+    Uring,
+    Epoll,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { file }) => check(&file),
+        None => match run(&cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ringway: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    match load_file(file) {
+        Ok(snapshot) => {
+            print!("{}", snapshot.summary());
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    let snapshot = match &cli.config {
+        Some(path) => load_file(path)?,
+        None => {
+            eprintln!(
+                "ringway: no --config given; running the built-in default (see examples/ringway.toml)"
+            );
+            compile_str("<built-in>", DEFAULT_CONFIG)?
+        }
+    };
+    if snapshot.admin.is_some() {
+        eprintln!("ringway: [admin] is accepted but not served yet");
+    }
+    // Signals are taken before the workers start, so that none is missed.
+    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    let options = Options {
+        workers: cli.workers,
+        io: cli.io.map(|io| match io {
+            Io::Uring => IoDriver::Uring,
+            Io::Epoll => IoDriver::Epoll,
+        }),
+    };
+    let gateway = Gateway::start(snapshot, &options)?;
+    eprintln!(
+        "ringway: {} worker(s) on {}",
+        gateway.worker_count(),
+        gateway.driver()
+    );
+    for (name, addr) in gateway.listeners() {
+        eprintln!("ringway: listener {name} on {addr}");
+    }
+    if let Some(signal) = signals.forever().next() {
+        eprintln!("ringway: signal {signal}: draining");
+    }
+    gateway.join();
+    eprintln!("ringway: stopped");
+    Ok(())
+}

@@ -97,7 +97,9 @@ fn duplicate_names_are_refused() {
     assert!(e.starts_with("test.toml:5:8:"), "{e}");
     assert!(e.contains("duplicate listener name"), "{e}");
     // TOML itself refuses a cluster defined twice.
-    let e = error_of("[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\n[cluster.a]\nendpoints = [\"127.0.0.1:2\"]\n");
+    let e = error_of(
+        "[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\n[cluster.a]\nendpoints = [\"127.0.0.1:2\"]\n",
+    );
     assert!(e.starts_with("test.toml:3:"), "{e}");
 }
 
@@ -135,9 +137,12 @@ fn values_out_of_range_are_refused() {
     assert!(error_of("[runtime]\nworkers = \"many\"\n").contains("\"auto\""));
     assert!(error_of("[runtime]\nio = \"kqueue\"\n").contains("\"epoll\""));
     assert!(error_of("[[route]]\nrespond = { status = 99 }\n").contains("200..=599"));
-    assert!(error_of("[[route]]\ntimeout = \"5\"\nrespond = { status = 200 }\n").contains("duration"));
     assert!(
-        error_of("[[route]]\nmatch = { path = \"x\" }\nrespond = { status = 200 }\n").contains("`/`")
+        error_of("[[route]]\ntimeout = \"5\"\nrespond = { status = 200 }\n").contains("duration")
+    );
+    assert!(
+        error_of("[[route]]\nmatch = { path = \"x\" }\nrespond = { status = 200 }\n")
+            .contains("`/`")
     );
     assert!(
         error_of("[[route]]\nmatch = { path = \"/a\", path_prefix = \"/b\" }\nrespond = { status = 200 }\n")
@@ -157,13 +162,19 @@ fn values_out_of_range_are_refused() {
             .contains("unknown balancer")
     );
     assert!(
-        error_of("[[route]]\nrespond = { status = 200, headers = { \"content-length\" = \"1\" } }\n")
-            .contains("framing")
+        error_of(
+            "[[route]]\nrespond = { status = 200, headers = { \"content-length\" = \"1\" } }\n"
+        )
+        .contains("framing")
     );
 }
 
 #[test]
 fn unreadable_file_says_so() {
     let e = load_file(Path::new("/nonexistent/ringway.toml")).unwrap_err();
-    assert!(e.to_string().starts_with("/nonexistent/ringway.toml: cannot read"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/nonexistent/ringway.toml: cannot read"),
+        "{e}"
+    );
 }

@@ -1,0 +1,95 @@
+//! Owned read buffers for io_uring: the kernel writes into memory the
+//! buffer owns, so reads take the buffer and give it back.
+
+use std::io;
+
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+
+/// Size a connection's read buffer starts at; body streaming reuses it, so
+/// this is also the per-direction memory bound for bodies.
+pub const BUF_SIZE: usize = 16 * 1024;
+
+/// A read buffer with a consumed prefix: `data()` is what has been read
+/// but not yet used.
+#[derive(Debug, Default)]
+pub struct ReadBuf {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl ReadBuf {
+    /// An empty buffer of [`BUF_SIZE`].
+    pub fn new() -> ReadBuf {
+        ReadBuf {
+            buf: Vec::with_capacity(BUF_SIZE),
+            start: 0,
+        }
+    }
+
+    /// The bytes read and not yet consumed.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// True when nothing unconsumed is held.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.buf.len()
+    }
+
+    /// Marks the first `n` bytes of [`ReadBuf::data`] as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        debug_assert!(self.start <= self.buf.len());
+        if self.start >= self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+    }
+
+    /// Reads more bytes from `io`, growing the buffer up to `max` bytes of
+    /// unconsumed data. Returns the count read, 0 at end of stream, and an
+    /// `OutOfMemory` error when `max` is reached.
+    pub async fn fill<R: AsyncReadRent>(&mut self, io: &mut R, max: usize) -> io::Result<usize> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        if len == self.buf.capacity() {
+            if len >= max {
+                return Err(io::ErrorKind::OutOfMemory.into());
+            }
+            self.buf.reserve((max - len).min(len.max(BUF_SIZE)));
+        }
+        // If this future is dropped mid-read (a timeout), the buffer goes
+        // with it; callers close the connection in that case anyway.
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = io.read(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// Writes the first `n` unconsumed bytes to `io` without copying, and
+    /// consumes them.
+    pub async fn write_prefix<W: AsyncWriteRentExt>(
+        &mut self,
+        io: &mut W,
+        n: usize,
+    ) -> io::Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = io.write_all(buf.slice(self.start..self.start + n)).await;
+        self.buf = slice.into_inner();
+        res?;
+        self.consume(n);
+        Ok(())
+    }
+}
+
+/// Writes all of `out` to `io`, keeping `out` (and its capacity) for reuse.
+pub async fn write_all<W: AsyncWriteRentExt>(io: &mut W, out: &mut Vec<u8>) -> io::Result<()> {
+    let buf = std::mem::take(out);
+    let (res, buf) = io.write_all(buf).await;
+    *out = buf;
+    res.map(|_| ())
+}

@@ -1,0 +1,170 @@
+use super::*;
+
+fn parse_ok(raw: &[u8]) -> (Framing, bool, bool, Vec<u8>, Vec<u8>) {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let req = parse(raw, &mut headers).unwrap().expect("complete");
+    (
+        req.framing,
+        req.keep_alive,
+        req.expect_continue,
+        req.host.to_vec(),
+        req.target.to_vec(),
+    )
+}
+
+fn parse_err(raw: &[u8]) -> HeadError {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    parse(raw, &mut headers).unwrap_err()
+}
+
+#[test]
+fn simple_get() {
+    let (framing, keep_alive, expect, host, target) =
+        parse_ok(b"GET /a?b=1 HTTP/1.1\r\nHost: Example.com:8080\r\n\r\n");
+    assert_eq!(framing, Framing::Empty);
+    assert!(keep_alive);
+    assert!(!expect);
+    assert_eq!(host, b"Example.com:8080");
+    assert_eq!(target, b"/a?b=1");
+}
+
+#[test]
+fn partial_head_asks_for_more() {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    assert!(
+        parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut headers)
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[test]
+fn framing_from_headers() {
+    assert_eq!(
+        parse_ok(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n").0,
+        Framing::Length(5)
+    );
+    assert_eq!(
+        parse_ok(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").0,
+        Framing::Length(5)
+    );
+    assert_eq!(
+        parse_ok(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n").0,
+        Framing::Chunked
+    );
+    let (_, _, expect, _, _) =
+        parse_ok(b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n");
+    assert!(expect);
+}
+
+#[test]
+fn smuggling_shapes_are_refused() {
+    let cases: [&[u8]; 11] = [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    ];
+    for raw in cases {
+        assert_eq!(
+            parse_err(raw).status(),
+            400,
+            "{}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+}
+
+#[test]
+fn other_refusals_have_their_status() {
+    assert_eq!(parse_err(b"GET / HTTP/1.1\r\n\r\n").status(), 400);
+    assert_eq!(
+        parse_err(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n").status(),
+        400
+    );
+    assert_eq!(
+        parse_err(b"G@T / HTTP/1.1\r\nHost: a\r\n\r\n").status(),
+        400
+    );
+    assert_eq!(
+        parse_err(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n").status(),
+        501
+    );
+    assert_eq!(
+        parse_err(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").status(),
+        501
+    );
+    let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+    for i in 0..MAX_HEADERS {
+        many.extend_from_slice(format!("x-{i}: 1\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert_eq!(parse_err(&many).status(), 431);
+}
+
+#[test]
+fn keep_alive_follows_version_and_connection() {
+    assert!(!parse_ok(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").1);
+    assert!(!parse_ok(b"GET / HTTP/1.0\r\n\r\n").1);
+    assert!(parse_ok(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").1);
+}
+
+#[test]
+fn absolute_form_routes_on_its_authority() {
+    let (_, _, _, host, target) =
+        parse_ok(b"GET http://api.example.com:81/x?y HTTP/1.1\r\nHost: other\r\n\r\n");
+    assert_eq!(host, b"api.example.com:81");
+    assert_eq!(target, b"/x?y");
+    assert_eq!(
+        parse_ok(b"GET http://a HTTP/1.1\r\nHost: a\r\n\r\n").4,
+        b"/"
+    );
+}
+
+fn upstream_head(raw: &[u8]) -> String {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let req = parse(raw, &mut headers).unwrap().unwrap();
+    let mut out = Vec::new();
+    let fwd = Forwarded {
+        client_ip: "192.0.2.7".parse().unwrap(),
+        proto: "http",
+    };
+    write_upstream_head(&mut out, &req, fwd);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn upstream_head_drops_hop_by_hop_and_keeps_order() {
+    let head = upstream_head(
+        b"POST /p HTTP/1.1\r\nHost: a.example\r\nX-B: 2\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\nKeep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Authorization: x\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n",
+    );
+    assert_eq!(
+        head,
+        "POST /p HTTP/1.1\r\nHost: a.example\r\nX-B: 2\r\nX-A: 1\r\nx-forwarded-for: 192.0.2.7\r\nx-forwarded-proto: http\r\nx-forwarded-host: a.example\r\nvia: 1.1 ringway\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+}
+
+#[test]
+fn upstream_head_appends_to_forwarding_lists() {
+    let head = upstream_head(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nVia: 1.1 edge\r\nX-Forwarded-For: 10.0.0.2\r\nX-Forwarded-Proto: https\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert!(
+        head.contains("x-forwarded-for: 10.0.0.1, 10.0.0.2, 192.0.2.7\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("via: 1.1 edge, 1.1 ringway\r\n"), "{head}");
+    assert!(head.contains("x-forwarded-proto: http\r\n"), "{head}");
+    assert!(!head.contains("https"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("content-length"),
+        "{head}"
+    );
+}

@@ -1,0 +1,704 @@
+//! One client connection: read requests, route them, answer directly or
+//! proxy them upstream, and keep the connection while both sides allow.
+//!
+//! Requests on a connection are served one after another, so pipelined
+//! requests are answered in order. Bodies stream in both directions through
+//! one buffer per side: memory per connection does not grow with a body.
+
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::io::AsyncWriteRent;
+use monoio::net::TcpStream;
+use monoio::time::{Instant, timeout, timeout_at};
+use ringway_config::{Action, ClusterId, Listener};
+
+use crate::buffer::{BUF_SIZE, ReadBuf, write_all};
+use crate::http1::framing::{BodyReader, Framing, FramingError, chunk_header};
+use crate::http1::request::{self, Forwarded};
+use crate::http1::response::{self, ClientBody};
+use crate::pool::UpstreamConn;
+use crate::worker::Worker;
+
+/// Largest upstream response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Largest request body read and dropped to keep a connection after a
+/// direct or error response; a larger one closes the connection instead.
+const DISCARD_LIMIT: u64 = 1024 * 1024;
+/// How long a closing connection keeps reading what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Serves one accepted client connection until it closes.
+pub async fn serve(
+    worker: Rc<Worker>,
+    listener: Rc<Listener>,
+    client: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = client.set_nodelay(true);
+    let mut session = Session {
+        worker,
+        listener,
+        client,
+        peer,
+        rbuf: ReadBuf::new(),
+        out: Vec::with_capacity(1024),
+        up_out: Vec::with_capacity(1024),
+    };
+    session.run().await;
+}
+
+/// After a request: whether the client connection stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// The facts of a request that outlive its parsed head.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+    is_head: bool,
+    minor_version: u8,
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Proxy {
+        cluster: ClusterId,
+        timeout: Duration,
+    },
+    Respond {
+        route: usize,
+    },
+    NotFound,
+}
+
+/// Why an upstream exchange failed. Each maps to one status in
+/// [`Failure::status`], and none carries heap data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// The cluster had no endpoint to offer.
+    NoEndpoint,
+    /// Connecting failed (refused, unreachable).
+    Connect(io::ErrorKind),
+    /// Connecting took longer than the cluster's connect timeout.
+    ConnectTimeout,
+    /// The upstream closed or reset before a complete response head;
+    /// `started` when some of it had arrived.
+    Closed { started: bool },
+    /// The upstream took longer than the route's timeout.
+    Timeout,
+    /// The upstream's response cannot be passed on.
+    Invalid(&'static str),
+    /// The client's body framing is invalid.
+    ClientBody,
+    /// The client stopped sending its body in time.
+    ClientTimeout,
+    /// The client went away.
+    ClientGone,
+}
+
+impl Failure {
+    /// The status answered for this failure; `None` when there is nobody
+    /// to answer.
+    fn status(self) -> Option<u16> {
+        match self {
+            Failure::NoEndpoint => Some(503),
+            Failure::Connect(_) | Failure::Closed { .. } | Failure::Invalid(_) => Some(502),
+            Failure::ConnectTimeout | Failure::Timeout => Some(504),
+            Failure::ClientBody => Some(400),
+            Failure::ClientTimeout => Some(408),
+            Failure::ClientGone => None,
+        }
+    }
+
+    fn detail(self) -> &'static str {
+        match self {
+            Failure::NoEndpoint => "no upstream endpoint available",
+            Failure::Connect(io::ErrorKind::ConnectionRefused) => "upstream refused the connection",
+            Failure::Connect(_) => "upstream connection failed",
+            Failure::ConnectTimeout => "upstream connect timed out",
+            Failure::Closed { .. } => "upstream closed the connection without a response",
+            Failure::Timeout => "upstream did not respond in time",
+            Failure::Invalid(why) => why,
+            Failure::ClientBody => "invalid request body framing",
+            Failure::ClientTimeout => "request body not received in time",
+            Failure::ClientGone => "client went away",
+        }
+    }
+}
+
+/// How the response's body bytes are turned into what the client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    /// The same bytes.
+    PassThrough,
+    /// Close-delimited in, chunked out.
+    Encode,
+    /// Chunked in, payload out (a 1.0 client).
+    Decode,
+}
+
+/// The upstream's final response head, once written for the client.
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    framing: Framing,
+    relay: Relay,
+    upstream_keep_alive: bool,
+    close_client: bool,
+}
+
+struct Session {
+    worker: Rc<Worker>,
+    listener: Rc<Listener>,
+    client: TcpStream,
+    peer: SocketAddr,
+    /// Bytes from the client.
+    rbuf: ReadBuf,
+    /// Bytes for the client (heads, own responses, re-framed body).
+    out: Vec<u8>,
+    /// The request head (and any buffered body) for the upstream.
+    up_out: Vec<u8>,
+}
+
+impl Session {
+    async fn run(&mut self) {
+        let mut first = true;
+        loop {
+            if self.rbuf.is_empty() {
+                // Waiting for the next request: a quiet close on timeout.
+                let wait = if first {
+                    self.listener.header_timeout
+                } else {
+                    self.listener.idle_timeout
+                };
+                match timeout(wait, self.rbuf.fill(&mut self.client, BUF_SIZE)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+            }
+            first = false;
+            // In flight from its first byte, so a drain waits for it.
+            let _in_flight = self.worker.drain.request();
+            if self.serve_one().await == Next::Close || self.worker.drain.is_draining() {
+                return;
+            }
+        }
+    }
+
+    /// Reads one request head, then answers it.
+    async fn serve_one(&mut self) -> Next {
+        let max_head = self.listener.max_header_bytes;
+        let deadline = Instant::now() + self.listener.header_timeout;
+        let (plan, target, head_len) = loop {
+            let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+            match request::parse(self.rbuf.data(), &mut headers) {
+                Ok(Some(req)) => {
+                    break plan_request(&self.worker, self.peer, &mut self.up_out, &req);
+                }
+                Ok(None) => {}
+                Err(e) => return self.refuse(e.status(), e.detail()).await,
+            }
+            if self.rbuf.data().len() >= max_head {
+                return self.refuse(431, "request head too large").await;
+            }
+            match timeout_at(deadline, self.rbuf.fill(&mut self.client, max_head)).await {
+                Err(_) => return self.refuse(408, "request head not received in time").await,
+                Ok(Ok(0)) => return Next::Close,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
+                    return self.refuse(431, "request head too large").await;
+                }
+                Ok(Err(_)) => return Next::Close,
+            }
+        };
+        self.rbuf.consume(head_len);
+        match target {
+            Target::Proxy { cluster, timeout } => self.proxy(plan, cluster, timeout).await,
+            Target::Respond { route } => {
+                let worker = self.worker.clone();
+                match &worker.snapshot().routes[route].action {
+                    Action::Respond(d) => {
+                        self.respond_local(plan, d.status, &d.headers, &d.body)
+                            .await
+                    }
+                    Action::Proxy(_) => self.respond_local(plan, 500, &[], b"").await,
+                }
+            }
+            Target::NotFound => {
+                let body = b"no route matches this request\n";
+                let headers = [(
+                    "content-type".to_owned(),
+                    "text/plain; charset=utf-8".to_owned(),
+                )];
+                self.respond_local(plan, 404, &headers, body).await
+            }
+        }
+    }
+
+    /// Answers a request from the gateway itself, after reading and
+    /// dropping its body where that is cheap, so the connection stays.
+    async fn respond_local(
+        &mut self,
+        plan: Plan,
+        status: u16,
+        headers: &[(String, String)],
+        body: &[u8],
+    ) -> Next {
+        let body_read = self.discard_body(plan).await;
+        let close = !plan.keep_alive || !body_read;
+        response::write_own_response(&mut self.out, status, headers, body, plan.is_head, close);
+        self.send_out(close).await
+    }
+
+    /// Writes `self.out` to the client and says what follows.
+    async fn send_out(&mut self, close: bool) -> Next {
+        if write_all(&mut self.client, &mut self.out).await.is_err() {
+            return Next::Close;
+        }
+        if close {
+            self.linger().await;
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    /// Refuses a request whose head is unusable: the status, then close.
+    async fn refuse(&mut self, status: u16, detail: &str) -> Next {
+        response::write_error(&mut self.out, status, detail, true);
+        self.send_out(true).await
+    }
+
+    /// Answers an upstream failure. The connection stays only when the
+    /// client's request was read whole.
+    async fn fail(&mut self, plan: Plan, failure: Failure, body_read: bool) -> Next {
+        let Some(status) = failure.status() else {
+            return Next::Close;
+        };
+        let close = !plan.keep_alive || !body_read;
+        response::write_error(&mut self.out, status, failure.detail(), close);
+        self.send_out(close).await
+    }
+
+    /// Reads and drops the request body; false when it was not read whole
+    /// (too large, invalid, slow, or the client waits for `100 Continue`).
+    async fn discard_body(&mut self, plan: Plan) -> bool {
+        let mut body = BodyReader::new(plan.framing);
+        if body.is_done() {
+            return true;
+        }
+        if plan.expect_continue {
+            return false;
+        }
+        let mut seen = 0u64;
+        loop {
+            match body.advance(self.rbuf.data(), None) {
+                Ok(p) => {
+                    self.rbuf.consume(p.consumed);
+                    seen += p.consumed as u64;
+                    if p.done {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+            if seen > DISCARD_LIMIT {
+                return false;
+            }
+            match timeout(
+                self.listener.idle_timeout,
+                self.rbuf.fill(&mut self.client, BUF_SIZE),
+            )
+            .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// Half-closes, then reads and drops what the client still sends for a
+    /// moment: closing with unread bytes would send a reset, and a reset can
+    /// destroy the response still on its way to the client.
+    async fn linger(&mut self) {
+        let _ = self.client.shutdown().await;
+        let deadline = Instant::now() + LINGER;
+        let mut dropped = 0;
+        while dropped < DISCARD_LIMIT as usize {
+            self.rbuf.consume(self.rbuf.data().len());
+            match timeout_at(deadline, self.rbuf.fill(&mut self.client, BUF_SIZE)).await {
+                Ok(Ok(n)) if n > 0 => dropped += n,
+                _ => return,
+            }
+        }
+    }
+
+    /// Proxies one request to an endpoint of `cluster_id`.
+    async fn proxy(&mut self, plan: Plan, cluster_id: ClusterId, timeout: Duration) -> Next {
+        let worker = self.worker.clone();
+        let cluster = &worker.snapshot().clusters[cluster_id.0 as usize];
+        let mut body = BodyReader::new(plan.framing);
+        // The body bytes that came with the head travel with it.
+        match body.advance(self.rbuf.data(), None) {
+            Ok(p) => {
+                self.up_out
+                    .extend_from_slice(&self.rbuf.data()[..p.consumed]);
+                self.rbuf.consume(p.consumed);
+            }
+            Err(_) => return self.refuse(400, Failure::ClientBody.detail()).await,
+        }
+        // With the whole request in `up_out`, it can be sent again.
+        let replayable = body.is_done();
+        let Some(endpoint) = worker.pick(cluster_id) else {
+            return self.fail(plan, Failure::NoEndpoint, replayable).await;
+        };
+        let addr = cluster.endpoints[endpoint.0 as usize].addr;
+
+        let mut fresh_only = false;
+        let (mut up, reply, request_sent) = loop {
+            let pooled = if fresh_only {
+                None
+            } else {
+                worker.pool.take(addr)
+            };
+            let mut up = match pooled {
+                Some(up) => up,
+                None => match connect(addr, cluster.connect_timeout).await {
+                    Ok(stream) => {
+                        worker.pool.note_opened();
+                        UpstreamConn {
+                            stream,
+                            rbuf: ReadBuf::new(),
+                            reused: false,
+                        }
+                    }
+                    Err(f) => return self.fail(plan, f, body.is_done()).await,
+                },
+            };
+            match self.exchange(plan, &mut up, &mut body, timeout).await {
+                Ok((reply, request_sent)) => break (up, reply, request_sent),
+                // A pooled connection the upstream closed before reading
+                // this request: send it again on a new connection, as
+                // hyper and browsers do. Only once, and only when the whole
+                // request is still at hand.
+                Err(Failure::Closed { started: false }) if up.reused && replayable => {
+                    fresh_only = true;
+                }
+                Err(f) => return self.fail(plan, f, body.is_done()).await,
+            }
+        };
+
+        match self.relay_body(&mut up, reply, timeout).await {
+            Ok(()) => {
+                if reply.upstream_keep_alive && request_sent && up.rbuf.is_empty() {
+                    up.reused = false;
+                    worker.pool.put(
+                        addr,
+                        up,
+                        cluster.idle_timeout,
+                        cluster.max_idle_per_endpoint,
+                    );
+                }
+                if reply.close_client {
+                    if !body.is_done() {
+                        self.linger().await;
+                    }
+                    Next::Close
+                } else {
+                    Next::KeepAlive
+                }
+            }
+            Err(()) => Next::Close,
+        }
+    }
+
+    /// Sends the request on `up` and reads the response head, passing
+    /// informational responses on. On success the client's head is in
+    /// `self.out`; the flag says whether the whole request reached the
+    /// upstream.
+    async fn exchange(
+        &mut self,
+        plan: Plan,
+        up: &mut UpstreamConn,
+        body: &mut BodyReader,
+        timeout: Duration,
+    ) -> Result<(Reply, bool), Failure> {
+        let mut request_sent = true;
+        if write_all(&mut up.stream, &mut self.up_out).await.is_err() {
+            return Err(Failure::Closed { started: false });
+        }
+        if !body.is_done() {
+            if plan.expect_continue {
+                self.out.clear();
+                self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                write_all(&mut self.client, &mut self.out)
+                    .await
+                    .map_err(|_| Failure::ClientGone)?;
+            }
+            // An upstream that stops reading may have answered early (413,
+            // say): its response is read and passed on below.
+            request_sent = self.stream_request_body(up, body).await?;
+        }
+
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
+            let informational = match response::parse(up.rbuf.data(), &mut headers, plan.is_head) {
+                Ok(Some(resp)) if resp.status == 101 => {
+                    return Err(Failure::Invalid("upstream switched protocols unasked"));
+                }
+                Ok(Some(resp)) if resp.status < 200 => {
+                    // 100 Continue is this hop's business; 102 and 103 go on.
+                    let forward = resp.status != 100;
+                    if forward {
+                        response::write_client_head(&mut self.out, &resp, ClientBody::None, false);
+                    }
+                    Some((resp.head_len, forward))
+                }
+                Ok(Some(resp)) => {
+                    let client_body = ClientBody::choose(resp.framing, plan.minor_version);
+                    let close_client = !plan.keep_alive
+                        || !body.is_done()
+                        || client_body.needs_close()
+                        || self.worker.drain.is_draining();
+                    response::write_client_head(&mut self.out, &resp, client_body, close_client);
+                    let relay = match (resp.framing, client_body) {
+                        (Framing::UntilClose, ClientBody::EncodeChunked) => Relay::Encode,
+                        (Framing::Chunked, ClientBody::UntilClose) => Relay::Decode,
+                        _ => Relay::PassThrough,
+                    };
+                    let reply = Reply {
+                        framing: resp.framing,
+                        relay,
+                        upstream_keep_alive: resp.keep_alive,
+                        close_client,
+                    };
+                    let head_len = resp.head_len;
+                    up.rbuf.consume(head_len);
+                    return Ok((reply, request_sent));
+                }
+                Ok(None) => None,
+                Err(e) => return Err(Failure::Invalid(e.0)),
+            };
+            if let Some((head_len, forward)) = informational {
+                up.rbuf.consume(head_len);
+                if forward {
+                    write_all(&mut self.client, &mut self.out)
+                        .await
+                        .map_err(|_| Failure::ClientGone)?;
+                }
+                continue;
+            }
+            if up.rbuf.data().len() >= MAX_RESPONSE_HEAD {
+                return Err(Failure::Invalid("upstream response head too large"));
+            }
+            let started = !up.rbuf.is_empty();
+            match timeout_at(deadline, up.rbuf.fill(&mut up.stream, MAX_RESPONSE_HEAD)).await {
+                Err(_) => return Err(Failure::Timeout),
+                Ok(Ok(0)) => return Err(Failure::Closed { started }),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
+                    return Err(Failure::Invalid("upstream response head too large"));
+                }
+                Ok(Err(_)) => return Err(Failure::Closed { started }),
+            }
+        }
+    }
+
+    /// Streams the rest of the request body to the upstream. Returns false
+    /// when the upstream stopped taking it.
+    async fn stream_request_body(
+        &mut self,
+        up: &mut UpstreamConn,
+        body: &mut BodyReader,
+    ) -> Result<bool, Failure> {
+        while !body.is_done() {
+            if self.rbuf.is_empty() {
+                match timeout(
+                    self.listener.idle_timeout,
+                    self.rbuf.fill(&mut self.client, BUF_SIZE),
+                )
+                .await
+                {
+                    Ok(Ok(n)) if n > 0 => {}
+                    Err(_) => return Err(Failure::ClientTimeout),
+                    Ok(_) => return Err(Failure::ClientGone),
+                }
+            }
+            let p = body
+                .advance(self.rbuf.data(), None)
+                .map_err(|_| Failure::ClientBody)?;
+            if self
+                .rbuf
+                .write_prefix(&mut up.stream, p.consumed)
+                .await
+                .is_err()
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Sends the client head (in `self.out`) and the response body.
+    /// `Err` means the response could not be completed: close both sides.
+    async fn relay_body(
+        &mut self,
+        up: &mut UpstreamConn,
+        reply: Reply,
+        timeout: Duration,
+    ) -> Result<(), ()> {
+        let mut body = BodyReader::new(reply.framing);
+        // What arrived with the head goes out with it, in one write.
+        let consumed =
+            frame_into(&mut self.out, &mut body, up.rbuf.data(), reply.relay).map_err(|_| ())?;
+        up.rbuf.consume(consumed);
+        write_all(&mut self.client, &mut self.out)
+            .await
+            .map_err(|_| ())?;
+        while !body.is_done() {
+            match timeout_at(
+                Instant::now() + timeout,
+                up.rbuf.fill(&mut up.stream, BUF_SIZE),
+            )
+            .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) if reply.framing == Framing::UntilClose => {
+                    if reply.relay == Relay::Encode {
+                        self.out.clear();
+                        self.out.extend_from_slice(b"0\r\n\r\n");
+                        write_all(&mut self.client, &mut self.out)
+                            .await
+                            .map_err(|_| ())?;
+                    }
+                    return Ok(());
+                }
+                // Truncated or stalled: the client sees the connection
+                // close before the framing completes.
+                _ => return Err(()),
+            }
+            if reply.relay == Relay::PassThrough {
+                let p = body.advance(up.rbuf.data(), None).map_err(|_| ())?;
+                up.rbuf
+                    .write_prefix(&mut self.client, p.consumed)
+                    .await
+                    .map_err(|_| ())?;
+            } else {
+                self.out.clear();
+                let consumed = frame_into(&mut self.out, &mut body, up.rbuf.data(), reply.relay)
+                    .map_err(|_| ())?;
+                up.rbuf.consume(consumed);
+                write_all(&mut self.client, &mut self.out)
+                    .await
+                    .map_err(|_| ())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Routes a parsed request and, when it goes upstream, writes the upstream
+/// head into `up_out`. Synchronous: the parsed head borrows the read
+/// buffer, and nothing here waits.
+fn plan_request(
+    worker: &Worker,
+    peer: SocketAddr,
+    up_out: &mut Vec<u8>,
+    req: &request::Request<'_, '_>,
+) -> (Plan, Target, usize) {
+    let plan = Plan {
+        framing: req.framing,
+        keep_alive: req.keep_alive && !worker.drain.is_draining(),
+        expect_continue: req.expect_continue,
+        is_head: req.is_head(),
+        minor_version: req.minor_version,
+    };
+    let snapshot = worker.snapshot();
+    let headers = HeaderLookup(req.headers);
+    let target = match snapshot
+        .router
+        .route(req.host, req.target, req.method.as_bytes(), &headers)
+    {
+        None => Target::NotFound,
+        Some(id) => {
+            let route = &snapshot.routes[id.0 as usize];
+            match route.action {
+                Action::Proxy(cluster) => {
+                    let fwd = Forwarded {
+                        client_ip: peer.ip(),
+                        proto: "http",
+                    };
+                    request::write_upstream_head(up_out, req, fwd);
+                    Target::Proxy {
+                        cluster,
+                        timeout: route.timeout,
+                    }
+                }
+                Action::Respond(_) => Target::Respond {
+                    route: id.0 as usize,
+                },
+            }
+        }
+    };
+    (plan, target, req.head_len)
+}
+
+/// The router's view of a parsed head's fields.
+struct HeaderLookup<'h, 'b>(&'h [httparse::Header<'b>]);
+
+impl ringway_router::Headers for HeaderLookup<'_, '_> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+/// Appends to `out` what the client gets for the body bytes in `data`, and
+/// returns how many of them belonged to the body.
+fn frame_into(
+    out: &mut Vec<u8>,
+    body: &mut BodyReader,
+    data: &[u8],
+    relay: Relay,
+) -> Result<usize, FramingError> {
+    match relay {
+        Relay::PassThrough => {
+            let p = body.advance(data, None)?;
+            out.extend_from_slice(&data[..p.consumed]);
+            Ok(p.consumed)
+        }
+        Relay::Decode => Ok(body.advance(data, Some(out))?.consumed),
+        Relay::Encode => {
+            let p = body.advance(data, None)?;
+            if p.consumed > 0 {
+                chunk_header(out, p.consumed);
+                out.extend_from_slice(&data[..p.consumed]);
+                out.extend_from_slice(b"\r\n");
+            }
+            Ok(p.consumed)
+        }
+    }
+}
+
+/// Connects to an upstream endpoint within `limit`.
+async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Failure> {
+    match timeout(limit, TcpStream::connect_addr(addr)).await {
+        Err(_) => Err(Failure::ConnectTimeout),
+        Ok(Err(e)) => Err(Failure::Connect(e.kind())),
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    }
+}
