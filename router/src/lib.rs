@@ -7,9 +7,60 @@
 //!
 //! It must not depend on anything else in the workspace, nor on TOML,
 //! sockets or a runtime. Matching is synchronous and allocates nothing.
+//!
+//! # The index
+//!
+//! [`Router::build`] sorts every rule into exactly one *host bucket*, and
+//! within it into one *path slot*:
+//!
+//! - host buckets: a hash map from exact name to bucket, a hash map from
+//!   wildcard suffix (`.example.com`) to bucket, and one any-host bucket;
+//! - path slots, per bucket: a hash map from exact path to routes, a
+//!   path-compressed byte trie of prefixes (`Any` is the empty prefix, at
+//!   the root), and a list of regex routes.
+//!
+//! A request visits only the buckets its host can be in: one exact lookup,
+//! one suffix lookup per `.` in the host (`a.b.example.com` tries `.com`,
+//! `.example.com`, `.b.example.com`, never longer than the longest wildcard
+//! rule), and the any-host bucket. In each it does one exact-path lookup and
+//! one trie walk along the path, which meets every prefix rule that can
+//! match. The cost therefore grows with the length of the host and path,
+//! not with the number of rules; regex rules are the exception, scanned in
+//! turn within their bucket, so they are best kept few or put under a host.
+//!
+//! Rule order survives indexing because a [`RouteId`] *is* the rule's
+//! position: every candidate list is ascending, each bucket and each trie
+//! node knows the lowest id beneath it, and the search keeps the best (lowest)
+//! id found so far. A list stops at its first rule whose methods and headers
+//! hold, and whole buckets and subtrees are skipped once they cannot hold a
+//! lower id. The result is the rule a linear scan in file order would find.
+//!
+//! # Invariants
+//!
+//! - Host patterns in the index and request hosts are in one form: ASCII
+//!   lowercase, no port, no trailing dot. Request hosts longer than 255 bytes
+//!   (no DNS name is) match only any-host rules; they are lowercased into a
+//!   fixed stack buffer, which is what keeps [`Router::route`] allocation-free.
+//! - Path regexes match the whole path: they are compiled as `^(?:re)$`, once
+//!   `re` alone has been checked to be a valid regex.
+//! - The one allocation `route()` can cause is the `regex` crate's own: its
+//!   per-thread match cache, filled on a thread's first use of a regex and
+//!   grown (rarely) when new input reaches new automaton states.
 #![forbid(unsafe_code)]
 
+mod hash;
+mod host;
+mod path_table;
+mod prefix_trie;
+
 use std::fmt;
+
+use hash::BytesMap;
+use path_table::{PathTable, PathTableBuilder, RequestPath};
+
+/// "No route (yet)" in the index's `u32` route ids: larger than any real
+/// one, so that "lower id wins" comparisons need no `Option`.
+const NO_ROUTE: u32 = u32::MAX;
 
 /// Index of a route in the order the rules were given to [`Router::build`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -29,8 +80,12 @@ pub enum HostMatch {
 
 impl HostMatch {
     /// Parses `example.com`, `*.example.com` or `*`.
+    ///
+    /// Names are lowercased and lose a trailing dot. Refused: an empty name,
+    /// `*` anywhere but a leading `*.`, empty labels (`a..b`, `.a`), a port,
+    /// and names of 255 bytes or more.
     pub fn parse(pattern: &str) -> Result<HostMatch> {
-        todo_parse_host(pattern)
+        host::parse_pattern(pattern)
     }
 }
 
@@ -109,76 +164,92 @@ pub enum Error {
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-fn todo_parse_host(pattern: &str) -> Result<HostMatch> {
-    let invalid = |reason| {
-        Err(Error::InvalidHost {
-            pattern: pattern.to_owned(),
-            reason,
-        })
-    };
-    if pattern == "*" {
-        return Ok(HostMatch::Any);
-    }
-    if pattern.is_empty() {
-        return invalid("empty host");
-    }
-    let lower = pattern.to_ascii_lowercase();
-    if let Some(suffix) = lower.strip_prefix('*') {
-        if !suffix.starts_with('.') || suffix.len() < 2 || suffix.contains('*') {
-            return invalid("a wildcard must be a leading `*.` followed by a name");
-        }
-        return Ok(HostMatch::Suffix(suffix.to_owned()));
-    }
-    if lower.contains('*') {
-        return invalid("`*` is allowed only as a leading `*.`");
-    }
-    Ok(HostMatch::Exact(lower))
-}
-
-/// Compiled routing rules. Placeholder implementation: scans the rules in
-/// order. Replaced by an indexed matcher.
+/// Compiled routing rules; see the crate documentation for the index.
 pub struct Router {
-    rules: Vec<(RouteRule, Option<regex::Regex>)>,
+    /// Each rule's method and header conditions, by [`RouteId`]; the index
+    /// has already settled host and path when these are checked.
+    conditions: Box<[Conditions]>,
+    exact_hosts: BytesMap<PathTable>,
+    /// Keyed by the suffix with its leading dot, `.example.com`.
+    suffix_hosts: BytesMap<PathTable>,
+    /// Length of the longest key in `suffix_hosts`: longer suffixes of a
+    /// request host need no lookup.
+    longest_suffix: usize,
+    any_host: PathTable,
 }
 
 impl fmt::Debug for Router {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Router").field("rules", &self.rules.len()).finish()
+        f.debug_struct("Router")
+            .field("rules", &self.conditions.len())
+            .field("exact_hosts", &self.exact_hosts.len())
+            .field("suffix_hosts", &self.suffix_hosts.len())
+            .finish_non_exhaustive()
     }
 }
 
 impl Router {
     /// Compiles the rules, in priority order.
+    ///
+    /// Host patterns built by hand rather than by [`HostMatch::parse`] are
+    /// normalized and checked the same way; a malformed one (for example a
+    /// `Suffix` without its leading `.`) is [`Error::InvalidHost`].
     pub fn build(rules: Vec<RouteRule>) -> Result<Router> {
-        let mut compiled = Vec::with_capacity(rules.len());
-        for (i, rule) in rules.into_iter().enumerate() {
-            let re = match &rule.path {
-                PathMatch::Regex(r) => Some(
-                    regex::Regex::new(&format!("^(?:{r})$")).map_err(|e| Error::InvalidRegex {
-                        route: i,
-                        message: e.to_string(),
-                    })?,
-                ),
-                _ => None,
+        let mut exact_hosts = BytesMap::<PathTableBuilder>::default();
+        let mut suffix_hosts = BytesMap::<PathTableBuilder>::default();
+        let mut any_host = PathTableBuilder::default();
+        let mut conditions = Vec::with_capacity(rules.len());
+        for (index, rule) in rules.into_iter().enumerate() {
+            // A `RouteRule` is over a hundred bytes, so 2^32 - 1 of them
+            // would take 400 GiB: ids fit, and `NO_ROUTE` stays out of range.
+            let route = index as u32;
+            let table = match host::normalize_pattern(&rule.host)? {
+                HostMatch::Any => &mut any_host,
+                HostMatch::Exact(name) => exact_hosts.entry(name.into_bytes().into()).or_default(),
+                HostMatch::Suffix(suffix) => {
+                    suffix_hosts.entry(suffix.into_bytes().into()).or_default()
+                }
             };
-            compiled.push((rule, re));
+            match &rule.path {
+                PathMatch::Any => table.insert_prefix("", route),
+                PathMatch::Exact(path) => table.insert_exact(path, route),
+                PathMatch::Prefix(prefix) => table.insert_prefix(prefix, route),
+                PathMatch::Regex(regex) => table.insert_regex(compile_regex(index, regex)?, route),
+            }
+            conditions.push(Conditions::new(rule.methods, rule.headers));
         }
-        Ok(Router { rules: compiled })
+        let build_all = |tables: BytesMap<PathTableBuilder>| -> BytesMap<PathTable> {
+            tables
+                .into_iter()
+                .map(|(key, table)| (key, table.build()))
+                .collect()
+        };
+        Ok(Router {
+            conditions: conditions.into(),
+            longest_suffix: suffix_hosts.keys().map(|k| k.len()).max().unwrap_or(0),
+            exact_hosts: build_all(exact_hosts),
+            suffix_hosts: build_all(suffix_hosts),
+            any_host: any_host.build(),
+        })
     }
 
     /// Number of rules.
     pub fn len(&self) -> usize {
-        self.rules.len()
+        self.conditions.len()
     }
 
     /// True when there are no rules.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.conditions.is_empty()
     }
 
     /// The first rule that matches. `host` is the Host header as sent
     /// (any case, possibly with a port); `path` is the request target (its
     /// query, if any, is ignored).
+    ///
+    /// A trailing dot on the host is ignored (`example.com.` is
+    /// `example.com`); a host longer than 255 bytes matches only rules for
+    /// any host. Does not allocate.
     pub fn route<H: Headers + ?Sized>(
         &self,
         host: &[u8],
@@ -186,54 +257,73 @@ impl Router {
         method: &[u8],
         headers: &H,
     ) -> Option<RouteId> {
-        let host = strip_port(host);
-        let path = match path.iter().position(|&b| b == b'?') {
-            Some(q) => &path[..q],
-            None => path,
-        };
-        for (i, (rule, re)) in self.rules.iter().enumerate() {
-            let host_ok = match &rule.host {
-                HostMatch::Any => true,
-                HostMatch::Exact(h) => host.eq_ignore_ascii_case(h.as_bytes()),
-                HostMatch::Suffix(s) => {
-                    host.len() > s.len()
-                        && host[host.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+        let path = RequestPath::new(path);
+        let accepts = |route: u32| self.conditions[route as usize].accept(method, headers);
+        let mut best = NO_ROUTE;
+        let mut host_buf = [0; host::MAX_HOST_LEN];
+        if let Some(host) = host::normalize_request(host, &mut host_buf) {
+            if let Some(table) = self.exact_hosts.get(host) {
+                best = table.first_match(&path, best, accepts);
+            }
+            for suffix in host::dot_suffixes(host, self.longest_suffix) {
+                if let Some(table) = self.suffix_hosts.get(suffix) {
+                    best = table.first_match(&path, best, accepts);
                 }
-            };
-            let path_ok = match &rule.path {
-                PathMatch::Any => true,
-                PathMatch::Exact(p) => path == p.as_bytes(),
-                PathMatch::Prefix(p) => path.starts_with(p.as_bytes()),
-                PathMatch::Regex(_) => match (re, std::str::from_utf8(path)) {
-                    (Some(re), Ok(p)) => re.is_match(p),
-                    _ => false,
-                },
-            };
-            let method_ok =
-                rule.methods.is_empty() || rule.methods.iter().any(|m| m.as_bytes() == method);
-            let headers_ok = rule.headers.iter().all(|h| match (&h.value, headers.get(&h.name)) {
-                (HeaderValueMatch::Present, Some(_)) => true,
-                (HeaderValueMatch::Exact(v), Some(got)) => got == v.as_bytes(),
-                _ => false,
-            });
-            if host_ok && path_ok && method_ok && headers_ok {
-                return Some(RouteId(i as u32));
             }
         }
-        None
+        best = self.any_host.first_match(&path, best, accepts);
+        (best != NO_ROUTE).then_some(RouteId(best))
     }
 }
 
-/// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`.
-fn strip_port(host: &[u8]) -> &[u8] {
-    if host.first() == Some(&b'[') {
-        return match host.iter().position(|&b| b == b']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
+/// Compiles a path regex so that it must match the whole path.
+fn compile_regex(route: usize, pattern: &str) -> Result<regex::Regex> {
+    let invalid = |e: regex::Error| Error::InvalidRegex {
+        route,
+        message: e.to_string(),
+    };
+    // Checked on its own first: wrapped, `a)|(b` would compile as the
+    // unanchored `^(?:a)|(b)$` instead of being refused.
+    regex::Regex::new(pattern).map_err(invalid)?;
+    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(invalid)
+}
+
+/// What a rule asks of a request beyond host and path.
+#[derive(Debug)]
+struct Conditions {
+    /// Allowed methods; empty means any.
+    methods: Box<[Box<[u8]>]>,
+    /// Header conditions, names lowercased as [`Headers::get`] expects.
+    headers: Box<[HeaderMatch]>,
+}
+
+impl Conditions {
+    fn new(methods: Vec<String>, headers: Vec<HeaderMatch>) -> Conditions {
+        Conditions {
+            methods: methods.into_iter().map(|m| m.into_bytes().into()).collect(),
+            headers: headers
+                .into_iter()
+                .map(|h| HeaderMatch {
+                    name: h.name.to_ascii_lowercase(),
+                    value: h.value,
+                })
+                .collect(),
+        }
     }
-    match host.iter().rposition(|&b| b == b':') {
-        Some(colon) => &host[..colon],
-        None => host,
+
+    fn accept<H: Headers + ?Sized>(&self, method: &[u8], headers: &H) -> bool {
+        let method_ok = self.methods.is_empty() || self.methods.iter().any(|m| **m == *method);
+        method_ok
+            && self
+                .headers
+                .iter()
+                .all(|h| match (&h.value, headers.get(&h.name)) {
+                    (HeaderValueMatch::Present, Some(_)) => true,
+                    (HeaderValueMatch::Exact(want), Some(got)) => got == want.as_bytes(),
+                    (_, None) => false,
+                })
     }
 }
+
+#[cfg(test)]
+mod tests;
