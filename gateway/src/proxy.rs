@@ -200,6 +200,11 @@ impl Session {
         let (plan, target, head_len) = loop {
             let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
             match request::parse(self.rbuf.data(), &mut headers) {
+                // A head that arrived in one read can be complete and still
+                // be over the limit.
+                Ok(Some(req)) if req.head_len > max_head => {
+                    return self.refuse(431, "request head too large").await;
+                }
                 Ok(Some(req)) => {
                     break plan_request(&self.worker, self.peer, &mut self.up_out, &req);
                 }

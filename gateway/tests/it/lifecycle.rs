@@ -1,0 +1,254 @@
+//! The built binary: start-up on io_uring, `ringway check`, bounded memory
+//! under huge bodies, graceful drain.
+
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::*;
+
+fn proxy_config(up: &Upstream, extra: &str) -> String {
+    format!(
+        "{extra}\n{EDGE}[[route]]\ncluster = \"app\"\n{}",
+        cluster("app", &[up.addr])
+    )
+}
+
+#[test]
+fn check_accepts_good_files_and_points_at_bad_ones() {
+    let dir = TempDir::new();
+    let good = dir.path.join("good.toml");
+    std::fs::write(
+        &good,
+        format!("{EDGE}[[route]]\nrespond = {{ status = 200 }}\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .arg("check")
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("1 listener(s), 1 route(s)"), "{text}");
+
+    let bad = dir.path.join("bad.toml");
+    std::fs::write(&bad, format!("{EDGE}[[route]]\ncluster = \"missing\"\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .arg("check")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("bad.toml:5:11: no cluster named \"missing\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_config_refuses_to_start() {
+    let dir = TempDir::new();
+    let bad = dir.path.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[listener]]\nname = \"edge\"\nlisten = \"nowhere\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("bad.toml:3:10:"), "{err}");
+}
+
+#[test]
+fn strace_shows_io_uring_and_no_epoll() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        panic!("strace is not installed (apt-get install strace)");
+    }
+    let up = Upstream::start("app");
+    for (io, expect_uring) in [("uring", true), ("epoll", false)] {
+        let dir = TempDir::new();
+        let config = dir.path.join("ringway.toml");
+        let trace = dir.path.join("trace.txt");
+        std::fs::write(&config, proxy_config(&up, "")).unwrap();
+        let mut child = Command::new("strace")
+            .args([
+                "-f",
+                "-e",
+                "trace=io_uring_setup,epoll_wait,epoll_pwait",
+                "-o",
+            ])
+            .arg(&trace)
+            .arg(env!("CARGO_BIN_EXE_ringway"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--workers", "1", "--io", io])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let addr = read_listener_addr(&mut stderr);
+        assert_eq!(get(addr, "a", "/traced").status, 200);
+        // Stop ringway itself (strace's child) so that strace exits with it.
+        let children =
+            std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id())).unwrap();
+        let ringway_pid: i32 = children.split_whitespace().next().unwrap().parse().unwrap();
+        // SAFETY: kill(2) on the process this test started through strace.
+        assert_eq!(unsafe { libc::kill(ringway_pid, libc::SIGTERM) }, 0);
+        assert!(child.wait().unwrap().success());
+        let text = std::fs::read_to_string(&trace).unwrap();
+        let uring_ok = text
+            .lines()
+            .any(|l| l.contains("io_uring_setup(") && !l.contains("= -1"));
+        let epoll = text.contains("epoll_wait(") || text.contains("epoll_pwait(");
+        assert_eq!(uring_ok, expect_uring, "--io {io}:\n{text}");
+        assert_eq!(epoll, !expect_uring, "--io {io}:\n{text}");
+    }
+}
+
+fn read_listener_addr(stderr: &mut impl std::io::BufRead) -> std::net::SocketAddr {
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "exited early: {seen}"
+        );
+        seen.push_str(&line);
+        if let Some(rest) = line.trim().strip_prefix("ringway: listener edge on ") {
+            return rest.parse().unwrap();
+        }
+    }
+}
+
+#[test]
+fn startup_log_names_the_driver() {
+    let up = Upstream::start("app");
+    let gw = Binary::start(&proxy_config(&up, ""), &["--workers", "2"]);
+    assert!(
+        gw.log.iter().any(|l| l.contains("2 worker(s) on io_uring")),
+        "{:?}",
+        gw.log
+    );
+}
+
+/// Several hundred MiB each way through the real binary, byte for byte,
+/// while its peak resident memory stays small.
+#[test]
+fn huge_bodies_stream_with_bounded_memory() {
+    const SIZE: u64 = 512 * 1024 * 1024;
+    let up = Upstream::start("app");
+    let gw = Binary::start(&proxy_config(&up, ""), &["--workers", "1"]);
+    let baseline_kb = gw.status_kb("VmHWM");
+
+    // Upload with Content-Length.
+    let mut c = Conn::open(gw.addr);
+    c.send(
+        format!("POST /verify/{SIZE} HTTP/1.1\r\nHost: a\r\nContent-Length: {SIZE}\r\n\r\n")
+            .as_bytes(),
+    );
+    send_pattern(c.reader.get_mut(), SIZE, None);
+    let resp = c.response(false);
+    assert_eq!(resp.text(), format!("ok {SIZE}"));
+
+    // Upload chunked, on the same connection.
+    c.send(
+        format!("POST /verify/{SIZE} HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .as_bytes(),
+    );
+    send_pattern(c.reader.get_mut(), SIZE, Some(100_000));
+    c.send(b"0\r\n\r\n");
+    assert_eq!(c.response(false).text(), format!("ok {SIZE}"));
+
+    // Download, checked as it arrives.
+    c.send(format!("GET /stream/{SIZE} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        c.reader.read_exact(&mut b).unwrap();
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"));
+    let pattern = Pattern::new();
+    let mut scratch = Vec::new();
+    let mut offset = 0u64;
+    read_chunked(&mut c.reader, |piece| {
+        assert!(
+            pattern.matches(offset, piece, &mut scratch),
+            "mismatch at {offset}"
+        );
+        offset += piece.len() as u64;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(offset, SIZE);
+
+    let peak_kb = gw.status_kb("VmHWM");
+    eprintln!("ringway VmHWM: {baseline_kb} kB at start, {peak_kb} kB after 1.5 GiB of bodies");
+    assert!(
+        peak_kb < baseline_kb + 32 * 1024,
+        "peak RSS grew from {baseline_kb} kB to {peak_kb} kB"
+    );
+}
+
+/// Writes the pattern's first `size` bytes, raw or as chunks of `chunk`.
+fn send_pattern(w: &mut TcpStream, size: u64, chunk: Option<usize>) {
+    let pattern = Pattern::new();
+    let piece = chunk.unwrap_or(1 << 20);
+    let mut buf = vec![0u8; piece];
+    let mut offset = 0u64;
+    while offset < size {
+        let n = (size - offset).min(piece as u64) as usize;
+        pattern.fill(offset, &mut buf[..n]);
+        if chunk.is_some() {
+            write!(w, "{n:x}\r\n").unwrap();
+            w.write_all(&buf[..n]).unwrap();
+            w.write_all(b"\r\n").unwrap();
+        } else {
+            w.write_all(&buf[..n]).unwrap();
+        }
+        offset += n as u64;
+    }
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let up = Upstream::start("app");
+    let mut gw = Binary::start(
+        &proxy_config(&up, "[runtime]\ndrain_timeout = \"10s\""),
+        &["--workers", "2"],
+    );
+    let addr = gw.addr;
+    let slow =
+        std::thread::spawn(move || exchange(addr, b"GET /delay/1500 HTTP/1.1\r\nHost: a\r\n\r\n"));
+    assert!(wait_until(Duration::from_secs(10), || up
+        .seen()
+        .iter()
+        .any(|s| s.target == "/delay/1500")));
+
+    gw.signal(libc::SIGTERM);
+    // New connections are refused once every worker stopped accepting.
+    assert!(
+        wait_until(Duration::from_secs(5), || TcpStream::connect(addr).is_err()),
+        "still accepting after SIGTERM"
+    );
+    // The request in flight is answered in full.
+    let resp = slow.join().unwrap();
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.text(), "slow");
+    assert_eq!(resp.header("connection"), Some("close"));
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+    let mut rest = String::new();
+    let _ = gw.stderr.read_to_string(&mut rest);
+    assert!(
+        rest.contains("draining") && rest.contains("stopped"),
+        "{rest}"
+    );
+}

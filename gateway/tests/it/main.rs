@@ -1,0 +1,12 @@
+//! ringway's integration tests: real sockets on 127.0.0.1, real upstreams,
+//! a real gateway, real clients (curl among them).
+
+// Test code fails loudly by design: a broken fixture should panic.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+mod bodies;
+mod errors;
+mod lifecycle;
+mod routing;

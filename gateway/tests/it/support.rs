@@ -1,0 +1,701 @@
+//! Builders for the integration tests: real upstream servers on
+//! 127.0.0.1:0, a real gateway in-process or as the built binary, and
+//! small clients that read responses strictly. Nothing here sleeps and
+//! hopes: every wait has a deadline and a condition.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any single test I/O may block before the test fails.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------- data
+
+/// Size of one page of the deterministic test stream.
+const PAGE: usize = 1 << 20;
+
+/// A deterministic byte stream that can be checked at any offset: pages of
+/// pseudo-random bytes, each page stamped with its index, so that a lost,
+/// repeated or reordered piece shows.
+pub struct Pattern {
+    base: Vec<u8>,
+}
+
+impl Pattern {
+    pub fn new() -> Pattern {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let base = (0..PAGE)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        Pattern { base }
+    }
+
+    /// Fills `out` with the stream's bytes from `offset`.
+    pub fn fill(&self, offset: u64, out: &mut [u8]) {
+        let mut done = 0;
+        while done < out.len() {
+            let pos = offset + done as u64;
+            let page = pos / PAGE as u64;
+            let in_page = (pos % PAGE as u64) as usize;
+            let n = (PAGE - in_page).min(out.len() - done);
+            out[done..done + n].copy_from_slice(&self.base[in_page..in_page + n]);
+            // Stamp: the first 8 bytes of every page hold its index.
+            let stamp = page.to_le_bytes();
+            for i in in_page..(in_page + n).min(8) {
+                out[done + i - in_page] = stamp[i];
+            }
+            done += n;
+        }
+    }
+
+    /// True when `data` equals the stream's bytes at `offset`.
+    pub fn matches(&self, offset: u64, data: &[u8], scratch: &mut Vec<u8>) -> bool {
+        scratch.resize(data.len(), 0);
+        self.fill(offset, scratch);
+        scratch[..] == *data
+    }
+}
+
+// ------------------------------------------------------------ upstream
+
+/// What an upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A real HTTP/1.1 upstream on 127.0.0.1:0, one thread per connection,
+/// whose behaviour is chosen by the request path:
+///
+/// - `/verify/N`: checks that the body is the test [`Pattern`]'s first N
+///   bytes, streaming, and answers `ok N` or `bad ...`;
+/// - `/echo`: answers the body back;
+/// - `/chunked/K`: a chunked response of K small chunks;
+/// - `/stream/N`: a chunked response of the pattern's first N bytes;
+/// - `/until-close`: a response delimited by closing;
+/// - `/status/S`: status S (with a length header, and no body for 204/304);
+/// - `/delay/MS`: answers after MS milliseconds;
+/// - `/close`: closes without answering; `/garbage`: answers garbage;
+/// - `/early-413`: answers 413 at once, without reading the body;
+/// - anything else: `NAME METHOD TARGET`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: &'static str,
+    connections: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub fn start(name: &'static str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (c, s) = (connections.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                c.fetch_add(1, Ordering::SeqCst);
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    let _ = serve_upstream(name, stream, &s);
+                });
+            }
+        });
+        Upstream {
+            addr,
+            name,
+            connections,
+            seen,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// An address on which nothing listens: bound, then closed.
+pub fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn serve_upstream(name: &str, stream: TcpStream, seen: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut w = stream;
+    loop {
+        let Some((method, target, headers)) = read_head(&mut reader)? else {
+            return Ok(());
+        };
+        let header = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.clone())
+        };
+        let chunked =
+            header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let length: u64 = header("content-length").map_or(0, |v| v.parse().unwrap());
+        let parts: Vec<&str> = target.trim_start_matches('/').split('/').collect();
+        let mut record = Seen {
+            method: method.clone(),
+            target: target.clone(),
+            headers: headers.clone(),
+            body: Vec::new(),
+        };
+
+        if parts[0] == "early-413" {
+            seen.lock().unwrap().push(record);
+            w.write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large")?;
+            return Ok(());
+        }
+        if parts[0] == "verify" {
+            let expect: u64 = parts[1].parse().unwrap();
+            let verdict = verify_body(&mut reader, chunked, length, expect)?;
+            record.body = verdict.clone().into_bytes();
+            seen.lock().unwrap().push(record);
+            respond(&mut w, name, 200, &[], verdict.as_bytes())?;
+            continue;
+        }
+        record.body = read_body(&mut reader, chunked, length)?;
+        let body = record.body.clone();
+        seen.lock().unwrap().push(record);
+        match parts[0] {
+            "echo" => respond(&mut w, name, 200, &[], &body)?,
+            "chunked" => {
+                let k: usize = parts[1].parse().unwrap();
+                write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nx-upstream: {name}\r\ntransfer-encoding: chunked\r\n\r\n"
+                )?;
+                for i in 0..k {
+                    let piece = format!("chunk-{i}\n");
+                    write!(w, "{:x}\r\n{piece}\r\n", piece.len())?;
+                    w.flush()?;
+                }
+                w.write_all(b"0\r\n\r\n")?;
+            }
+            "stream" => {
+                let n: u64 = parts[1].parse().unwrap();
+                write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nx-upstream: {name}\r\ntransfer-encoding: chunked\r\n\r\n"
+                )?;
+                let pattern = Pattern::new();
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut off = 0u64;
+                while off < n {
+                    let len = (n - off).min(buf.len() as u64) as usize;
+                    pattern.fill(off, &mut buf[..len]);
+                    write!(w, "{len:x}\r\n")?;
+                    w.write_all(&buf[..len])?;
+                    w.write_all(b"\r\n")?;
+                    off += len as u64;
+                }
+                w.write_all(b"0\r\n\r\n")?;
+            }
+            "until-close" => {
+                write!(w, "HTTP/1.1 200 OK\r\nx-upstream: {name}\r\n\r\n")?;
+                w.write_all(b"first part, ")?;
+                w.flush()?;
+                w.write_all(b"second part")?;
+                return Ok(());
+            }
+            "status" => {
+                let status: u16 = parts[1].parse().unwrap();
+                let mut head = format!("HTTP/1.1 {status} X\r\nx-upstream: {name}\r\n");
+                if status == 204 || status == 304 {
+                    head.push_str("\r\n");
+                    w.write_all(head.as_bytes())?;
+                } else if method == "HEAD" {
+                    head.push_str("content-length: 1234\r\n\r\n");
+                    w.write_all(head.as_bytes())?;
+                } else {
+                    respond(&mut w, name, status, &[], b"status body")?;
+                }
+            }
+            "delay" => {
+                let ms: u64 = parts[1].parse().unwrap();
+                std::thread::sleep(Duration::from_millis(ms));
+                respond(&mut w, name, 200, &[], b"slow")?;
+            }
+            "close" => return Ok(()),
+            "garbage" => {
+                w.write_all(b"THIS IS NOT HTTP\r\n\r\n")?;
+                return Ok(());
+            }
+            _ => {
+                let text = format!("{name} {method} {target}");
+                respond(&mut w, name, 200, &[], text.as_bytes())?;
+            }
+        }
+    }
+}
+
+fn respond(
+    w: &mut TcpStream,
+    name: &str,
+    status: u16,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {status} Whatever\r\nx-upstream: {name}\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut all = head.into_bytes();
+    all.extend_from_slice(body);
+    w.write_all(&all)
+}
+
+type Head = (String, String, Vec<(String, String)>);
+
+/// Reads a request head; `None` at a clean end of stream.
+fn read_head(r: &mut BufReader<TcpStream>) -> std::io::Result<Option<Head>> {
+    let mut raw = Vec::new();
+    loop {
+        let n = r.read_until(b'\n', &mut raw)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        if raw.ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    assert!(
+        req.parse(&raw).unwrap().is_complete(),
+        "upstream got a bad head"
+    );
+    let headers = req
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    Ok(Some((
+        req.method.unwrap().to_owned(),
+        req.path.unwrap().to_owned(),
+        headers,
+    )))
+}
+
+/// Reads a whole (small) request body.
+fn read_body(r: &mut BufReader<TcpStream>, chunked: bool, length: u64) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    if chunked {
+        read_chunked(r, |piece| {
+            body.extend_from_slice(piece);
+            Ok(())
+        })?;
+    } else {
+        body.resize(length as usize, 0);
+        r.read_exact(&mut body)?;
+    }
+    Ok(body)
+}
+
+/// Reads a chunked body, handing each piece of payload to `f`.
+pub fn read_chunked<R: BufRead>(
+    r: &mut R,
+    mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let size_text = line.trim_end().split(';').next().unwrap_or("");
+        let mut size = u64::from_str_radix(size_text, 16)
+            .map_err(|_| std::io::Error::other(format!("bad chunk size line {line:?}")))?;
+        if size == 0 {
+            // Trailers, then the empty line.
+            loop {
+                let mut t = String::new();
+                r.read_line(&mut t)?;
+                if t == "\r\n" || t.is_empty() {
+                    return Ok(());
+                }
+            }
+        }
+        while size > 0 {
+            let n = (size as usize).min(buf.len());
+            r.read_exact(&mut buf[..n])?;
+            f(&buf[..n])?;
+            size -= n as u64;
+        }
+        let mut crlf = [0u8; 2];
+        r.read_exact(&mut crlf)?;
+        assert_eq!(&crlf, b"\r\n", "chunk not followed by CRLF");
+    }
+}
+
+/// Checks a streamed body against the pattern without keeping it.
+fn verify_body(
+    r: &mut BufReader<TcpStream>,
+    chunked: bool,
+    length: u64,
+    expect: u64,
+) -> std::io::Result<String> {
+    let pattern = Pattern::new();
+    let mut scratch = Vec::new();
+    let mut offset = 0u64;
+    let mut bad: Option<u64> = None;
+    let mut check = |piece: &[u8]| {
+        if bad.is_none() && !pattern.matches(offset, piece, &mut scratch) {
+            bad = Some(offset);
+        }
+        offset += piece.len() as u64;
+        Ok(())
+    };
+    if chunked {
+        read_chunked(r, &mut check)?;
+    } else {
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut left = length;
+        while left > 0 {
+            let n = (left as usize).min(buf.len());
+            let got = r.read(&mut buf[..n])?;
+            if got == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            check(&buf[..got])?;
+            left -= got as u64;
+        }
+    }
+    Ok(match bad {
+        Some(at) => format!("bad at {at}"),
+        None if offset != expect => format!("bad length {offset}"),
+        None => format!("ok {offset}"),
+    })
+}
+
+// ------------------------------------------------------------- clients
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A raw client connection that reads responses one at a time.
+pub struct Conn {
+    pub reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        Conn {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn send(&mut self, raw: &[u8]) {
+        self.reader.get_mut().write_all(raw).unwrap();
+    }
+
+    /// Reads one response; `head` says the request was HEAD.
+    pub fn response(&mut self, head: bool) -> Response {
+        read_response(&mut self.reader, head).expect("a complete response")
+    }
+
+    /// True when the gateway has closed the connection (EOF or reset),
+    /// with nothing more sent.
+    pub fn is_closed(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
+    }
+}
+
+/// Reads one response from `r`.
+pub fn read_response<R: BufRead>(r: &mut R, head: bool) -> std::io::Result<Response> {
+    let mut raw = Vec::new();
+    loop {
+        let n = r.read_until(b'\n', &mut raw)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if raw.ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut resp = httparse::Response::new(&mut headers);
+    assert!(resp.parse(&raw).unwrap().is_complete());
+    let status = resp.code.unwrap();
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_owned(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.clone())
+    };
+    let mut body = Vec::new();
+    if head || status == 204 || status == 304 || (100..200).contains(&status) {
+    } else if get("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        read_chunked(r, |p| {
+            body.extend_from_slice(p);
+            Ok(())
+        })?;
+    } else if let Some(len) = get("content-length") {
+        body.resize(len.parse().unwrap(), 0);
+        r.read_exact(&mut body)?;
+    } else {
+        r.read_to_end(&mut body)?;
+    }
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Sends `raw` on a new connection and reads one response.
+pub fn exchange(addr: SocketAddr, raw: &[u8]) -> Response {
+    let mut c = Conn::open(addr);
+    c.send(raw);
+    c.response(raw.starts_with(b"HEAD "))
+}
+
+/// A GET on a new connection.
+pub fn get(addr: SocketAddr, host: &str, path: &str) -> Response {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// Runs curl with `args`; returns (exit ok, stdout).
+pub fn curl(args: &[&str]) -> (bool, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60"])
+        .args(args)
+        .output()
+        .expect("curl is installed (apt-get install curl)");
+    if !out.status.success() {
+        eprintln!("curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    (out.status.success(), out.stdout)
+}
+
+// -------------------------------------------------------------- gateway
+
+/// A gateway running in this process on a config whose listeners bind
+/// port 0.
+pub struct InProcess {
+    pub gateway: ringway::Gateway,
+}
+
+impl InProcess {
+    pub fn start(toml: &str) -> InProcess {
+        let snapshot = ringway_config::compile_str("test.toml", toml).unwrap();
+        let options = ringway::Options {
+            workers: Some(1),
+            io: None,
+        };
+        InProcess {
+            gateway: ringway::Gateway::start(snapshot, &options).unwrap(),
+        }
+    }
+
+    /// The address of the listener called `edge`.
+    pub fn addr(&self) -> SocketAddr {
+        self.gateway.listener_addr("edge").unwrap()
+    }
+}
+
+/// A cluster section with the given endpoints.
+pub fn cluster(name: &str, endpoints: &[SocketAddr]) -> String {
+    let list: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("[cluster.{name}]\nendpoints = [{}]\n", list.join(", "))
+}
+
+/// The usual listener section, on port 0.
+pub const EDGE: &str = "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\n";
+
+/// The built `ringway` binary running in its own process.
+pub struct Binary {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub stderr: BufReader<std::process::ChildStderr>,
+    pub log: Vec<String>,
+    _dir: TempDir,
+}
+
+impl Binary {
+    /// Starts `ringway --config FILE extra...` and waits for its `edge`
+    /// listener to be announced.
+    pub fn start(toml: &str, extra: &[&str]) -> Binary {
+        let dir = TempDir::new();
+        let path = dir.path.join("ringway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringway"))
+            .arg("--config")
+            .arg(&path)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut log = Vec::new();
+        let addr = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap() == 0 {
+                panic!("ringway exited before listening: {log:?}");
+            }
+            log.push(line.clone());
+            if let Some(rest) = line.trim().strip_prefix("ringway: listener edge on ") {
+                break rest.parse().unwrap();
+            }
+        };
+        Binary {
+            child,
+            addr,
+            stderr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
+    }
+
+    /// A value from /proc/PID/status, in kB (VmRSS, VmHWM, ...).
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+
+    /// Waits (with a deadline) for the process to exit; returns its code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "ringway-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir { path }
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Polls `condition` until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    condition()
+}
