@@ -205,7 +205,8 @@ impl Cx<'_> {
                 ));
             }
             let addr = self.socket_addr(&l.listen)?;
-            if addrs.insert(addr, ()).is_some() {
+            // Port 0 asks the kernel for a free port: never a clash.
+            if addr.port() != 0 && addrs.insert(addr, ()).is_some() {
                 return Err(self.err(
                     l.listen.span(),
                     format!("another listener already listens on {addr}"),

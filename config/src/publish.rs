@@ -9,9 +9,10 @@ use crate::Snapshot;
 
 /// The running snapshot, shared between the control thread and the workers.
 ///
-/// Workers keep their own `Arc<Snapshot>` and compare
-/// [`Published::generation`] (one atomic load) at each request, so the
-/// request path never holds an `arc_swap::Guard` across an `.await`.
+/// The control thread stores; workers are handed the stored `Arc` and keep
+/// it in their own per-core state, so the request path never touches the
+/// `ArcSwap` (nor holds an `arc_swap::Guard` across an `.await`). Readers
+/// off the request path (the admin listener) load from it.
 #[derive(Debug)]
 pub struct Published {
     current: ArcSwap<Snapshot>,
@@ -35,11 +36,13 @@ impl Published {
         self.current.load().generation
     }
 
-    /// Publishes `next` as the following generation and returns it.
-    pub fn store(&self, mut next: Snapshot) -> u64 {
-        let generation = self.generation() + 1;
-        next.generation = generation;
-        self.current.store(Arc::new(next));
-        generation
+    /// Publishes `next` as the following generation and returns it as
+    /// stored. Only the control thread stores, so reading the generation
+    /// and storing the next one cannot race.
+    pub fn store(&self, mut next: Snapshot) -> Arc<Snapshot> {
+        next.generation = self.generation() + 1;
+        let next = Arc::new(next);
+        self.current.store(next.clone());
+        next
     }
 }

@@ -1,35 +1,81 @@
-//! Graceful shutdown within one worker: stop accepting, let in-flight
-//! requests finish, and know when none are left.
+//! Signals within one worker: graceful shutdown (stop accepting, let
+//! in-flight requests finish, know when none are left) and the stopping of
+//! one listener on reload.
 //!
-//! Single-threaded by design (`Cell`, `RefCell`): each worker owns its own
-//! [`Drain`]; the control thread reaches it through a channel, never by
-//! touching it.
+//! Single-threaded by design (`Cell`, `RefCell`): each worker owns its own;
+//! the control thread reaches a worker through its command channel, never
+//! by touching these.
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
+/// A one-way flag that tasks of the same worker can wait for.
+#[derive(Debug, Default)]
+pub struct Signal {
+    fired: Cell<bool>,
+    /// The few tasks waiting: accept loops and the worker's main task.
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl Signal {
+    /// Raises the flag and wakes every waiter.
+    pub fn fire(&self) {
+        self.fired.set(true);
+        self.wake_all();
+    }
+
+    /// True once fired.
+    pub fn is_fired(&self) -> bool {
+        self.fired.get()
+    }
+
+    /// Resolves once fired.
+    pub async fn fired(&self) {
+        self.wait_for(|| self.fired.get()).await
+    }
+
+    /// Resolves when `ready` holds, re-checking each time the signal wakes
+    /// its waiters.
+    async fn wait_for(&self, ready: impl Fn() -> bool) {
+        poll_fn(|cx| {
+            if ready() {
+                return Poll::Ready(());
+            }
+            let mut waiters = self.waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn wake_all(&self) {
+        let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
+        for w in waiters {
+            w.wake();
+        }
+    }
+}
+
 /// Per-worker drain state.
 #[derive(Debug, Default)]
 pub struct Drain {
-    draining: Cell<bool>,
+    started: Signal,
     in_flight: Cell<usize>,
-    /// Tasks waiting for the drain to start or for in-flight to reach
-    /// zero: the accept loops and the worker's main task, a handful.
-    waiters: RefCell<Vec<Waker>>,
 }
 
 impl Drain {
     /// True once shutdown has begun: finish the current request, then close.
     pub fn is_draining(&self) -> bool {
-        self.draining.get()
+        self.started.is_fired()
     }
 
     /// Begins the drain and wakes whoever waits for it.
     pub fn start(&self) {
-        self.draining.set(true);
-        self.wake_all();
+        self.started.fire();
     }
 
     /// Requests being served right now.
@@ -45,41 +91,14 @@ impl Drain {
 
     /// Resolves when the drain has started.
     pub async fn started(&self) {
-        poll_fn(|cx| {
-            if self.draining.get() {
-                Poll::Ready(())
-            } else {
-                self.register(cx.waker());
-                Poll::Pending
-            }
-        })
-        .await
+        self.started.fired().await
     }
 
-    /// Resolves when no request is in flight any more.
+    /// Resolves when the drain has started and no request is in flight.
     pub async fn idle(&self) {
-        poll_fn(|cx| {
-            if self.in_flight.get() == 0 {
-                Poll::Ready(())
-            } else {
-                self.register(cx.waker());
-                Poll::Pending
-            }
-        })
-        .await
-    }
-
-    fn register(&self, waker: &Waker) {
-        let mut waiters = self.waiters.borrow_mut();
-        if !waiters.iter().any(|w| w.will_wake(waker)) {
-            waiters.push(waker.clone());
-        }
-    }
-
-    fn wake_all(&self) {
-        for w in self.waiters.borrow_mut().drain(..) {
-            w.wake();
-        }
+        self.started
+            .wait_for(|| self.started.is_fired() && self.in_flight.get() == 0)
+            .await
     }
 }
 
@@ -91,8 +110,8 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let n = self.0.in_flight.get() - 1;
         self.0.in_flight.set(n);
-        if n == 0 && self.0.draining.get() {
-            self.0.wake_all();
+        if n == 0 && self.0.is_draining() {
+            self.0.started.wake_all();
         }
     }
 }

@@ -11,21 +11,26 @@
 //! This crate depends on `ringway-config`, `ringway-router` and
 //! `ringway-balancer`, never the other way round.
 
+pub mod admin;
 pub mod buffer;
+pub mod control;
 pub mod drain;
 pub mod http1;
 pub mod pool;
 pub mod proxy;
 pub mod runtime;
+pub mod watch;
 pub mod worker;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use futures_channel::oneshot;
-use ringway_config::{IoDriver, Snapshot, Workers};
+use futures_channel::mpsc::UnboundedSender;
+use ringway_config::{IoDriver, Listener, Published, Snapshot, Workers};
+use worker::Command;
 
 pub use runtime::DriverInfo;
 
@@ -66,6 +71,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Backlog of each listening socket.
 const LISTEN_BACKLOG: i32 = 1024;
+/// How long a reload waits for every worker to switch.
+const RELOAD_ACK: Duration = Duration::from_secs(5);
 
 /// A running gateway. Dropping it shuts it down and waits for the drain.
 #[derive(Debug)]
@@ -73,19 +80,19 @@ pub struct Gateway {
     workers: Vec<WorkerThread>,
     listeners: Vec<(String, SocketAddr)>,
     driver: DriverInfo,
+    published: Arc<Published>,
 }
 
 #[derive(Debug)]
 struct WorkerThread {
     thread: Option<JoinHandle<()>>,
-    shutdown: Option<oneshot::Sender<()>>,
+    commands: UnboundedSender<Command>,
 }
 
 impl Gateway {
     /// Opens the listeners and starts the workers; returns once every
     /// worker runs (or the first that could not start, with why).
     pub fn start(snapshot: Snapshot, options: &Options) -> Result<Gateway> {
-        let snapshot = Arc::new(snapshot);
         let cpus = runtime::allowed_cpus();
         let count = options
             .workers
@@ -95,35 +102,20 @@ impl Gateway {
             })
             .max(1);
         let io = options.io.unwrap_or(snapshot.runtime.io);
+        let published = Arc::new(Published::new(snapshot));
+        let snapshot = published.load();
 
-        // Every worker gets its own socket per listener. A port of 0 is
-        // resolved by the first socket and shared by the rest.
-        let mut sockets: Vec<Vec<std::net::TcpListener>> = (0..count).map(|_| Vec::new()).collect();
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
+        let mut sockets: Vec<Vec<(String, std::net::TcpListener)>> =
+            (0..count).map(|_| Vec::new()).collect();
         for l in &snapshot.listeners {
-            let mut addr = l.addr;
-            for worker_sockets in &mut sockets {
-                let socket = listen_socket(addr).map_err(|source| Error::Listen {
-                    name: l.name.clone(),
-                    addr,
-                    source,
-                })?;
-                if addr.port() == 0 {
-                    addr = socket.local_addr().map_err(|source| Error::Listen {
-                        name: l.name.clone(),
-                        addr,
-                        source,
-                    })?;
-                }
-                worker_sockets.push(socket);
-            }
-            listeners.push((l.name.clone(), addr));
+            listeners.push((l.name.clone(), open_sockets(l, &mut sockets)?));
         }
 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut workers = Vec::with_capacity(count);
         for (id, worker_sockets) in sockets.into_iter().enumerate() {
-            let (shutdown_tx, shutdown_rx) = oneshot::channel();
+            let (commands, command_rx) = futures_channel::mpsc::unbounded();
             let snapshot = snapshot.clone();
             let ready = ready_tx.clone();
             let cpu = cpus.get(id % cpus.len().max(1)).copied();
@@ -137,7 +129,8 @@ impl Gateway {
                         let _ = ready.send((id, r));
                     };
                     runtime::run(io, on_ready, move || {
-                        worker_main(id, snapshot, worker_sockets, shutdown_rx)
+                        let worker = Rc::new(worker::Worker::new(id, snapshot));
+                        worker::run(worker, worker_sockets, command_rx)
                     });
                 })
                 .map_err(|e| Error::Worker {
@@ -146,7 +139,7 @@ impl Gateway {
                 })?;
             workers.push(WorkerThread {
                 thread: Some(thread),
-                shutdown: Some(shutdown_tx),
+                commands,
             });
         }
         drop(ready_tx);
@@ -158,6 +151,7 @@ impl Gateway {
                 driver: io,
                 flags: "",
             },
+            published,
         };
         for _ in 0..count {
             match ready_rx.recv() {
@@ -172,6 +166,63 @@ impl Gateway {
             }
         }
         Ok(gateway)
+    }
+
+    /// Serves `next` from now on: opens its new listeners (any that cannot
+    /// be opened fails the reload and leaves everything as it was),
+    /// publishes it, and returns once every worker has switched to it.
+    /// Requests in flight finish on the snapshot they started with.
+    pub fn reload(&mut self, next: Snapshot) -> Result<Arc<Snapshot>> {
+        let previous = self.published.load();
+        let mut sockets: Vec<Vec<(String, std::net::TcpListener)>> =
+            (0..self.workers.len()).map(|_| Vec::new()).collect();
+        let mut listeners = Vec::with_capacity(next.listeners.len());
+        for l in &next.listeners {
+            let kept = previous
+                .listeners
+                .iter()
+                .any(|old| old.name == l.name && old.addr == l.addr);
+            let bound = match self.listener_addr(&l.name) {
+                Some(bound) if kept => bound,
+                _ => open_sockets(l, &mut sockets)?,
+            };
+            listeners.push((l.name.clone(), bound));
+        }
+        if next.runtime != previous.runtime || next.admin != previous.admin {
+            eprintln!("ringway: [runtime] and [admin] changes take effect at the next restart");
+        }
+
+        let stored = self.published.store(next);
+        let (done, acks) = std::sync::mpsc::channel();
+        let mut expected = 0;
+        for (w, worker_sockets) in self.workers.iter().zip(sockets) {
+            let command = Command::Reload {
+                snapshot: stored.clone(),
+                sockets: worker_sockets,
+                done: done.clone(),
+            };
+            if w.commands.unbounded_send(command).is_ok() {
+                expected += 1;
+            }
+        }
+        let deadline = Instant::now() + RELOAD_ACK;
+        for _ in 0..expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if acks.recv_timeout(left).is_err() {
+                eprintln!(
+                    "ringway: a worker did not confirm generation {} in time",
+                    stored.generation
+                );
+                break;
+            }
+        }
+        self.listeners = listeners;
+        Ok(stored)
+    }
+
+    /// The snapshot being served, for readers off the request path.
+    pub fn published(&self) -> &Arc<Published> {
+        &self.published
     }
 
     /// The listeners, by name, with the addresses actually bound.
@@ -200,10 +251,8 @@ impl Gateway {
     /// Stops accepting on every worker and lets in-flight requests finish;
     /// returns at once. [`Gateway::join`] waits for the end.
     pub fn shutdown(&mut self) {
-        for w in &mut self.workers {
-            if let Some(tx) = w.shutdown.take() {
-                let _ = tx.send(());
-            }
+        for w in &self.workers {
+            let _ = w.commands.unbounded_send(Command::Shutdown);
         }
     }
 
@@ -228,22 +277,27 @@ impl Drop for Gateway {
     }
 }
 
-/// The body of one worker thread, inside its runtime.
-async fn worker_main(
-    id: usize,
-    snapshot: Arc<Snapshot>,
-    sockets: Vec<std::net::TcpListener>,
-    shutdown: oneshot::Receiver<()>,
-) {
-    let mut listeners = Vec::with_capacity(sockets.len());
-    for (config, socket) in snapshot.listeners.iter().zip(sockets) {
-        match monoio::net::TcpListener::from_std(socket) {
-            Ok(l) => listeners.push((Rc::new(config.clone()), l)),
-            Err(e) => eprintln!("ringway: worker {id}: listener {}: {e}", config.name),
+/// Opens one socket of `listener` per worker, appending each to that
+/// worker's list, and returns the bound address (a port of 0 is resolved
+/// by the first socket and shared by the rest).
+fn open_sockets(
+    listener: &Listener,
+    sockets: &mut [Vec<(String, std::net::TcpListener)>],
+) -> Result<SocketAddr> {
+    let mut addr = listener.addr;
+    let error = |addr, source| Error::Listen {
+        name: listener.name.clone(),
+        addr,
+        source,
+    };
+    for worker_sockets in sockets.iter_mut() {
+        let socket = listen_socket(addr).map_err(|e| error(addr, e))?;
+        if addr.port() == 0 {
+            addr = socket.local_addr().map_err(|e| error(addr, e))?;
         }
+        worker_sockets.push((listener.name.clone(), socket));
     }
-    let worker = Rc::new(worker::Worker::new(id, snapshot));
-    worker::run(worker, listeners, shutdown).await;
+    Ok(addr)
 }
 
 /// A non-blocking listening socket with `SO_REUSEPORT`, so that every

@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use ringway::{Gateway, Options};
+use ringway::Options;
+use ringway::control::{Cause, Event, Supervisor};
 use ringway_config::{DEFAULT_CONFIG, IoDriver, compile_str, load_file};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 /// ringway: an edge gateway and mesh proxy, thread-per-core on io_uring.
@@ -81,11 +82,9 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             compile_str("<built-in>", DEFAULT_CONFIG)?
         }
     };
-    if snapshot.admin.is_some() {
-        eprintln!("ringway: [admin] is accepted but not served yet");
-    }
     // Signals are taken before the workers start, so that none is missed.
-    let mut signals = Signals::new([SIGTERM, SIGINT]).context("cannot install signal handlers")?;
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
     let options = Options {
         workers: cli.workers,
         io: cli.io.map(|io| match io {
@@ -93,7 +92,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Io::Epoll => IoDriver::Epoll,
         }),
     };
-    let gateway = Gateway::start(snapshot, &options)?;
+    let supervisor = Supervisor::start(cli.config.clone(), snapshot, &options)?;
+    let gateway = supervisor.gateway();
     eprintln!(
         "ringway: {} worker(s) on {}",
         gateway.worker_count(),
@@ -102,10 +102,30 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     for (name, addr) in gateway.listeners() {
         eprintln!("ringway: listener {name} on {addr}");
     }
-    if let Some(signal) = signals.forever().next() {
-        eprintln!("ringway: signal {signal}: draining");
+    if let Some(addr) = supervisor.admin_addr() {
+        eprintln!("ringway: admin on {addr}");
     }
-    gateway.join();
+    let events = supervisor.sender();
+    std::thread::Builder::new()
+        .name("ringway-signals".to_owned())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let event = if signal == SIGHUP {
+                    Event::Reload {
+                        cause: Cause::Signal,
+                        reply: None,
+                    }
+                } else {
+                    eprintln!("ringway: signal {signal}: draining");
+                    Event::Shutdown
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+        })
+        .context("cannot start the signal thread")?;
+    supervisor.run();
     eprintln!("ringway: stopped");
     Ok(())
 }

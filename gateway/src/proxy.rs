@@ -20,7 +20,7 @@ use crate::http1::framing::{BodyReader, Framing, FramingError, chunk_header};
 use crate::http1::request::{self, Forwarded};
 use crate::http1::response::{self, ClientBody};
 use crate::pool::UpstreamConn;
-use crate::worker::Worker;
+use crate::worker::{Generation, Worker};
 
 /// Largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -195,6 +195,8 @@ impl Session {
 
     /// Reads one request head, then answers it.
     async fn serve_one(&mut self) -> Next {
+        // The request runs to its end on the generation it starts on.
+        let generation = self.worker.current();
         let max_head = self.listener.max_header_bytes;
         let deadline = Instant::now() + self.listener.header_timeout;
         let (plan, target, head_len) = loop {
@@ -206,7 +208,8 @@ impl Session {
                     return self.refuse(431, "request head too large").await;
                 }
                 Ok(Some(req)) => {
-                    break plan_request(&self.worker, self.peer, &mut self.up_out, &req);
+                    let draining = self.worker.drain.is_draining();
+                    break plan_request(&generation, draining, self.peer, &mut self.up_out, &req);
                 }
                 Ok(None) => {}
                 Err(e) => return self.refuse(e.status(), e.detail()).await,
@@ -226,17 +229,16 @@ impl Session {
         };
         self.rbuf.consume(head_len);
         match target {
-            Target::Proxy { cluster, timeout } => self.proxy(plan, cluster, timeout).await,
-            Target::Respond { route } => {
-                let worker = self.worker.clone();
-                match &worker.snapshot().routes[route].action {
-                    Action::Respond(d) => {
-                        self.respond_local(plan, d.status, &d.headers, &d.body)
-                            .await
-                    }
-                    Action::Proxy(_) => self.respond_local(plan, 500, &[], b"").await,
-                }
+            Target::Proxy { cluster, timeout } => {
+                self.proxy(&generation, plan, cluster, timeout).await
             }
+            Target::Respond { route } => match &generation.snapshot.routes[route].action {
+                Action::Respond(d) => {
+                    self.respond_local(plan, d.status, &d.headers, &d.body)
+                        .await
+                }
+                Action::Proxy(_) => self.respond_local(plan, 500, &[], b"").await,
+            },
             Target::NotFound => {
                 let body = b"no route matches this request\n";
                 let headers = [(
@@ -347,9 +349,15 @@ impl Session {
     }
 
     /// Proxies one request to an endpoint of `cluster_id`.
-    async fn proxy(&mut self, plan: Plan, cluster_id: ClusterId, timeout: Duration) -> Next {
+    async fn proxy(
+        &mut self,
+        generation: &Generation,
+        plan: Plan,
+        cluster_id: ClusterId,
+        timeout: Duration,
+    ) -> Next {
         let worker = self.worker.clone();
-        let cluster = &worker.snapshot().clusters[cluster_id.0 as usize];
+        let cluster = &generation.snapshot.clusters[cluster_id.0 as usize];
         let mut body = BodyReader::new(plan.framing);
         // The body bytes that came with the head travel with it.
         match body.advance(self.rbuf.data(), None) {
@@ -362,7 +370,7 @@ impl Session {
         }
         // With the whole request in `up_out`, it can be sent again.
         let replayable = body.is_done();
-        let Some(endpoint) = worker.pick(cluster_id) else {
+        let Some(endpoint) = generation.pick(cluster_id) else {
             return self.fail(plan, Failure::NoEndpoint, replayable).await;
         };
         let addr = cluster.endpoints[endpoint.0 as usize].addr;
@@ -527,15 +535,23 @@ impl Session {
     ) -> Result<bool, Failure> {
         while !body.is_done() {
             if self.rbuf.is_empty() {
-                match timeout(
+                // Wait for more body, but also for the upstream: one that
+                // answers early (413, say) must not wait on a client that
+                // waits on it. Readiness is watched, not read, so losing
+                // the race costs no upstream byte; the client's read may be
+                // cancelled, and then its connection closes after the
+                // response anyway.
+                let more = timeout(
                     self.listener.idle_timeout,
                     self.rbuf.fill(&mut self.client, BUF_SIZE),
-                )
-                .await
-                {
-                    Ok(Ok(n)) if n > 0 => {}
-                    Err(_) => return Err(Failure::ClientTimeout),
-                    Ok(_) => return Err(Failure::ClientGone),
+                );
+                monoio::select! {
+                    read = more => match read {
+                        Ok(Ok(n)) if n > 0 => {}
+                        Err(_) => return Err(Failure::ClientTimeout),
+                        Ok(_) => return Err(Failure::ClientGone),
+                    },
+                    _ = up.stream.readable(false) => return Ok(false),
                 }
             }
             let p = body
@@ -615,19 +631,20 @@ impl Session {
 /// head into `up_out`. Synchronous: the parsed head borrows the read
 /// buffer, and nothing here waits.
 fn plan_request(
-    worker: &Worker,
+    generation: &Generation,
+    draining: bool,
     peer: SocketAddr,
     up_out: &mut Vec<u8>,
     req: &request::Request<'_, '_>,
 ) -> (Plan, Target, usize) {
     let plan = Plan {
         framing: req.framing,
-        keep_alive: req.keep_alive && !worker.drain.is_draining(),
+        keep_alive: req.keep_alive && !draining,
         expect_continue: req.expect_continue,
         is_head: req.is_head(),
         minor_version: req.minor_version,
     };
-    let snapshot = worker.snapshot();
+    let snapshot = &generation.snapshot;
     let headers = HeaderLookup(req.headers);
     let target = match snapshot
         .router

@@ -1,41 +1,68 @@
 //! One worker: a thread, its io_uring runtime, its listeners, its pool and
 //! its balancer state. Nothing here is shared with another worker.
+//!
+//! A worker serves from a [`Generation`]: one snapshot and the per-core
+//! state built for it. A reload arrives as a [`Command`] on the worker's
+//! channel; the worker builds the next generation *from* the running one
+//! (pools are keyed by endpoint address and simply stay), swaps it in, and
+//! opens or closes listeners. A request holds the `Rc<Generation>` it
+//! started with until it ends, so it finishes on the snapshot it began on.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::mpsc::Sender;
 use std::time::Duration;
 
-use futures_channel::oneshot;
+use futures_channel::mpsc::UnboundedReceiver;
+use futures_core::Stream;
 use monoio::net::TcpListener;
 use ringway_balancer::{EndpointId, RoundRobin};
 use ringway_config::{BalancerKind, ClusterId, Listener, Snapshot};
 
-use crate::drain::Drain;
+use crate::drain::{Drain, Signal};
 use crate::pool::Pool;
 use crate::proxy;
 
 /// How often a worker drops expired idle upstream connections.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Everything one worker owns.
+/// What the control thread tells a worker.
 #[derive(Debug)]
-pub struct Worker {
-    /// Its index, for logs.
-    pub id: usize,
-    snapshot: Arc<Snapshot>,
+pub enum Command {
+    /// Serve from `snapshot` from now on. `sockets` holds this worker's
+    /// socket for each listener that is new in it; `done` hears the
+    /// worker's id once it has switched.
+    Reload {
+        /// The new snapshot, as published.
+        snapshot: Arc<Snapshot>,
+        /// Sockets for new listeners, by listener name.
+        sockets: Vec<(String, std::net::TcpListener)>,
+        /// Acknowledgement.
+        done: Sender<usize>,
+    },
+    /// Stop accepting, drain, exit.
+    Shutdown,
+}
+
+/// One snapshot and the per-core state built for it.
+#[derive(Debug)]
+pub struct Generation {
+    /// The snapshot.
+    pub snapshot: Arc<Snapshot>,
     /// One per cluster; `None` where the endpoint set could not make one
     /// (which the config's validation rules out), so picks answer 503.
     balancers: RefCell<Vec<Option<RoundRobin>>>,
-    /// Idle upstream connections.
-    pub pool: Pool,
-    /// Shutdown state.
-    pub drain: Rc<Drain>,
+    /// Listener settings by name.
+    listeners: HashMap<String, Rc<Listener>>,
 }
 
-impl Worker {
-    /// Builds the worker's state for `snapshot`.
-    pub fn new(id: usize, snapshot: Arc<Snapshot>) -> Worker {
+impl Generation {
+    fn new(snapshot: Arc<Snapshot>) -> Generation {
         let balancers = snapshot
             .clusters
             .iter()
@@ -46,18 +73,16 @@ impl Worker {
                 }
             })
             .collect();
-        Worker {
-            id,
+        let listeners = snapshot
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), Rc::new(l.clone())))
+            .collect();
+        Generation {
             snapshot,
             balancers: RefCell::new(balancers),
-            pool: Pool::default(),
-            drain: Rc::new(Drain::default()),
+            listeners,
         }
-    }
-
-    /// The snapshot this worker serves from.
-    pub fn snapshot(&self) -> &Arc<Snapshot> {
-        &self.snapshot
     }
 
     /// Picks an endpoint of `cluster`.
@@ -68,23 +93,121 @@ impl Worker {
             .as_mut()?
             .pick(|_| true)
     }
+
+    /// The settings of the listener called `name`.
+    pub fn listener(&self, name: &str) -> Option<Rc<Listener>> {
+        self.listeners.get(name).cloned()
+    }
 }
 
-/// Runs a worker until `shutdown` fires and its in-flight requests are
+/// A listener this worker accepts on.
+#[derive(Debug)]
+struct Accepting {
+    /// The address as configured (port 0 stays 0), to tell whether a
+    /// reload changed it.
+    configured: SocketAddr,
+    stop: Rc<Signal>,
+}
+
+/// Everything one worker owns.
+#[derive(Debug)]
+pub struct Worker {
+    /// Its index, for logs.
+    pub id: usize,
+    current: RefCell<Rc<Generation>>,
+    /// Idle upstream connections, kept across reloads.
+    pub pool: Pool,
+    /// Shutdown state.
+    pub drain: Rc<Drain>,
+    accepting: RefCell<HashMap<String, Accepting>>,
+}
+
+impl Worker {
+    /// A worker serving `snapshot`.
+    pub fn new(id: usize, snapshot: Arc<Snapshot>) -> Worker {
+        Worker {
+            id,
+            current: RefCell::new(Rc::new(Generation::new(snapshot))),
+            pool: Pool::default(),
+            drain: Rc::new(Drain::default()),
+            accepting: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The generation to serve a new request from.
+    pub fn current(&self) -> Rc<Generation> {
+        self.current.borrow().clone()
+    }
+
+    /// Switches to `snapshot`: closes listeners it no longer has (or has
+    /// at another address) and opens the new ones from `sockets`.
+    fn apply(
+        self: &Rc<Self>,
+        snapshot: Arc<Snapshot>,
+        sockets: Vec<(String, std::net::TcpListener)>,
+    ) {
+        let next = Generation::new(snapshot);
+        self.accepting.borrow_mut().retain(|name, accepting| {
+            let keep = next
+                .snapshot
+                .listeners
+                .iter()
+                .any(|l| &l.name == name && l.addr == accepting.configured);
+            if !keep {
+                accepting.stop.fire();
+            }
+            keep
+        });
+        *self.current.borrow_mut() = Rc::new(next);
+        self.open(sockets);
+    }
+
+    /// Starts accepting on `sockets`, named after their listeners.
+    fn open(self: &Rc<Self>, sockets: Vec<(String, std::net::TcpListener)>) {
+        let current = self.current();
+        for (name, socket) in sockets {
+            let Some(config) = current.listener(&name) else {
+                continue;
+            };
+            match TcpListener::from_std(socket) {
+                Ok(listener) => {
+                    let stop = Rc::new(Signal::default());
+                    self.accepting.borrow_mut().insert(
+                        name.clone(),
+                        Accepting {
+                            configured: config.addr,
+                            stop: stop.clone(),
+                        },
+                    );
+                    monoio::spawn(accept_loop(self.clone(), name, listener, stop));
+                }
+                Err(e) => eprintln!("ringway: worker {}: listener {name}: {e}", self.id),
+            }
+        }
+    }
+}
+
+/// Runs a worker until told to shut down and its in-flight requests are
 /// done (or the drain deadline passes).
 pub async fn run(
     worker: Rc<Worker>,
-    listeners: Vec<(Rc<Listener>, TcpListener)>,
-    shutdown: oneshot::Receiver<()>,
+    sockets: Vec<(String, std::net::TcpListener)>,
+    mut commands: UnboundedReceiver<Command>,
 ) {
-    for (config, listener) in listeners {
-        monoio::spawn(accept_loop(worker.clone(), config, listener));
-    }
+    worker.open(sockets);
     monoio::spawn(sweep_loop(worker.clone()));
-    // A dropped sender means the control thread is gone: drain as well.
-    let _ = shutdown.await;
+    // A closed channel means the control thread is gone: drain too.
+    while let Some(Command::Reload {
+        snapshot,
+        sockets,
+        done,
+    }) = poll_fn(|cx| Pin::new(&mut commands).poll_next(cx)).await
+    {
+        worker.apply(snapshot, sockets);
+        let _ = done.send(worker.id);
+    }
     worker.drain.start();
-    let deadline = worker.snapshot.runtime.drain_timeout;
+    let deadline = worker.current().snapshot.runtime.drain_timeout;
     if monoio::time::timeout(deadline, worker.drain.idle())
         .await
         .is_err()
@@ -97,19 +220,23 @@ pub async fn run(
     }
 }
 
-async fn accept_loop(worker: Rc<Worker>, config: Rc<Listener>, listener: TcpListener) {
+async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, stop: Rc<Signal>) {
     loop {
         monoio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    monoio::spawn(proxy::serve(worker.clone(), config.clone(), stream, peer));
+                    // Settings come from the generation current at accept.
+                    if let Some(config) = worker.current().listener(&name) {
+                        monoio::spawn(proxy::serve(worker.clone(), config, stream, peer));
+                    }
                 }
                 Err(e) => {
                     // Out of descriptors or memory: back off instead of spinning.
-                    eprintln!("ringway: worker {}: accept on {}: {e}", worker.id, config.name);
+                    eprintln!("ringway: worker {}: accept on {name}: {e}", worker.id);
                     monoio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
+            _ = stop.fired() => break,
             _ = worker.drain.started() => break,
         }
     }

@@ -9,4 +9,5 @@ mod support;
 mod bodies;
 mod errors;
 mod lifecycle;
+mod reload;
 mod routing;

@@ -178,6 +178,12 @@ fn serve_upstream(name: &str, stream: TcpStream, seen: &Mutex<Vec<Seen>>) -> std
         if parts[0] == "early-413" {
             seen.lock().unwrap().push(record);
             w.write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 9\r\nconnection: close\r\n\r\ntoo large")?;
+            // Close the way servers do (lingering): stop writing, drop what
+            // still arrives for a moment, so the answer is not reset away.
+            w.shutdown(std::net::Shutdown::Write)?;
+            w.set_read_timeout(Some(Duration::from_millis(500)))?;
+            let mut sink = [0u8; 64 * 1024];
+            while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
             return Ok(());
         }
         if parts[0] == "verify" {
@@ -582,6 +588,10 @@ pub const EDGE: &str = "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\
 pub struct Binary {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The admin listener, when the config has `[admin]`.
+    pub admin: Option<SocketAddr>,
+    /// The configuration file it runs.
+    pub config: std::path::PathBuf,
     pub stderr: BufReader<std::process::ChildStderr>,
     pub log: Vec<String>,
     _dir: TempDir,
@@ -604,23 +614,60 @@ impl Binary {
             .unwrap();
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut log = Vec::new();
-        let addr = loop {
+        let wants_admin = toml.contains("[admin]");
+        let mut addr = None;
+        let mut admin = None;
+        while addr.is_none() || (wants_admin && admin.is_none()) {
             let mut line = String::new();
             if stderr.read_line(&mut line).unwrap() == 0 {
                 panic!("ringway exited before listening: {log:?}");
             }
             log.push(line.clone());
             if let Some(rest) = line.trim().strip_prefix("ringway: listener edge on ") {
-                break rest.parse().unwrap();
+                addr = Some(rest.parse().unwrap());
             }
-        };
+            if let Some(rest) = line.trim().strip_prefix("ringway: admin on ") {
+                admin = Some(rest.parse().unwrap());
+            }
+        }
         Binary {
             child,
-            addr,
+            addr: addr.unwrap(),
+            admin,
+            config: path,
             stderr,
             log,
             _dir: dir,
         }
+    }
+
+    /// Replaces the configuration file atomically, as editors and
+    /// deployment tools do: write a new file, rename it over the old.
+    pub fn write_config(&self, toml: &str) {
+        let tmp = self.config.with_extension("tmp");
+        std::fs::write(&tmp, toml).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// A request to the admin listener: (status, body).
+    pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
+        let addr = self.admin.expect("config has [admin]");
+        let resp = exchange(
+            addr,
+            format!("{method} {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n")
+                .as_bytes(),
+        );
+        (resp.status, resp.text())
+    }
+
+    /// The generation the admin listener reports.
+    pub fn generation(&self) -> u64 {
+        let addr = self.admin.expect("config has [admin]");
+        let resp = exchange(addr, b"GET /config HTTP/1.1\r\nHost: admin\r\n\r\n");
+        resp.header("x-ringway-generation")
+            .unwrap()
+            .parse()
+            .unwrap()
     }
 
     pub fn pid(&self) -> i32 {

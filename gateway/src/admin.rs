@@ -1,0 +1,140 @@
+//! The admin listener: a small blocking HTTP/1.1 server on its own thread,
+//! off the request path. `GET /healthz`, `GET /config` (the generation and
+//! the running file), `POST /reload`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use ringway_config::Published;
+
+use crate::control::{Cause, Event, ReloadStats};
+
+/// How long an admin client may take to send its request.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long `POST /reload` waits for the control thread.
+const RELOAD_WAIT: Duration = Duration::from_secs(30);
+
+/// Starts the admin listener on `addr` and returns the bound address.
+pub fn spawn(
+    addr: SocketAddr,
+    published: Arc<Published>,
+    events: mpsc::Sender<Event>,
+    stats: Arc<ReloadStats>,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("ringway-admin".to_owned())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let _ = serve(stream, &published, &events, &stats);
+            }
+        })?;
+    Ok(bound)
+}
+
+fn serve(
+    mut stream: TcpStream,
+    published: &Published,
+    events: &mpsc::Sender<Event>,
+    stats: &ReloadStats,
+) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let (method, path) = loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf) {
+            Ok(httparse::Status::Complete(_)) => {
+                break (
+                    req.method.unwrap_or("").to_owned(),
+                    req.path.unwrap_or("").to_owned(),
+                );
+            }
+            Ok(httparse::Status::Partial) if buf.len() < 16 * 1024 => {}
+            _ => return respond(&mut stream, 400, &[], "bad request\n"),
+        }
+    };
+    match (method.as_str(), path.as_str()) {
+        ("GET", "/healthz") => respond(&mut stream, 200, &[], "ok\n"),
+        ("GET", "/config") => {
+            let snapshot = published.load();
+            let last_error = stats
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|e| e.clone())
+                .map_or(String::new(), |e| format!("# last reload refused: {e}\n"));
+            let body = format!(
+                "# generation {} from {}\n# reloads: {} applied, {} refused\n{last_error}\n{}",
+                snapshot.generation,
+                snapshot.source_name,
+                stats.succeeded.load(Ordering::Relaxed),
+                stats.failed.load(Ordering::Relaxed),
+                snapshot.source_text
+            );
+            let generation = snapshot.generation.to_string();
+            respond(
+                &mut stream,
+                200,
+                &[("x-ringway-generation", &generation)],
+                &body,
+            )
+        }
+        ("POST", "/reload") => {
+            let (reply, outcome) = mpsc::channel();
+            let event = Event::Reload {
+                cause: Cause::Admin,
+                reply: Some(reply),
+            };
+            if events.send(event).is_err() {
+                return respond(&mut stream, 503, &[], "shutting down\n");
+            }
+            match outcome.recv_timeout(RELOAD_WAIT) {
+                Ok(Ok(generation)) => {
+                    let g = generation.to_string();
+                    respond(
+                        &mut stream,
+                        200,
+                        &[("x-ringway-generation", &g)],
+                        &format!("generation {g} loaded\n"),
+                    )
+                }
+                Ok(Err(message)) => respond(&mut stream, 400, &[], &format!("{message}\n")),
+                Err(_) => respond(&mut stream, 503, &[], "the control thread did not answer\n"),
+            }
+        }
+        (_, "/healthz" | "/config" | "/reload") => {
+            respond(&mut stream, 405, &[], "method not allowed\n")
+        }
+        _ => respond(&mut stream, 404, &[], "not found\n"),
+    }
+}
+
+fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<()> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n",
+        crate::http1::reason(status),
+        body.len()
+    );
+    for (name, value) in headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    stream.write_all(out.as_bytes())
+}

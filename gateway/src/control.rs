@@ -1,0 +1,185 @@
+//! The control thread: owns the configuration file, reloads it when the
+//! file changes, on SIGHUP and on `POST /reload`, and hands each new
+//! snapshot to the workers. Workers never parse TOML or wait on it.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+
+use ringway_config::{Snapshot, compile_str};
+
+use crate::{Gateway, Options, Result, admin, watch};
+
+/// What the control thread is asked to do.
+#[derive(Debug)]
+pub enum Event {
+    /// Read, validate and apply the configuration file. `reply` hears the
+    /// new generation or the error.
+    Reload {
+        /// Why.
+        cause: Cause,
+        /// Where to send the outcome.
+        reply: Option<mpsc::Sender<Result<u64, String>>>,
+    },
+    /// Drain and stop.
+    Shutdown,
+}
+
+/// Why a reload was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The file (or the symlink it hangs on) changed.
+    FileChanged,
+    /// SIGHUP.
+    Signal,
+    /// `POST /reload` on the admin listener.
+    Admin,
+}
+
+/// Reload outcomes, read by the admin listener.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Reloads applied.
+    pub succeeded: AtomicU64,
+    /// Reloads refused (the running configuration stayed).
+    pub failed: AtomicU64,
+    /// The last refusal, cleared by the next success.
+    pub last_error: Mutex<Option<String>>,
+}
+
+/// The gateway with its control thread's inputs: the file, its watcher,
+/// the admin listener.
+#[derive(Debug)]
+pub struct Supervisor {
+    gateway: Gateway,
+    path: Option<PathBuf>,
+    events: mpsc::Receiver<Event>,
+    sender: mpsc::Sender<Event>,
+    stats: Arc<ReloadStats>,
+    admin: Option<std::net::SocketAddr>,
+}
+
+impl Supervisor {
+    /// Starts the gateway on `snapshot` (compiled from `path`, if any),
+    /// the admin listener if configured, and the file watcher.
+    pub fn start(
+        path: Option<PathBuf>,
+        snapshot: Snapshot,
+        options: &Options,
+    ) -> Result<Supervisor> {
+        let admin_addr = snapshot.admin;
+        let gateway = Gateway::start(snapshot, options)?;
+        let (sender, events) = mpsc::channel();
+        let stats = Arc::new(ReloadStats::default());
+        let admin = match admin_addr {
+            Some(addr) => Some(
+                admin::spawn(
+                    addr,
+                    gateway.published().clone(),
+                    sender.clone(),
+                    stats.clone(),
+                )
+                .map_err(|source| crate::Error::Listen {
+                    name: "admin".to_owned(),
+                    addr,
+                    source,
+                })?,
+            ),
+            None => None,
+        };
+        if let Some(path) = &path
+            && let Err(e) = watch::spawn(path, sender.clone())
+        {
+            // Reloads still work through SIGHUP and POST /reload.
+            eprintln!("ringway: cannot watch {}: {e}", path.display());
+        }
+        Ok(Supervisor {
+            gateway,
+            path,
+            events,
+            sender,
+            stats,
+            admin,
+        })
+    }
+
+    /// The running gateway.
+    pub fn gateway(&self) -> &Gateway {
+        &self.gateway
+    }
+
+    /// The admin listener's bound address.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin
+    }
+
+    /// A handle to send events (signals, tests).
+    pub fn sender(&self) -> mpsc::Sender<Event> {
+        self.sender.clone()
+    }
+
+    /// Reload outcomes so far.
+    pub fn stats(&self) -> &Arc<ReloadStats> {
+        &self.stats
+    }
+
+    /// Handles events until [`Event::Shutdown`], then drains the gateway.
+    pub fn run(mut self) {
+        while let Ok(event) = self.events.recv() {
+            match event {
+                Event::Reload { cause, reply } => {
+                    let outcome = self.reload(cause);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Event::Shutdown => break,
+            }
+        }
+        self.gateway.join();
+    }
+
+    /// Reads, validates and applies the file; on any error the running
+    /// configuration stays and the error says where.
+    pub fn reload(&mut self, cause: Cause) -> Result<u64, String> {
+        let Some(path) = &self.path else {
+            return Err("no configuration file to reload: running the built-in default".to_owned());
+        };
+        let running = self.gateway.published().load();
+        let outcome = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))
+            .and_then(|text| {
+                if cause == Cause::FileChanged && text == running.source_text {
+                    // An event that changed nothing we serve (a touch, an
+                    // editor's temporary file): not a reload.
+                    return Ok(None);
+                }
+                let next =
+                    compile_str(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
+                let stored = self.gateway.reload(next).map_err(|e| e.to_string())?;
+                Ok(Some(stored.generation))
+            });
+        match outcome {
+            Ok(None) => Ok(running.generation),
+            Ok(Some(generation)) => {
+                self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut last) = self.stats.last_error.lock() {
+                    *last = None;
+                }
+                eprintln!("ringway: generation {generation} loaded ({cause:?})");
+                Ok(generation)
+            }
+            Err(message) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                eprintln!(
+                    "ringway: reload refused, still serving generation {}: {message}",
+                    running.generation
+                );
+                if let Ok(mut last) = self.stats.last_error.lock() {
+                    *last = Some(message.clone());
+                }
+                Err(message)
+            }
+        }
+    }
+}
