@@ -13,8 +13,9 @@ use toml::Spanned;
 use crate::error::Location;
 use crate::schema::{self, HeaderCondition, WorkersValue};
 use crate::{
-    Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, Error, IoDriver, Listener,
-    Result, Route, Runtime, Snapshot, Workers, duration,
+    Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, Error, HealthCheck,
+    IoDriver, Listener, Outlier, Result, RetryPolicy, Route, Runtime, Snapshot, WeightedCluster,
+    Workers, duration,
 };
 
 /// The configuration `ringway` runs when given none: one listener on
@@ -271,6 +272,11 @@ impl Cx<'_> {
                 connect_timeout: self
                     .duration(c.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT)?,
                 idle_timeout: self.duration(c.idle_timeout.as_ref(), DEFAULT_POOL_IDLE_TIMEOUT)?,
+                health: c.health.as_ref().map(|h| self.health(h)).transpose()?,
+                outlier: match &c.outlier {
+                    Some(o) => self.outlier(o)?,
+                    None => Outlier::default(),
+                },
                 max_idle_per_endpoint: match &c.max_idle_per_endpoint {
                     Some(v) if *v.get_ref() == 0 => 0,
                     other => self.positive(
@@ -293,21 +299,14 @@ impl Cx<'_> {
         let mut routes = Vec::with_capacity(sections.len());
         for (i, section) in sections.iter().enumerate() {
             let r = section.get_ref();
-            let action = match (&r.cluster, &r.respond) {
-                (Some(name), None) => match clusters.get(name.get_ref()) {
-                    Some(&id) => Action::Proxy(id),
-                    None => {
-                        return Err(self.err(
-                            name.span(),
-                            format!("no cluster named {:?} is defined", name.get_ref()),
-                        ));
-                    }
-                },
-                (None, Some(respond)) => Action::Respond(self.direct_response(respond)?),
+            let action = match (&r.cluster, &r.split, &r.respond) {
+                (Some(name), None, None) => Action::Proxy(self.cluster_id(name, clusters)?),
+                (None, Some(split), None) => Action::Split(self.split(split, clusters)?),
+                (None, None, Some(respond)) => Action::Respond(self.direct_response(respond)?),
                 _ => {
                     return Err(self.err(
                         section.span(),
-                        "a route needs exactly one of `cluster = \"NAME\"` or `respond = { ... }`",
+                        "a route needs exactly one of `cluster = \"NAME\"`, `split = [...]` or `respond = { ... }`",
                     ));
                 }
             };
@@ -327,9 +326,147 @@ impl Cx<'_> {
                     .map_or_else(|| format!("route-{i}"), |n| n.get_ref().clone()),
                 action,
                 timeout: self.duration(r.timeout.as_ref(), DEFAULT_ROUTE_TIMEOUT)?,
+                retry: match &r.retry {
+                    Some(retry) => self.retry(retry)?,
+                    None => RetryPolicy::default(),
+                },
             });
         }
         Ok((rules, routes))
+    }
+
+    fn cluster_id(
+        &self,
+        name: &Spanned<String>,
+        clusters: &HashMap<String, ClusterId>,
+    ) -> Result<ClusterId> {
+        clusters.get(name.get_ref()).copied().ok_or_else(|| {
+            self.err(
+                name.span(),
+                format!("no cluster named {:?} is defined", name.get_ref()),
+            )
+        })
+    }
+
+    fn split(
+        &self,
+        split: &Spanned<Vec<Spanned<schema::SplitEntry>>>,
+        clusters: &HashMap<String, ClusterId>,
+    ) -> Result<Vec<WeightedCluster>> {
+        if split.get_ref().is_empty() {
+            return Err(self.err(split.span(), "a split needs at least one cluster"));
+        }
+        let mut arms = Vec::with_capacity(split.get_ref().len());
+        for entry in split.get_ref() {
+            let e = entry.get_ref();
+            let weight = u32::try_from(*e.weight.get_ref())
+                .ok()
+                .filter(|w| (1..=1_000_000).contains(w))
+                .ok_or_else(|| self.err(e.weight.span(), "expected a weight in 1..=1000000"))?;
+            arms.push(WeightedCluster {
+                cluster: self.cluster_id(&e.cluster, clusters)?,
+                weight,
+            });
+        }
+        Ok(arms)
+    }
+
+    fn retry(&self, retry: &Spanned<schema::RetrySection>) -> Result<RetryPolicy> {
+        let r = retry.get_ref();
+        let mut policy = RetryPolicy::default();
+        if let Some(attempts) = &r.attempts {
+            policy.attempts = u32::try_from(*attempts.get_ref())
+                .ok()
+                .filter(|n| (1..=10).contains(n))
+                .ok_or_else(|| {
+                    self.err(
+                        attempts.span(),
+                        "expected attempts in 1..=10 (tries in all, the first included)",
+                    )
+                })?;
+        }
+        if let Some(on) = &r.on {
+            policy.on_connect_failure = false;
+            for condition in on {
+                match condition.get_ref().as_str() {
+                    "connect-failure" => policy.on_connect_failure = true,
+                    "reset" => policy.on_reset = true,
+                    "5xx" => policy.on_statuses.extend(500..=599),
+                    "gateway-error" => policy.on_statuses.extend([502, 503, 504]),
+                    other => match other.parse::<u16>() {
+                        Ok(status) if (500..=599).contains(&status) => {
+                            policy.on_statuses.push(status)
+                        }
+                        _ => {
+                            return Err(self.err(
+                                condition.span(),
+                                format!("unknown retry condition {other:?}; expected \"connect-failure\", \"reset\", \"5xx\", \"gateway-error\" or a 5xx status"),
+                            ));
+                        }
+                    },
+                }
+            }
+        }
+        if let Some(t) = &r.per_try_timeout {
+            policy.per_try_timeout = Some(self.duration(Some(t), Duration::ZERO)?);
+        }
+        if let Some(budget) = &r.budget {
+            let b = *budget.get_ref();
+            if !(0.0..=1.0).contains(&b) {
+                return Err(self.err(
+                    budget.span(),
+                    "expected a budget between 0.0 and 1.0 (a share of active requests)",
+                ));
+            }
+            policy.budget = b;
+        }
+        if let Some(min) = &r.min_retries {
+            policy.min_retries = u32::try_from(*min.get_ref())
+                .map_err(|_| self.err(min.span(), "expected a count of zero or more"))?;
+        }
+        Ok(policy)
+    }
+
+    fn health(&self, h: &Spanned<schema::HealthSection>) -> Result<HealthCheck> {
+        let s = h.get_ref();
+        if !s.path.get_ref().starts_with('/') {
+            return Err(self.err(s.path.span(), "expected a path starting with `/`"));
+        }
+        let threshold = |v: &Option<Spanned<i64>>, default| -> Result<u32> {
+            Ok(self.positive(v.as_ref(), default, "a count")? as u32)
+        };
+        Ok(HealthCheck {
+            path: s.path.get_ref().clone(),
+            interval: self.duration(s.interval.as_ref(), Duration::from_secs(5))?,
+            timeout: self.duration(s.timeout.as_ref(), Duration::from_secs(1))?,
+            healthy_threshold: threshold(&s.healthy_threshold, 1)?,
+            unhealthy_threshold: threshold(&s.unhealthy_threshold, 2)?,
+        })
+    }
+
+    fn outlier(&self, o: &Spanned<schema::OutlierSection>) -> Result<Outlier> {
+        let s = o.get_ref();
+        let defaults = Outlier::default();
+        let percent = |v: &Option<Spanned<i64>>, default: u8| -> Result<u8> {
+            match v {
+                None => Ok(default),
+                Some(v) => u8::try_from(*v.get_ref())
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| self.err(v.span(), "expected a percentage in 0..=100")),
+            }
+        };
+        Ok(Outlier {
+            consecutive_failures: match &s.consecutive_failures {
+                None => defaults.consecutive_failures,
+                Some(v) => u32::try_from(*v.get_ref())
+                    .map_err(|_| self.err(v.span(), "expected a count of zero (never) or more"))?,
+            },
+            base_ejection: self.duration(s.base_ejection_time.as_ref(), defaults.base_ejection)?,
+            max_ejection: self.duration(s.max_ejection_time.as_ref(), defaults.max_ejection)?,
+            max_ejection_percent: percent(&s.max_ejection_percent, defaults.max_ejection_percent)?,
+            panic_threshold: percent(&s.panic_threshold, defaults.panic_threshold)?,
+        })
     }
 
     fn rule(&self, m: &Spanned<schema::MatchSection>) -> Result<RouteRule> {

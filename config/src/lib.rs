@@ -26,6 +26,6 @@ pub use duration::parse_duration;
 pub use error::{Error, Result};
 pub use publish::Published;
 pub use snapshot::{
-    Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, IoDriver, Listener, Route,
-    Runtime, Snapshot, Workers,
+    Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, HealthCheck, IoDriver,
+    Listener, Outlier, RetryPolicy, Route, Runtime, Snapshot, WeightedCluster, Workers,
 };

@@ -107,10 +107,72 @@ pub struct RouteSection {
     pub matcher: Option<Spanned<MatchSection>>,
     /// Proxy to this cluster.
     pub cluster: Option<Spanned<String>>,
+    /// Or split between clusters by weight.
+    pub split: Option<Spanned<Vec<Spanned<SplitEntry>>>>,
+    /// When to try again, on another endpoint.
+    pub retry: Option<Spanned<RetrySection>>,
     /// Or answer directly.
     pub respond: Option<Spanned<RespondSection>>,
     /// Upstream response timeout for this route.
     pub timeout: Option<Spanned<String>>,
+}
+
+/// `{ cluster = "NAME", weight = N }` in a `split`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitEntry {
+    /// The cluster.
+    pub cluster: Spanned<String>,
+    /// Its share.
+    pub weight: Spanned<i64>,
+}
+
+/// `retry = { attempts = 2, on = [...], per_try_timeout = "1s", budget = 0.2 }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrySection {
+    /// Tries in all, the first included.
+    pub attempts: Option<Spanned<i64>>,
+    /// Conditions: `connect-failure`, `reset`, `5xx`, `gateway-error`, or a status.
+    pub on: Option<Vec<Spanned<String>>>,
+    /// Time each try has to start its response.
+    pub per_try_timeout: Option<Spanned<String>>,
+    /// Share of active requests that may be retries at once.
+    pub budget: Option<Spanned<f64>>,
+    /// Retries always allowed at once, whatever the budget.
+    pub min_retries: Option<Spanned<i64>>,
+}
+
+/// `health = { path = "/healthz", interval = "2s", ... }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// Path to GET.
+    pub path: Spanned<String>,
+    /// Time between checks of one endpoint.
+    pub interval: Option<Spanned<String>>,
+    /// Time a check may take.
+    pub timeout: Option<Spanned<String>>,
+    /// Passes in a row that make an unhealthy endpoint healthy.
+    pub healthy_threshold: Option<Spanned<i64>>,
+    /// Failures in a row that make a healthy endpoint unhealthy.
+    pub unhealthy_threshold: Option<Spanned<i64>>,
+}
+
+/// `outlier = { consecutive_failures = 5, base_ejection_time = "30s", ... }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierSection {
+    /// 5xx answers or connect failures in a row that eject (0: never).
+    pub consecutive_failures: Option<Spanned<i64>>,
+    /// First ejection's length; each further one is longer by as much.
+    pub base_ejection_time: Option<Spanned<String>>,
+    /// Longest ejection.
+    pub max_ejection_time: Option<Spanned<String>>,
+    /// Largest share of the cluster ejected at once, in percent.
+    pub max_ejection_percent: Option<Spanned<i64>>,
+    /// Below this share of usable endpoints, use them all (percent).
+    pub panic_threshold: Option<Spanned<i64>>,
 }
 
 /// `match = { ... }`
@@ -191,6 +253,10 @@ pub struct ClusterSection {
     pub idle_timeout: Option<Spanned<String>>,
     /// Idle connections kept per endpoint, per worker.
     pub max_idle_per_endpoint: Option<Spanned<i64>>,
+    /// Active health checks.
+    pub health: Option<Spanned<HealthSection>>,
+    /// Passive outlier ejection.
+    pub outlier: Option<Spanned<OutlierSection>>,
 }
 
 /// `"IP:port"` or `{ addr = "IP:port", weight = N }`.

@@ -74,7 +74,7 @@ pub struct Listener {
 }
 
 /// One route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// Name for logs (`route-N` when not given).
     pub name: String,
@@ -82,6 +82,45 @@ pub struct Route {
     pub action: Action,
     /// Time the upstream has to start its response (504 after it).
     pub timeout: Duration,
+    /// When and how often to try again on another endpoint.
+    pub retry: RetryPolicy,
+}
+
+/// A route's retry policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Tries in all, the first included (1: no retry).
+    pub attempts: u32,
+    /// Retry when no connection could be made (nothing was sent).
+    pub on_connect_failure: bool,
+    /// Retry when the upstream closed or reset before any response byte.
+    pub on_reset: bool,
+    /// Retry on these response statuses.
+    pub on_statuses: Vec<u16>,
+    /// Time each try has to start its response; the route's timeout
+    /// bounds them all.
+    pub per_try_timeout: Option<Duration>,
+    /// Share of a worker's active requests that may be retries at once.
+    pub budget: f64,
+    /// Retries always allowed at once, whatever the budget.
+    pub min_retries: u32,
+}
+
+impl Default for RetryPolicy {
+    /// Without a `retry` section: one more try on another endpoint when
+    /// the first could not connect, as nginx does; nothing had been sent,
+    /// so it is safe for every method.
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 2,
+            on_connect_failure: true,
+            on_reset: false,
+            on_statuses: Vec::new(),
+            per_try_timeout: None,
+            budget: 0.2,
+            min_retries: 3,
+        }
+    }
 }
 
 /// What a route does.
@@ -89,8 +128,19 @@ pub struct Route {
 pub enum Action {
     /// Proxy to a cluster.
     Proxy(ClusterId),
+    /// Proxy to one of several clusters, by weight (canaries, blue/green).
+    Split(Vec<WeightedCluster>),
     /// Answer directly.
     Respond(DirectResponse),
+}
+
+/// One arm of a split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightedCluster {
+    /// The cluster.
+    pub cluster: ClusterId,
+    /// Its share.
+    pub weight: u32,
 }
 
 /// A response the gateway gives itself.
@@ -123,6 +173,53 @@ pub struct Cluster {
     pub idle_timeout: Duration,
     /// Idle connections kept per endpoint, per worker.
     pub max_idle_per_endpoint: usize,
+    /// Active health checks, if any.
+    pub health: Option<HealthCheck>,
+    /// Passive outlier ejection.
+    pub outlier: Outlier,
+}
+
+/// Active HTTP health checks of a cluster's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path to GET; a 2xx or 3xx passes.
+    pub path: String,
+    /// Time between checks of one endpoint.
+    pub interval: Duration,
+    /// Time a check may take.
+    pub timeout: Duration,
+    /// Passes in a row that make an unhealthy endpoint healthy.
+    pub healthy_threshold: u32,
+    /// Failures in a row that make a healthy endpoint unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+/// Passive outlier ejection, judged by each worker on its own traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outlier {
+    /// 5xx answers or connect failures in a row that eject (0: never).
+    pub consecutive_failures: u32,
+    /// First ejection's length; the n-th lasts n times as long.
+    pub base_ejection: Duration,
+    /// Longest ejection.
+    pub max_ejection: Duration,
+    /// Largest share of the cluster ejected at once, in percent (at least
+    /// one endpoint may always be ejected).
+    pub max_ejection_percent: u8,
+    /// Below this share of usable endpoints, all are used (percent).
+    pub panic_threshold: u8,
+}
+
+impl Default for Outlier {
+    fn default() -> Outlier {
+        Outlier {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejection_percent: 50,
+            panic_threshold: 50,
+        }
+    }
 }
 
 /// One endpoint of a cluster.
@@ -170,6 +267,18 @@ impl Snapshot {
                 Action::Proxy(c) => {
                     let cluster = &self.clusters[c.0 as usize];
                     let _ = writeln!(out, "  route {} -> cluster {}", r.name, cluster.name);
+                }
+                Action::Split(arms) => {
+                    let arms: Vec<String> = arms
+                        .iter()
+                        .map(|a| {
+                            format!(
+                                "{} ({})",
+                                self.clusters[a.cluster.0 as usize].name, a.weight
+                            )
+                        })
+                        .collect();
+                    let _ = writeln!(out, "  route {} -> split {}", r.name, arms.join(", "));
                 }
                 Action::Respond(d) => {
                     let _ = writeln!(out, "  route {} -> respond {}", r.name, d.status);

@@ -13,8 +13,10 @@
 
 pub mod admin;
 pub mod buffer;
+pub mod cluster;
 pub mod control;
 pub mod drain;
+pub mod health;
 pub mod http1;
 pub mod pool;
 pub mod proxy;
@@ -81,6 +83,7 @@ pub struct Gateway {
     listeners: Vec<(String, SocketAddr)>,
     driver: DriverInfo,
     published: Arc<Published>,
+    health: health::HealthChecker,
 }
 
 #[derive(Debug)]
@@ -104,6 +107,8 @@ impl Gateway {
         let io = options.io.unwrap_or(snapshot.runtime.io);
         let published = Arc::new(Published::new(snapshot));
         let snapshot = published.load();
+        let mut checker = health::HealthChecker::default();
+        let table = checker.update(&snapshot);
 
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
         let mut sockets: Vec<Vec<(String, std::net::TcpListener)>> =
@@ -117,6 +122,7 @@ impl Gateway {
         for (id, worker_sockets) in sockets.into_iter().enumerate() {
             let (commands, command_rx) = futures_channel::mpsc::unbounded();
             let snapshot = snapshot.clone();
+            let table = table.clone();
             let ready = ready_tx.clone();
             let cpu = cpus.get(id % cpus.len().max(1)).copied();
             let thread = std::thread::Builder::new()
@@ -129,7 +135,7 @@ impl Gateway {
                         let _ = ready.send((id, r));
                     };
                     runtime::run(io, on_ready, move || {
-                        let worker = Rc::new(worker::Worker::new(id, snapshot));
+                        let worker = Rc::new(worker::Worker::new(id, snapshot, &table));
                         worker::run(worker, worker_sockets, command_rx)
                     });
                 })
@@ -152,6 +158,7 @@ impl Gateway {
                 flags: "",
             },
             published,
+            health: checker,
         };
         for _ in 0..count {
             match ready_rx.recv() {
@@ -193,11 +200,13 @@ impl Gateway {
         }
 
         let stored = self.published.store(next);
+        let table = self.health.update(&stored);
         let (done, acks) = std::sync::mpsc::channel();
         let mut expected = 0;
         for (w, worker_sockets) in self.workers.iter().zip(sockets) {
             let command = Command::Reload {
                 snapshot: stored.clone(),
+                health: table.clone(),
                 sockets: worker_sockets,
                 done: done.clone(),
             };

@@ -13,9 +13,11 @@ use std::time::Duration;
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout, timeout_at};
-use ringway_config::{Action, ClusterId, Listener};
+use ringway_balancer::EndpointId;
+use ringway_config::{Action, Cluster, Listener};
 
 use crate::buffer::{BUF_SIZE, ReadBuf, write_all};
+use crate::cluster::Active;
 use crate::http1::framing::{BodyReader, Framing, FramingError, chunk_header};
 use crate::http1::request::{self, Forwarded};
 use crate::http1::response::{self, ClientBody};
@@ -29,6 +31,24 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const DISCARD_LIMIT: u64 = 1024 * 1024;
 /// How long a closing connection keeps reading what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
+/// Most tries of one request, whatever a route asks.
+const MAX_ATTEMPTS: usize = 10;
+
+/// Counts something in flight on a worker counter until dropped.
+struct Counted<'a>(&'a std::cell::Cell<u32>);
+
+impl<'a> Counted<'a> {
+    fn new(counter: &'a std::cell::Cell<u32>) -> Counted<'a> {
+        counter.set(counter.get() + 1);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
 
 /// Serves one accepted client connection until it closes.
 pub async fn serve(
@@ -64,19 +84,16 @@ struct Plan {
     keep_alive: bool,
     expect_continue: bool,
     is_head: bool,
+    /// Safe to send twice (RFC 9110 §9.2.2).
+    idempotent: bool,
     minor_version: u8,
 }
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy)]
 enum Target {
-    Proxy {
-        cluster: ClusterId,
-        timeout: Duration,
-    },
-    Respond {
-        route: usize,
-    },
+    Proxy { route: usize },
+    Respond { route: usize },
     NotFound,
 }
 
@@ -106,6 +123,18 @@ enum Failure {
 }
 
 impl Failure {
+    /// True when the failure is the endpoint's, for outlier ejection.
+    fn is_upstream_fault(self) -> bool {
+        matches!(
+            self,
+            Failure::Connect(_)
+                | Failure::ConnectTimeout
+                | Failure::Closed { .. }
+                | Failure::Timeout
+                | Failure::Invalid(_)
+        )
+    }
+
     /// The status answered for this failure; `None` when there is nobody
     /// to answer.
     fn status(self) -> Option<u16> {
@@ -149,6 +178,7 @@ enum Relay {
 /// The upstream's final response head, once written for the client.
 #[derive(Debug, Clone, Copy)]
 struct Reply {
+    status: u16,
     framing: Framing,
     relay: Relay,
     upstream_keep_alive: bool,
@@ -229,15 +259,15 @@ impl Session {
         };
         self.rbuf.consume(head_len);
         match target {
-            Target::Proxy { cluster, timeout } => {
-                self.proxy(&generation, plan, cluster, timeout).await
-            }
+            Target::Proxy { route } => self.proxy(&generation, plan, route).await,
             Target::Respond { route } => match &generation.snapshot.routes[route].action {
                 Action::Respond(d) => {
                     self.respond_local(plan, d.status, &d.headers, &d.body)
                         .await
                 }
-                Action::Proxy(_) => self.respond_local(plan, 500, &[], b"").await,
+                Action::Proxy(_) | Action::Split(_) => {
+                    self.respond_local(plan, 500, &[], b"").await
+                }
             },
             Target::NotFound => {
                 let body = b"no route matches this request\n";
@@ -348,16 +378,12 @@ impl Session {
         }
     }
 
-    /// Proxies one request to an endpoint of `cluster_id`.
-    async fn proxy(
-        &mut self,
-        generation: &Generation,
-        plan: Plan,
-        cluster_id: ClusterId,
-        timeout: Duration,
-    ) -> Next {
+    /// Proxies one request on route `route_index`, trying again on another
+    /// endpoint where the route's retry policy and the worker's retry
+    /// budget allow it.
+    async fn proxy(&mut self, generation: &Generation, plan: Plan, route_index: usize) -> Next {
         let worker = self.worker.clone();
-        let cluster = &generation.snapshot.clusters[cluster_id.0 as usize];
+        let route = &generation.snapshot.routes[route_index];
         let mut body = BodyReader::new(plan.framing);
         // The body bytes that came with the head travel with it.
         match body.advance(self.rbuf.data(), None) {
@@ -370,13 +396,128 @@ impl Session {
         }
         // With the whole request in `up_out`, it can be sent again.
         let replayable = body.is_done();
-        let Some(endpoint) = generation.pick(cluster_id) else {
+        let Some(cluster_id) = generation.cluster_for(route_index) else {
             return self.fail(plan, Failure::NoEndpoint, replayable).await;
         };
-        let addr = cluster.endpoints[endpoint.0 as usize].addr;
+        let cluster = &generation.snapshot.clusters[cluster_id.0 as usize];
+        let state = generation.cluster(cluster_id);
+        let policy = &route.retry;
+        let _active = Counted::new(&worker.active_requests);
+        let mut retrying: Option<Counted<'_>> = None;
+        let started = Instant::now();
+        let mut tried = [EndpointId(0); MAX_ATTEMPTS];
+        let mut tries = 0;
+        let mut last = Failure::NoEndpoint;
+        let attempts = (policy.attempts as usize).clamp(1, MAX_ATTEMPTS);
+        // A retry must leave room for the request's other retries too: at
+        // most `budget` of the worker's active requests may be retries.
+        let budget_allows = |worker: &Worker| {
+            let share = (policy.budget * f64::from(worker.active_requests.get())) as u32;
+            worker.active_retries.get() < share.max(policy.min_retries)
+        };
+        while tries < attempts {
+            if tries > 0 {
+                if retrying.is_none() && !budget_allows(&worker) {
+                    break;
+                }
+                retrying.get_or_insert_with(|| Counted::new(&worker.active_retries));
+            }
+            let Some(endpoint) = state.pick(&tried[..tries]) else {
+                break;
+            };
+            tried[tries] = endpoint;
+            tries += 1;
+            let addr = cluster.endpoints[endpoint.0 as usize].addr;
+            let left = route.timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                last = Failure::Timeout;
+                break;
+            }
+            let try_timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
+            let _in_flight = Active::new(state.stats(endpoint));
+            match self
+                .attempt(
+                    plan,
+                    &worker,
+                    addr,
+                    cluster,
+                    &mut body,
+                    replayable,
+                    try_timeout,
+                )
+                .await
+            {
+                Ok((mut up, reply, request_sent)) => {
+                    state.record(endpoint, reply.status < 500);
+                    let again = policy.on_statuses.contains(&reply.status)
+                        && tries < attempts
+                        && replayable
+                        && plan.idempotent
+                        && (retrying.is_some() || budget_allows(&worker))
+                        && state.has_candidate(&tried[..tries]);
+                    if !again {
+                        return self
+                            .finish(up, reply, request_sent, addr, cluster, &body, try_timeout)
+                            .await;
+                    }
+                    // This answer is dropped for another endpoint's.
+                    if self
+                        .discard_upstream_body(&mut up, reply, try_timeout)
+                        .await
+                        && reply.upstream_keep_alive
+                        && request_sent
+                    {
+                        up.reused = false;
+                        worker.pool.put(
+                            addr,
+                            up,
+                            cluster.idle_timeout,
+                            cluster.max_idle_per_endpoint,
+                        );
+                    }
+                }
+                Err(failure) => {
+                    if failure.is_upstream_fault() {
+                        state.record(endpoint, false);
+                    }
+                    let again = match failure {
+                        // Nothing was sent: safe for any request.
+                        Failure::Connect(_) | Failure::ConnectTimeout => policy.on_connect_failure,
+                        Failure::Closed { started: false } => {
+                            policy.on_reset && replayable && plan.idempotent
+                        }
+                        Failure::Timeout => {
+                            policy.on_statuses.contains(&504) && replayable && plan.idempotent
+                        }
+                        _ => false,
+                    };
+                    last = failure;
+                    if !again {
+                        break;
+                    }
+                }
+            }
+        }
+        self.fail(plan, last, body.is_done()).await
+    }
 
+    /// One try on endpoint `addr`: a pooled connection or a new one, the
+    /// request, the response head. A pooled connection the upstream closed
+    /// before reading the request is replaced by a new one once, as hyper
+    /// and browsers do, when the whole request is still at hand.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &mut self,
+        plan: Plan,
+        worker: &Worker,
+        addr: SocketAddr,
+        cluster: &Cluster,
+        body: &mut BodyReader,
+        replayable: bool,
+        timeout: Duration,
+    ) -> Result<(UpstreamConn, Reply, bool), Failure> {
         let mut fresh_only = false;
-        let (mut up, reply, request_sent) = loop {
+        loop {
             let pooled = if fresh_only {
                 None
             } else {
@@ -384,36 +525,44 @@ impl Session {
             };
             let mut up = match pooled {
                 Some(up) => up,
-                None => match connect(addr, cluster.connect_timeout).await {
-                    Ok(stream) => {
-                        worker.pool.note_opened();
-                        UpstreamConn {
-                            stream,
-                            rbuf: ReadBuf::new(),
-                            reused: false,
-                        }
+                None => {
+                    let stream = connect(addr, cluster.connect_timeout).await?;
+                    worker.pool.note_opened();
+                    UpstreamConn {
+                        stream,
+                        rbuf: ReadBuf::new(),
+                        reused: false,
                     }
-                    Err(f) => return self.fail(plan, f, body.is_done()).await,
-                },
+                }
             };
-            match self.exchange(plan, &mut up, &mut body, timeout).await {
-                Ok((reply, request_sent)) => break (up, reply, request_sent),
-                // A pooled connection the upstream closed before reading
-                // this request: send it again on a new connection, as
-                // hyper and browsers do. Only once, and only when the whole
-                // request is still at hand.
+            match self.exchange(plan, &mut up, body, timeout).await {
+                Ok((reply, request_sent)) => return Ok((up, reply, request_sent)),
                 Err(Failure::Closed { started: false }) if up.reused && replayable => {
                     fresh_only = true;
                 }
-                Err(f) => return self.fail(plan, f, body.is_done()).await,
+                Err(f) => return Err(f),
             }
-        };
+        }
+    }
 
+    /// Relays the chosen response and puts the upstream connection back in
+    /// the pool when it can be reused.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &mut self,
+        mut up: UpstreamConn,
+        reply: Reply,
+        request_sent: bool,
+        addr: SocketAddr,
+        cluster: &Cluster,
+        body: &BodyReader,
+        timeout: Duration,
+    ) -> Next {
         match self.relay_body(&mut up, reply, timeout).await {
             Ok(()) => {
                 if reply.upstream_keep_alive && request_sent && up.rbuf.is_empty() {
                     up.reused = false;
-                    worker.pool.put(
+                    self.worker.pool.put(
                         addr,
                         up,
                         cluster.idle_timeout,
@@ -430,6 +579,40 @@ impl Session {
                 }
             }
             Err(()) => Next::Close,
+        }
+    }
+
+    /// Reads and drops an upstream response body that will not be used;
+    /// true when it was read whole and the connection is in step.
+    async fn discard_upstream_body(
+        &mut self,
+        up: &mut UpstreamConn,
+        reply: Reply,
+        timeout: Duration,
+    ) -> bool {
+        if reply.framing == Framing::UntilClose {
+            return false;
+        }
+        let mut body = BodyReader::new(reply.framing);
+        let mut seen = 0u64;
+        loop {
+            match body.advance(up.rbuf.data(), None) {
+                Ok(p) => {
+                    up.rbuf.consume(p.consumed);
+                    seen += p.consumed as u64;
+                    if p.done {
+                        return true;
+                    }
+                }
+                Err(_) => return false,
+            }
+            if seen > DISCARD_LIMIT {
+                return false;
+            }
+            match monoio::time::timeout(timeout, up.rbuf.fill(&mut up.stream, BUF_SIZE)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return false,
+            }
         }
     }
 
@@ -489,6 +672,7 @@ impl Session {
                         _ => Relay::PassThrough,
                     };
                     let reply = Reply {
+                        status: resp.status,
                         framing: resp.framing,
                         relay,
                         upstream_keep_alive: resp.keep_alive,
@@ -642,6 +826,10 @@ fn plan_request(
         keep_alive: req.keep_alive && !draining,
         expect_continue: req.expect_continue,
         is_head: req.is_head(),
+        idempotent: matches!(
+            req.method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
         minor_version: req.minor_version,
     };
     let snapshot = &generation.snapshot;
@@ -654,15 +842,14 @@ fn plan_request(
         Some(id) => {
             let route = &snapshot.routes[id.0 as usize];
             match route.action {
-                Action::Proxy(cluster) => {
+                Action::Proxy(_) | Action::Split(_) => {
                     let fwd = Forwarded {
                         client_ip: peer.ip(),
                         proto: "http",
                     };
                     request::write_upstream_head(up_out, req, fwd);
                     Target::Proxy {
-                        cluster,
-                        timeout: route.timeout,
+                        route: id.0 as usize,
                     }
                 }
                 Action::Respond(_) => Target::Respond {

@@ -8,7 +8,7 @@
 //! opens or closes listeners. A request holds the `Rc<Generation>` it
 //! started with until it ends, so it finishes on the snapshot it began on.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -21,9 +21,10 @@ use std::time::Duration;
 use futures_channel::mpsc::UnboundedReceiver;
 use futures_core::Stream;
 use monoio::net::TcpListener;
-use ringway_balancer::{EndpointId, RoundRobin};
-use ringway_config::{BalancerKind, ClusterId, Listener, Snapshot};
+use ringway_balancer::RoundRobin;
+use ringway_config::{Action, ClusterId, Listener, Snapshot};
 
+use crate::cluster::{ClusterState, EndpointStats, HealthTable};
 use crate::drain::{Drain, Signal};
 use crate::pool::Pool;
 use crate::proxy;
@@ -40,6 +41,8 @@ pub enum Command {
     Reload {
         /// The new snapshot, as published.
         snapshot: Arc<Snapshot>,
+        /// Its endpoints' health.
+        health: Arc<HealthTable>,
         /// Sockets for new listeners, by listener name.
         sockets: Vec<(String, std::net::TcpListener)>,
         /// Acknowledgement.
@@ -54,23 +57,36 @@ pub enum Command {
 pub struct Generation {
     /// The snapshot.
     pub snapshot: Arc<Snapshot>,
-    /// One per cluster; `None` where the endpoint set could not make one
-    /// (which the config's validation rules out), so picks answer 503.
-    balancers: RefCell<Vec<Option<RoundRobin>>>,
+    /// Per cluster, in snapshot order.
+    clusters: Vec<ClusterState>,
+    /// Per route: the smooth weighted round-robin over a split's arms, so
+    /// that a 90/10 split is exactly 90/10 over every 100 requests.
+    splits: Vec<Option<RefCell<RoundRobin>>>,
     /// Listener settings by name.
     listeners: HashMap<String, Rc<Listener>>,
 }
 
 impl Generation {
-    fn new(snapshot: Arc<Snapshot>) -> Generation {
-        let balancers = snapshot
+    fn new(
+        snapshot: Arc<Snapshot>,
+        health: &HealthTable,
+        known: &mut HashMap<SocketAddr, Rc<EndpointStats>>,
+    ) -> Generation {
+        let clusters = snapshot
             .clusters
             .iter()
-            .map(|c| {
-                let weights: Vec<u32> = c.endpoints.iter().map(|e| e.weight).collect();
-                match c.balancer {
-                    BalancerKind::RoundRobin => RoundRobin::new(&weights).ok(),
+            .enumerate()
+            .map(|(i, c)| ClusterState::new(c, known, health.get(i).cloned().unwrap_or_default()))
+            .collect();
+        let splits = snapshot
+            .routes
+            .iter()
+            .map(|r| match &r.action {
+                Action::Split(arms) => {
+                    let weights: Vec<u32> = arms.iter().map(|a| a.weight).collect();
+                    RoundRobin::new(&weights).ok().map(RefCell::new)
                 }
+                _ => None,
             })
             .collect();
         let listeners = snapshot
@@ -80,18 +96,33 @@ impl Generation {
             .collect();
         Generation {
             snapshot,
-            balancers: RefCell::new(balancers),
+            clusters,
+            splits,
             listeners,
         }
     }
 
-    /// Picks an endpoint of `cluster`.
-    pub fn pick(&self, cluster: ClusterId) -> Option<EndpointId> {
-        self.balancers
-            .borrow_mut()
-            .get_mut(cluster.0 as usize)?
-            .as_mut()?
-            .pick(|_| true)
+    /// The cluster a request on `route` goes to: its cluster, or the next
+    /// arm of its split. `None` for a route that does not proxy.
+    pub fn cluster_for(&self, route: usize) -> Option<ClusterId> {
+        match &self.snapshot.routes.get(route)?.action {
+            Action::Proxy(cluster) => Some(*cluster),
+            Action::Split(arms) => {
+                let arm = self
+                    .splits
+                    .get(route)?
+                    .as_ref()?
+                    .borrow_mut()
+                    .pick(|_| true)?;
+                Some(arms.get(arm.0 as usize)?.cluster)
+            }
+            Action::Respond(_) => None,
+        }
+    }
+
+    /// This worker's state of `cluster`.
+    pub fn cluster(&self, cluster: ClusterId) -> &ClusterState {
+        &self.clusters[cluster.0 as usize]
     }
 
     /// The settings of the listener called `name`.
@@ -119,18 +150,29 @@ pub struct Worker {
     pub pool: Pool,
     /// Shutdown state.
     pub drain: Rc<Drain>,
+    /// Proxied requests in flight, for the retry budget.
+    pub active_requests: Cell<u32>,
+    /// Retries in flight, for the retry budget.
+    pub active_retries: Cell<u32>,
     accepting: RefCell<HashMap<String, Accepting>>,
+    /// This worker's counters per endpoint address, kept across reloads.
+    endpoints: RefCell<HashMap<SocketAddr, Rc<EndpointStats>>>,
 }
 
 impl Worker {
     /// A worker serving `snapshot`.
-    pub fn new(id: usize, snapshot: Arc<Snapshot>) -> Worker {
+    pub fn new(id: usize, snapshot: Arc<Snapshot>, health: &HealthTable) -> Worker {
+        let mut endpoints = HashMap::new();
+        let generation = Generation::new(snapshot, health, &mut endpoints);
         Worker {
             id,
-            current: RefCell::new(Rc::new(Generation::new(snapshot))),
+            current: RefCell::new(Rc::new(generation)),
             pool: Pool::default(),
             drain: Rc::new(Drain::default()),
+            active_requests: Cell::new(0),
+            active_retries: Cell::new(0),
             accepting: RefCell::new(HashMap::new()),
+            endpoints: RefCell::new(endpoints),
         }
     }
 
@@ -144,9 +186,20 @@ impl Worker {
     fn apply(
         self: &Rc<Self>,
         snapshot: Arc<Snapshot>,
+        health: &HealthTable,
         sockets: Vec<(String, std::net::TcpListener)>,
     ) {
-        let next = Generation::new(snapshot);
+        // Counters of endpoints that left every cluster are forgotten;
+        // requests still running on the old generation hold their own.
+        let mut known = self.endpoints.borrow_mut();
+        known.retain(|addr, _| {
+            snapshot
+                .clusters
+                .iter()
+                .any(|c| c.endpoints.iter().any(|e| e.addr == *addr))
+        });
+        let next = Generation::new(snapshot, health, &mut known);
+        drop(known);
         self.accepting.borrow_mut().retain(|name, accepting| {
             let keep = next
                 .snapshot
@@ -199,11 +252,12 @@ pub async fn run(
     // A closed channel means the control thread is gone: drain too.
     while let Some(Command::Reload {
         snapshot,
+        health,
         sockets,
         done,
     }) = poll_fn(|cx| Pin::new(&mut commands).poll_next(cx)).await
     {
-        worker.apply(snapshot, sockets);
+        worker.apply(snapshot, &health, sockets);
         let _ = done.send(worker.id);
     }
     worker.drain.start();

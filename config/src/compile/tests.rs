@@ -178,3 +178,75 @@ fn unreadable_file_says_so() {
         "{e}"
     );
 }
+
+#[test]
+fn splits_retries_health_and_outlier_compile() {
+    let s = compile_str(
+        "t.toml",
+        r#"
+[[route]]
+split = [{ cluster = "a", weight = 90 }, { cluster = "b", weight = 10 }]
+retry = { attempts = 3, on = ["reset", "gateway-error", "429"], per_try_timeout = "200ms", budget = 0.5, min_retries = 1 }
+
+[cluster.a]
+endpoints = ["127.0.0.1:1"]
+health = { path = "/h", interval = "1s", unhealthy_threshold = 3 }
+outlier = { consecutive_failures = 2, base_ejection_time = "1s", max_ejection_percent = 100 }
+
+[cluster.b]
+endpoints = ["127.0.0.1:2"]
+"#,
+    );
+    // 429 is not a 5xx: refused, pointing at it.
+    let e = s.unwrap_err().to_string();
+    assert!(e.starts_with("t.toml:4:57:"), "{e}");
+
+    let s = compile_str(
+        "t.toml",
+        "[[route]]\nsplit = [{ cluster = \"a\", weight = 9 }]\nretry = { attempts = 3, on = [\"reset\", \"503\"], per_try_timeout = \"200ms\" }\n[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\nhealth = { path = \"/h\" }\noutlier = { consecutive_failures = 2 }\n",
+    )
+    .unwrap();
+    match &s.routes[0].action {
+        Action::Split(arms) => assert_eq!(arms[0].weight, 9),
+        other => panic!("{other:?}"),
+    }
+    let retry = &s.routes[0].retry;
+    assert_eq!(retry.attempts, 3);
+    assert!(retry.on_reset && !retry.on_connect_failure);
+    assert_eq!(retry.on_statuses, vec![503]);
+    assert_eq!(retry.per_try_timeout, Some(Duration::from_millis(200)));
+    let c = &s.clusters[0];
+    assert_eq!(c.health.as_ref().unwrap().path, "/h");
+    assert_eq!(c.outlier.consecutive_failures, 2);
+    assert_eq!(
+        c.outlier.panic_threshold,
+        Outlier::default().panic_threshold
+    );
+}
+
+#[test]
+fn bad_traffic_settings_name_their_place() {
+    assert!(error_of("[[route]]\nsplit = []\n").contains("at least one cluster"));
+    assert!(
+        error_of("[[route]]\nsplit = [{ cluster = \"x\", weight = 1 }]\n")
+            .contains("no cluster named \"x\"")
+    );
+    assert!(
+        error_of("[[route]]\nrespond = { status = 200 }\nretry = { attempts = 0 }\n")
+            .contains("attempts in 1..=10")
+    );
+    assert!(
+        error_of("[[route]]\nrespond = { status = 200 }\nretry = { budget = 2.0 }\n")
+            .contains("budget")
+    );
+    assert!(
+        error_of("[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\nhealth = { path = \"h\" }\n")
+            .contains("`/`")
+    );
+    assert!(
+        error_of(
+            "[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\noutlier = { max_ejection_percent = 101 }\n"
+        )
+        .contains("percentage")
+    );
+}

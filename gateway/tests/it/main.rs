@@ -11,3 +11,4 @@ mod errors;
 mod lifecycle;
 mod reload;
 mod routing;
+mod traffic;

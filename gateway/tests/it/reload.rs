@@ -210,7 +210,11 @@ fn a_hundred_rewrites_under_load_lose_nothing() {
                 let deadline = Instant::now() + Duration::from_secs(60);
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
-                    let path = if n.is_multiple_of(2) { "/p" } else { "/version" };
+                    let path = if n.is_multiple_of(2) {
+                        "/p"
+                    } else {
+                        "/version"
+                    };
                     n += 1;
                     let start = t0.elapsed();
                     c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());

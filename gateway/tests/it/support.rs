@@ -106,6 +106,7 @@ pub struct Upstream {
     pub name: &'static str,
     connections: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    sick: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Upstream {
@@ -114,14 +115,15 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let (c, s) = (connections.clone(), seen.clone());
+        let sick = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, s, k) = (connections.clone(), seen.clone(), sick.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 c.fetch_add(1, Ordering::SeqCst);
-                let s = s.clone();
+                let (s, k) = (s.clone(), k.clone());
                 std::thread::spawn(move || {
-                    let _ = serve_upstream(name, stream, &s);
+                    let _ = serve_upstream(name, stream, &s, &k);
                 });
             }
         });
@@ -130,7 +132,23 @@ impl Upstream {
             name,
             connections,
             seen,
+            sick,
         }
+    }
+
+    /// While sick, every request (health checks too) gets a 503.
+    pub fn set_sick(&self, sick: bool) {
+        self.sick.store(sick, Ordering::SeqCst);
+    }
+
+    /// Requests seen so far whose path starts with `prefix`.
+    pub fn count(&self, prefix: &str) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.target.starts_with(prefix))
+            .count()
     }
 
     /// Connections accepted so far.
@@ -150,7 +168,12 @@ pub fn closed_port() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-fn serve_upstream(name: &str, stream: TcpStream, seen: &Mutex<Vec<Seen>>) -> std::io::Result<()> {
+fn serve_upstream(
+    name: &str,
+    stream: TcpStream,
+    seen: &Mutex<Vec<Seen>>,
+    sick: &std::sync::atomic::AtomicBool,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut w = stream;
@@ -197,6 +220,10 @@ fn serve_upstream(name: &str, stream: TcpStream, seen: &Mutex<Vec<Seen>>) -> std
         record.body = read_body(&mut reader, chunked, length)?;
         let body = record.body.clone();
         seen.lock().unwrap().push(record);
+        if sick.load(Ordering::SeqCst) {
+            respond(&mut w, name, 503, &[], b"sick")?;
+            continue;
+        }
         match parts[0] {
             "echo" => respond(&mut w, name, 200, &[], &body)?,
             "chunked" => {

@@ -1,0 +1,167 @@
+//! One worker's view of a cluster: its balancer, the shared health of its
+//! endpoints, and this worker's own counters for each endpoint (requests
+//! in flight, failures in a row, ejection).
+//!
+//! Passive outlier ejection is judged per worker, from that worker's own
+//! traffic: no shared counter is written per request. With connections
+//! spread evenly across workers, each sees a fair sample of an endpoint's
+//! failures, so a failing endpoint is ejected by every worker within a few
+//! requests of each other. Active health is shared: one check per
+//! endpoint per interval for the whole process, its verdict read by all.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use ringway_balancer::{EndpointId, RoundRobin};
+use ringway_config::{BalancerKind, Cluster, Outlier};
+
+/// Health verdicts for every endpoint of every cluster of a snapshot, in
+/// snapshot order; written by the health checker, read by the workers.
+pub type HealthTable = Vec<Vec<Arc<AtomicBool>>>;
+
+/// This worker's counters for one endpoint address. Kept across reloads
+/// for as long as the address stays in some cluster.
+#[derive(Debug, Default)]
+pub struct EndpointStats {
+    /// Requests this worker has in flight to it.
+    pub active: Cell<u32>,
+    failures: Cell<u32>,
+    ejected_until: Cell<Option<Instant>>,
+    ejections: Cell<u32>,
+    last_ejection_end: Cell<Option<Instant>>,
+}
+
+impl EndpointStats {
+    fn is_ejected(&self, now: Instant) -> bool {
+        self.ejected_until.get().is_some_and(|until| until > now)
+    }
+}
+
+/// Counts a request in flight to an endpoint until dropped.
+#[derive(Debug)]
+pub struct Active(Rc<EndpointStats>);
+
+impl Active {
+    /// Starts counting.
+    pub fn new(stats: &Rc<EndpointStats>) -> Active {
+        stats.active.set(stats.active.get() + 1);
+        Active(stats.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.set(self.0.active.get().saturating_sub(1));
+    }
+}
+
+/// A cluster as one worker serves it in one generation.
+#[derive(Debug)]
+pub struct ClusterState {
+    balancer: RefCell<Option<RoundRobin>>,
+    endpoints: Vec<Rc<EndpointStats>>,
+    healthy: Vec<Arc<AtomicBool>>,
+    outlier: Outlier,
+}
+
+impl ClusterState {
+    /// Builds the state for `cluster`, reusing this worker's counters of
+    /// endpoints it already knows (`known`, keyed by address).
+    pub fn new(
+        cluster: &Cluster,
+        known: &mut HashMap<SocketAddr, Rc<EndpointStats>>,
+        healthy: Vec<Arc<AtomicBool>>,
+    ) -> ClusterState {
+        let weights: Vec<u32> = cluster.endpoints.iter().map(|e| e.weight).collect();
+        let balancer = match cluster.balancer {
+            BalancerKind::RoundRobin => RoundRobin::new(&weights).ok(),
+        };
+        let endpoints = cluster
+            .endpoints
+            .iter()
+            .map(|e| known.entry(e.addr).or_default().clone())
+            .collect();
+        ClusterState {
+            balancer: RefCell::new(balancer),
+            endpoints,
+            healthy,
+            outlier: cluster.outlier.clone(),
+        }
+    }
+
+    /// This worker's counters for endpoint `id`.
+    pub fn stats(&self, id: EndpointId) -> &Rc<EndpointStats> {
+        &self.endpoints[id.0 as usize]
+    }
+
+    fn usable(&self, i: usize, now: Instant) -> bool {
+        let healthy = self
+            .healthy
+            .get(i)
+            .is_none_or(|h| h.load(Ordering::Relaxed));
+        healthy && !self.endpoints[i].is_ejected(now)
+    }
+
+    /// Picks a usable endpoint other than those in `tried`. When fewer
+    /// than the panic threshold's share are usable, all are used: sending
+    /// traffic to suspect endpoints beats overloading the few good ones.
+    pub fn pick(&self, tried: &[EndpointId]) -> Option<EndpointId> {
+        let now = Instant::now();
+        let n = self.endpoints.len();
+        let usable = (0..n).filter(|&i| self.usable(i, now)).count();
+        let panic = usable * 100 < usize::from(self.outlier.panic_threshold) * n;
+        self.balancer
+            .borrow_mut()
+            .as_mut()?
+            .pick(|id| !tried.contains(&id) && (panic || self.usable(id.0 as usize, now)))
+    }
+
+    /// True when some usable endpoint is not in `tried` (without moving
+    /// the balancer).
+    pub fn has_candidate(&self, tried: &[EndpointId]) -> bool {
+        let now = Instant::now();
+        (0..self.endpoints.len())
+            .any(|i| !tried.contains(&EndpointId(i as u32)) && self.usable(i, now))
+    }
+
+    /// Records how a try on `id` went: a success clears its failures; a
+    /// failure (no connection, reset, 5xx) counts towards ejection.
+    pub fn record(&self, id: EndpointId, success: bool) {
+        let stats = self.stats(id);
+        if success {
+            stats.failures.set(0);
+            return;
+        }
+        let failures = stats.failures.get() + 1;
+        stats.failures.set(failures);
+        let threshold = self.outlier.consecutive_failures;
+        if threshold == 0 || failures < threshold {
+            return;
+        }
+        let now = Instant::now();
+        let n = self.endpoints.len();
+        let ejected = self.endpoints.iter().filter(|e| e.is_ejected(now)).count();
+        let cap = (n * usize::from(self.outlier.max_ejection_percent) / 100).max(1);
+        if ejected >= cap || stats.is_ejected(now) {
+            return;
+        }
+        // Each ejection lasts longer than the last, unless the endpoint
+        // has since stayed in for as long as one base ejection per step.
+        let base = self.outlier.base_ejection;
+        let recovered = stats.last_ejection_end.get().map_or(0, |end| {
+            let quiet = now.saturating_duration_since(end);
+            (quiet.as_millis() / base.as_millis().max(1)) as u32
+        });
+        let count = stats.ejections.get().saturating_sub(recovered) + 1;
+        let length = base.saturating_mul(count).min(self.outlier.max_ejection);
+        stats.ejections.set(count);
+        stats.ejected_until.set(Some(now + length));
+        stats.last_ejection_end.set(Some(now + length));
+        stats.failures.set(0);
+    }
+}
