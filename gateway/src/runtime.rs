@@ -61,6 +61,17 @@ type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>;
 /// thread, so SINGLE_ISSUER and DEFER_TASKRUN hold), then without them for
 /// kernels older than 6.1.
 fn build_uring() -> io::Result<(UringRuntime, DriverInfo)> {
+    // For side-by-side measurement of the flags (benches/RESULTS.md).
+    if std::env::var_os("RINGWAY_PLAIN_RING").is_some() {
+        let rt = RuntimeBuilder::<IoUringDriver>::new().enable_timer().build()?;
+        return Ok((
+            rt,
+            DriverInfo {
+                driver: IoDriver::Uring,
+                flags: "",
+            },
+        ));
+    }
     let mut tuned = io_uring::IoUring::builder();
     tuned
         .setup_coop_taskrun()
