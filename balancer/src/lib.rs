@@ -1,18 +1,160 @@
 //! Endpoint selection for ringway.
 //!
 //! Pure algorithms: given a set of endpoints (and, for some, per-core
-//! counters or a hash key), pick one. Building a selector happens once per
-//! endpoint set; picking happens per request, allocates nothing and never
-//! blocks. No I/O, no runtime, no knowledge of the router or of TOML.
+//! counters or a hash key), pick one. No I/O, no runtime, no clock, no
+//! knowledge of the router or of TOML; this crate depends on nothing else in
+//! the workspace.
+//!
+//! # The algorithms
+//!
+//! | kind | type | what it does |
+//! |---|---|---|
+//! | round robin | [`RoundRobin`] | smooth weighted round robin, as nginx does it |
+//! | random | [`Random`] | weighted random |
+//! | least request | [`LeastRequest`] | power of two choices on in-flight counts; Envoy's active-request bias when weights differ |
+//! | ring hash | [`Ketama`] in a [`HashBalancer`] | consistent hashing on a ring of virtual nodes, sized like Envoy's |
+//! | maglev | [`Maglev`] in a [`HashBalancer`] | Google's Maglev lookup table, weighted as Envoy does it |
+//! | bounded load | [`BoundedLoad`] | "consistent hashing with bounded loads" on top of either hash |
+//!
+//! [`Balancer`] puts them behind one enum built from a [`BalancerSpec`], which
+//! is what the configuration compiles to.
+//!
+//! # Build, then pick
+//!
+//! *Building* happens once per endpoint set (at startup and on reload): it
+//! validates the input, allocates, hashes the endpoint keys and fills rings
+//! and tables. Errors are reported then, as [`Error`].
+//!
+//! *Picking* happens per request. It never allocates, never blocks and never
+//! panics: it returns `Some(endpoint)` or `None` when no endpoint is
+//! eligible. Pick reads the per-request view of the endpoints through
+//! [`EndpointState`] (is this endpoint eligible — healthy, not ejected — and
+//! how many requests does it have in flight). The state is asked only about
+//! ids below the number of endpoints the selector was built from, and should
+//! answer consistently for the duration of one pick; if it does not, pick
+//! still terminates and does not panic, but may return `None`. The pick cost
+//! is O(1) or O(log n) in the common case (round robin, which is O(n), is
+//! the exception); skipping ineligible endpoints adds work proportional to
+//! what has to be skipped, and bounded load one O(n) pass to sum the loads
+//! unless the key's endpoint is idle (see each type).
+//!
+//! # Determinism
+//!
+//! The hash-based selectors are functions of the endpoint *keys* (for
+//! example `"10.0.0.1:8080"`), their weights and the configured sizes: the
+//! same inputs give the same key-to-endpoint mapping in every process and
+//! every release, whatever order the endpoints are listed in. The key hash is
+//! [`hash_key`] (XXH64, seed 0), implemented in this crate; golden files in
+//! `tests/golden/` hold the mapping for a fixed endpoint list so that any
+//! change to it is deliberate (regenerate with `RINGWAY_BLESS=1`).
+//!
+//! The randomised selectors take a seed ([`BalancerSpec::seed`]); the same
+//! seed and the same sequence of states give the same picks. Give each
+//! worker its own seed (its core index will do) so that workers do not move
+//! in lock-step.
+//!
+//! # Least request with per-worker counters
+//!
+//! ringway is shared-nothing: each worker has its own balancer and counts
+//! only the requests *it* has in flight to each endpoint. A worker's
+//! [`LeastRequest`] therefore balances that worker's share of the traffic,
+//! not the global one. The error this introduces is bounded:
+//!
+//! * Power of two choices keeps one balancer's in-flight counts within an
+//!   additive gap of the mean that does not grow with the load (O(log log n)
+//!   for n endpoints in the balls-into-bins model, Berenbrink et al. 2006;
+//!   the same order holds in steady state with departures, Mitzenmacher
+//!   2001). With W workers, an endpoint's global in-flight count is the sum
+//!   of W per-worker counts, so its distance from the global mean is at most
+//!   the sum of the W per-worker gaps: O(W · log log n) requests. That is an
+//!   additive constant, not a fraction of the load, and it holds however the
+//!   traffic is split between workers.
+//! * SO_REUSEPORT hashes connections evenly across workers, so each worker
+//!   sees a statistically similar slice of requests, and the sum of the
+//!   per-worker decisions approximates one global P2C: an endpoint that is
+//!   slow accumulates in-flight requests in every worker at once, so every
+//!   worker steers away from it at about the same time.
+//!
+//! What a worker cannot see is a burst that another worker alone has sent to
+//! an endpoint; it reacts to slowness (which every worker observes), not to
+//! another worker's queue. With W = cores this costs a few requests of
+//! imbalance per endpoint, which is why ringway does not share counters
+//! across cores (that would cost an atomic write per request).
+//!
+//! # Panic-free contract
+//!
+//! Every `pick` in this crate, for any endpoint state and any key hash,
+//! returns without panicking and without allocating. Building validates its
+//! input and returns [`Error`] rather than panicking. `#![forbid(unsafe_code)]`.
 #![forbid(unsafe_code)]
 
+mod balancer;
+mod bounded_load;
+mod consistent_hash;
+mod hash;
+mod ketama;
+mod least_request;
+mod maglev;
+mod random;
+mod rng;
 mod round_robin;
 
+pub use balancer::{Balancer, BalancerKind, BalancerSpec};
+pub use bounded_load::BoundedLoad;
+pub use consistent_hash::{ConsistentHash, HashBalancer};
+pub use hash::hash_key;
+pub use ketama::Ketama;
+pub use least_request::LeastRequest;
+pub use maglev::Maglev;
+pub use random::Random;
 pub use round_robin::RoundRobin;
 
 /// Index of an endpoint in the list a selector was built from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EndpointId(pub u32);
+
+/// One endpoint as the selectors see it when they are built.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EndpointSpec {
+    /// Stable identity for hashing, for example `"10.0.0.1:8080"`. Keys must
+    /// be unique within a hash-based selector.
+    pub key: String,
+    /// Relative weight, at least 1.
+    pub weight: u32,
+}
+
+impl EndpointSpec {
+    /// An endpoint with the given key and weight.
+    pub fn new(key: impl Into<String>, weight: u32) -> EndpointSpec {
+        EndpointSpec {
+            key: key.into(),
+            weight,
+        }
+    }
+}
+
+/// The per-request view of endpoints that a pick consults: the worker's
+/// health and in-flight counters.
+///
+/// Ids passed in are always below the number of endpoints the selector was
+/// built from.
+pub trait EndpointState {
+    /// Whether the endpoint may receive this request (healthy, not ejected,
+    /// not already tried by this request's retries...).
+    fn eligible(&self, id: EndpointId) -> bool;
+    /// Requests this worker has in flight to the endpoint. Least request
+    /// compares it; bounded load uses it as the endpoint's load.
+    fn active(&self, id: EndpointId) -> u32;
+}
+
+impl<S: EndpointState + ?Sized> EndpointState for &S {
+    fn eligible(&self, id: EndpointId) -> bool {
+        (**self).eligible(id)
+    }
+    fn active(&self, id: EndpointId) -> u32 {
+        (**self).active(id)
+    }
+}
 
 /// Errors found while building a selector.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -23,7 +165,118 @@ pub enum Error {
     /// Weights must be at least 1.
     #[error("endpoint {0} has weight 0")]
     ZeroWeight(u32),
+    /// Endpoint ids are `u32`.
+    #[error("{0} endpoints is more than a selector can index")]
+    TooManyEndpoints(usize),
+    /// Two endpoints of a hash-based selector share a key (the second one's
+    /// index is given); they would be indistinguishable on the ring.
+    #[error("endpoint {0} has the same key as an earlier endpoint")]
+    DuplicateKey(u32),
+    /// Ring sizes must satisfy `1 <= min <= max <= Ketama::MAX_RING_SIZE`.
+    #[error("ring size bounds {min}..={max} are invalid (need 1 <= min <= max <= 8388608)")]
+    InvalidRingSize {
+        /// The minimum ring size asked for.
+        min: usize,
+        /// The maximum ring size asked for.
+        max: usize,
+    },
+    /// Maglev's table size must be prime.
+    #[error("maglev table size {0} is not prime")]
+    TableSizeNotPrime(usize),
+    /// Maglev's table size must be at least the number of endpoints and at
+    /// most `Maglev::MAX_TABLE_SIZE`.
+    #[error(
+        "maglev table size {table_size} does not fit {endpoints} endpoints (need endpoints <= size <= 5000011)"
+    )]
+    InvalidTableSize {
+        /// The table size asked for.
+        table_size: usize,
+        /// The number of endpoints.
+        endpoints: usize,
+    },
+    /// Least request's active-request bias must be finite and at least 0.
+    #[error("active request bias must be a finite number >= 0")]
+    InvalidActiveRequestBias,
+    /// Bounded load's factor must be finite and at least 1.
+    #[error("bounded load factor must be a finite number >= 1")]
+    InvalidLoadFactor,
 }
 
 /// Result alias for this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Checks what every selector needs of its weights: at least one, none zero,
+/// ids that fit in `u32`.
+fn check_weights(weights: impl ExactSizeIterator<Item = u32>) -> Result<()> {
+    let len = weights.len();
+    if len == 0 {
+        return Err(Error::NoEndpoints);
+    }
+    if u32::try_from(len).is_err() {
+        return Err(Error::TooManyEndpoints(len));
+    }
+    for (i, w) in weights.enumerate() {
+        if w == 0 {
+            return Err(Error::ZeroWeight(i as u32));
+        }
+    }
+    Ok(())
+}
+
+/// [`check_weights`] plus unique keys, for the hash-based selectors.
+fn check_endpoints(endpoints: &[EndpointSpec]) -> Result<()> {
+    check_weights(endpoints.iter().map(|e| e.weight))?;
+    let mut seen = std::collections::HashSet::with_capacity(endpoints.len());
+    for (i, e) in endpoints.iter().enumerate() {
+        if !seen.insert(e.key.as_str()) {
+            return Err(Error::DuplicateKey(i as u32));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod test_state {
+    use super::{EndpointId, EndpointState};
+
+    /// Endpoint state for unit tests: explicit eligibility and counters.
+    #[derive(Debug, Clone)]
+    pub(crate) struct TestState {
+        pub(crate) eligible: Vec<bool>,
+        pub(crate) active: Vec<u32>,
+    }
+
+    impl TestState {
+        /// `n` endpoints, all eligible, none busy.
+        pub(crate) fn idle(n: usize) -> TestState {
+            TestState {
+                eligible: vec![true; n],
+                active: vec![0; n],
+            }
+        }
+    }
+
+    impl EndpointState for TestState {
+        fn eligible(&self, id: EndpointId) -> bool {
+            self.eligible.get(id.0 as usize).copied().unwrap_or(false)
+        }
+        fn active(&self, id: EndpointId) -> u32 {
+            self.active.get(id.0 as usize).copied().unwrap_or(0)
+        }
+    }
+
+    /// Picks per endpoint over `rounds` picks.
+    pub(crate) fn histogram(
+        n: usize,
+        rounds: usize,
+        mut pick: impl FnMut() -> Option<EndpointId>,
+    ) -> Vec<usize> {
+        let mut counts = vec![0; n];
+        for _ in 0..rounds {
+            if let Some(id) = pick() {
+                counts[id.0 as usize] += 1;
+            }
+        }
+        counts
+    }
+}
