@@ -13,9 +13,9 @@ use toml::Spanned;
 use crate::error::Location;
 use crate::schema::{self, HeaderCondition, WorkersValue};
 use crate::{
-    Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, Error, HealthCheck,
-    IoDriver, Listener, Outlier, Result, RetryPolicy, Route, Runtime, Snapshot, WeightedCluster,
-    Workers, duration,
+    Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, Error, HashKey,
+    HealthCheck, IoDriver, Listener, Outlier, Result, RetryPolicy, Route, Runtime, Snapshot,
+    WeightedCluster, Workers, duration,
 };
 
 /// The configuration `ringway` runs when given none: one listener on
@@ -252,23 +252,16 @@ impl Cx<'_> {
                     .ok_or_else(|| self.err(e.span(), "expected a weight in 1..=1000000"))?;
                 endpoints.push(Endpoint { addr, weight });
             }
-            let balancer = match &c.balancer {
-                None => BalancerKind::RoundRobin,
-                Some(b) => match b.get_ref().kind.as_str() {
-                    "round-robin" => BalancerKind::RoundRobin,
-                    other => {
-                        return Err(self.err(
-                            b.span(),
-                            format!("unknown balancer {other:?}; expected \"round-robin\""),
-                        ));
-                    }
-                },
+            let (balancer, hash_key) = match &c.balancer {
+                None => (BalancerKind::RoundRobin, None),
+                Some(b) => self.balancer(b)?,
             };
             ids.insert(name.get_ref().clone(), ClusterId(out.len() as u32));
             out.push(Cluster {
                 name: name.get_ref().clone(),
                 endpoints,
                 balancer,
+                hash_key,
                 connect_timeout: self
                     .duration(c.connect_timeout.as_ref(), DEFAULT_CONNECT_TIMEOUT)?,
                 idle_timeout: self.duration(c.idle_timeout.as_ref(), DEFAULT_POOL_IDLE_TIMEOUT)?,
@@ -333,6 +326,122 @@ impl Cx<'_> {
             });
         }
         Ok((rules, routes))
+    }
+
+    fn balancer(
+        &self,
+        b: &Spanned<schema::BalancerValue>,
+    ) -> Result<(BalancerKind, Option<HashKey>)> {
+        let v = b.get_ref();
+        let bad = |message: String| self.err(b.span(), message);
+        let size = |n: Option<i64>, what: &str| -> Result<Option<usize>> {
+            n.map(|n| {
+                usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad(format!("expected {what} greater than zero")))
+            })
+            .transpose()
+        };
+        let hashing = matches!(v.kind.as_str(), "ring-hash" | "maglev");
+        let key = match (&v.key, hashing) {
+            (None, _) => None,
+            (Some(_), false) => return Err(bad(format!("`key` applies to \"ring-hash\" and \"maglev\", not {:?}", v.kind))),
+            (Some(k), true) => Some(hash_key(k).ok_or_else(|| {
+                bad(format!("unknown hash key {k:?}; expected \"header:NAME\", \"cookie:NAME\", \"query:NAME\", \"path\" or \"client-ip\""))
+            })?),
+        };
+        let unused = |present: bool, field: &str| -> Result<()> {
+            if present {
+                return Err(bad(format!("`{field}` does not apply to {:?}", v.kind)));
+            }
+            Ok(())
+        };
+        let kind = match v.kind.as_str() {
+            "round-robin" | "random" => {
+                unused(
+                    v.table_size.is_some()
+                        || v.min_ring_size.is_some()
+                        || v.max_ring_size.is_some(),
+                    "a table or ring size",
+                )?;
+                unused(v.bounded_load.is_some(), "bounded_load")?;
+                unused(v.active_request_bias.is_some(), "active_request_bias")?;
+                if v.kind == "random" {
+                    BalancerKind::Random
+                } else {
+                    BalancerKind::RoundRobin
+                }
+            }
+            "least-request" => {
+                unused(
+                    v.table_size.is_some()
+                        || v.min_ring_size.is_some()
+                        || v.max_ring_size.is_some(),
+                    "a table or ring size",
+                )?;
+                unused(v.bounded_load.is_some(), "bounded_load")?;
+                let mut kind = BalancerKind::least_request();
+                if let (
+                    Some(bias),
+                    BalancerKind::LeastRequest {
+                        active_request_bias,
+                    },
+                ) = (v.active_request_bias, &mut kind)
+                {
+                    *active_request_bias = bias;
+                }
+                kind
+            }
+            "ring-hash" => {
+                unused(v.table_size.is_some(), "table_size")?;
+                unused(v.active_request_bias.is_some(), "active_request_bias")?;
+                let mut kind = BalancerKind::ring_hash();
+                if let BalancerKind::RingHash {
+                    min_ring_size,
+                    max_ring_size,
+                    bounded_load,
+                } = &mut kind
+                {
+                    if let Some(min) = size(v.min_ring_size, "min_ring_size")? {
+                        *min_ring_size = min;
+                    }
+                    *max_ring_size = size(v.max_ring_size, "max_ring_size")?;
+                    *bounded_load = v.bounded_load;
+                }
+                kind
+            }
+            "maglev" => {
+                unused(
+                    v.min_ring_size.is_some() || v.max_ring_size.is_some(),
+                    "a ring size",
+                )?;
+                unused(v.active_request_bias.is_some(), "active_request_bias")?;
+                let mut kind = BalancerKind::maglev();
+                if let BalancerKind::Maglev {
+                    table_size,
+                    bounded_load,
+                } = &mut kind
+                {
+                    if let Some(n) = size(v.table_size, "table_size")? {
+                        *table_size = n;
+                    }
+                    *bounded_load = v.bounded_load;
+                }
+                kind
+            }
+            other => {
+                return Err(bad(format!(
+                    "unknown balancer {other:?}; expected \"round-robin\", \"random\", \"least-request\", \"ring-hash\" or \"maglev\""
+                )));
+            }
+        };
+        // Parameters the algorithm itself refuses (a table size that is
+        // not prime, a load factor below 1) are found by building it once.
+        let probe = [ringway_balancer::EndpointSpec::new("probe", 1)];
+        ringway_balancer::Balancer::build(ringway_balancer::BalancerSpec::new(kind), &probe)
+            .map_err(|e| bad(format!("invalid balancer: {e}")))?;
+        Ok((kind, key))
     }
 
     fn cluster_id(
@@ -569,6 +678,21 @@ impl Cx<'_> {
             return Err(self.err(name.span(), "expected a header name (letters, digits, `-`)"));
         }
         Ok(())
+    }
+}
+
+/// `header:NAME`, `cookie:NAME`, `query:NAME`, `path`, `client-ip`.
+fn hash_key(text: &str) -> Option<HashKey> {
+    let named = |name: &str| (!name.is_empty()).then(|| name.to_owned());
+    match text.split_once(':') {
+        Some(("header", name)) if name.bytes().all(is_token_byte) => {
+            named(&name.to_ascii_lowercase()).map(HashKey::Header)
+        }
+        Some(("cookie", name)) => named(name).map(HashKey::Cookie),
+        Some(("query", name)) => named(name).map(HashKey::Query),
+        None if text == "path" => Some(HashKey::Path),
+        None if text == "client-ip" => Some(HashKey::ClientIp),
+        _ => None,
     }
 }
 

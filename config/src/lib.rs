@@ -25,7 +25,8 @@ pub use compile::{DEFAULT_CONFIG, compile_str, load_file};
 pub use duration::parse_duration;
 pub use error::{Error, Result};
 pub use publish::Published;
+pub use ringway_balancer::BalancerKind;
 pub use snapshot::{
-    Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, HealthCheck, IoDriver,
-    Listener, Outlier, RetryPolicy, Route, Runtime, Snapshot, WeightedCluster, Workers,
+    Action, Cluster, ClusterId, DirectResponse, Endpoint, HashKey, HealthCheck, IoDriver, Listener,
+    Outlier, RetryPolicy, Route, Runtime, Snapshot, WeightedCluster, Workers,
 };

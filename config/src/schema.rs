@@ -306,11 +306,23 @@ impl<'de> Deserialize<'de> for EndpointValue {
     }
 }
 
-/// `"round-robin"` or `{ kind = "round-robin" }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// `"round-robin"` or `{ kind = "maglev", key = "header:x-user-id", ... }`.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct BalancerValue {
     /// The algorithm's name.
     pub kind: String,
+    /// What to hash, for the hashing kinds.
+    pub key: Option<String>,
+    /// Maglev table size (a prime).
+    pub table_size: Option<i64>,
+    /// Ring hash: smallest ring.
+    pub min_ring_size: Option<i64>,
+    /// Ring hash: largest ring.
+    pub max_ring_size: Option<i64>,
+    /// Hashing kinds: the bounded-load factor (e.g. 1.25).
+    pub bounded_load: Option<f64>,
+    /// Least request: Envoy's active-request bias.
+    pub active_request_bias: Option<f64>,
 }
 
 impl<'de> Deserialize<'de> for BalancerValue {
@@ -319,21 +331,38 @@ impl<'de> Deserialize<'de> for BalancerValue {
         #[serde(deny_unknown_fields)]
         struct Table {
             kind: String,
+            key: Option<String>,
+            table_size: Option<i64>,
+            min_ring_size: Option<i64>,
+            max_ring_size: Option<i64>,
+            bounded_load: Option<f64>,
+            active_request_bias: Option<f64>,
         }
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = BalancerValue;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(
-                    "a balancer name such as \"round-robin\", or a table { kind = \"...\" }",
+                    "a balancer name such as \"round-robin\", or a table { kind = \"...\", ... }",
                 )
             }
             fn visit_str<E: de::Error>(self, s: &str) -> Result<BalancerValue, E> {
-                Ok(BalancerValue { kind: s.to_owned() })
+                Ok(BalancerValue {
+                    kind: s.to_owned(),
+                    ..BalancerValue::default()
+                })
             }
             fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<BalancerValue, M::Error> {
                 let t = Table::deserialize(MapAccessDeserializer::new(map))?;
-                Ok(BalancerValue { kind: t.kind })
+                Ok(BalancerValue {
+                    kind: t.kind,
+                    key: t.key,
+                    table_size: t.table_size,
+                    min_ring_size: t.min_ring_size,
+                    max_ring_size: t.max_ring_size,
+                    bounded_load: t.bounded_load,
+                    active_request_bias: t.active_request_bias,
+                })
             }
         }
         d.deserialize_any(V)

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ringway_balancer::BalancerKind;
 use ringway_router::Router;
 
 /// Everything a worker needs to serve, compiled and validated. Never
@@ -159,7 +160,7 @@ pub struct DirectResponse {
 pub struct ClusterId(pub u32);
 
 /// One upstream cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     /// Its name.
     pub name: String,
@@ -167,6 +168,8 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// How to pick one.
     pub balancer: BalancerKind,
+    /// What the hashing balancers hash; `None` for the others.
+    pub hash_key: Option<HashKey>,
     /// Time to establish a connection.
     pub connect_timeout: Duration,
     /// Time an idle pooled connection is kept.
@@ -231,11 +234,19 @@ pub struct Endpoint {
     pub weight: u32,
 }
 
-/// The selection algorithm of a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BalancerKind {
-    /// Smooth weighted round-robin.
-    RoundRobin,
+/// What a hashing balancer hashes to keep a client on one endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// A request header's first value.
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// A query parameter's value.
+    Query(String),
+    /// The path, without the query.
+    Path,
+    /// The client's IP address.
+    ClientIp,
 }
 
 impl Snapshot {

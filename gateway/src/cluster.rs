@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use ringway_balancer::{EndpointId, RoundRobin};
-use ringway_config::{BalancerKind, Cluster, Outlier};
+use ringway_balancer::{Balancer, BalancerSpec, EndpointId, EndpointSpec, EndpointState};
+use ringway_config::{Cluster, Outlier};
 
 /// Health verdicts for every endpoint of every cluster of a snapshot, in
 /// snapshot order; written by the health checker, read by the workers.
@@ -63,7 +63,9 @@ impl Drop for Active {
 /// A cluster as one worker serves it in one generation.
 #[derive(Debug)]
 pub struct ClusterState {
-    balancer: RefCell<Option<RoundRobin>>,
+    /// `None` where the endpoint set could not make one (which the
+    /// config's validation rules out): picks then answer 503.
+    balancer: RefCell<Option<Balancer>>,
     endpoints: Vec<Rc<EndpointStats>>,
     healthy: Vec<Arc<AtomicBool>>,
     outlier: Outlier,
@@ -76,11 +78,17 @@ impl ClusterState {
         cluster: &Cluster,
         known: &mut HashMap<SocketAddr, Rc<EndpointStats>>,
         healthy: Vec<Arc<AtomicBool>>,
+        seed: u64,
     ) -> ClusterState {
-        let weights: Vec<u32> = cluster.endpoints.iter().map(|e| e.weight).collect();
-        let balancer = match cluster.balancer {
-            BalancerKind::RoundRobin => RoundRobin::new(&weights).ok(),
-        };
+        // Endpoints are known to the hashes by address, so that a key stays
+        // on its endpoint whatever else changes in the list.
+        let specs: Vec<EndpointSpec> = cluster
+            .endpoints
+            .iter()
+            .map(|e| EndpointSpec::new(e.addr.to_string(), e.weight))
+            .collect();
+        let balancer =
+            Balancer::build(BalancerSpec::new(cluster.balancer).with_seed(seed), &specs).ok();
         let endpoints = cluster
             .endpoints
             .iter()
@@ -110,15 +118,18 @@ impl ClusterState {
     /// Picks a usable endpoint other than those in `tried`. When fewer
     /// than the panic threshold's share are usable, all are used: sending
     /// traffic to suspect endpoints beats overloading the few good ones.
-    pub fn pick(&self, tried: &[EndpointId]) -> Option<EndpointId> {
+    pub fn pick(&self, key_hash: Option<u64>, tried: &[EndpointId]) -> Option<EndpointId> {
         let now = Instant::now();
         let n = self.endpoints.len();
         let usable = (0..n).filter(|&i| self.usable(i, now)).count();
         let panic = usable * 100 < usize::from(self.outlier.panic_threshold) * n;
-        self.balancer
-            .borrow_mut()
-            .as_mut()?
-            .pick(|id| !tried.contains(&id) && (panic || self.usable(id.0 as usize, now)))
+        let view = PickView {
+            state: self,
+            tried,
+            panic,
+            now,
+        };
+        self.balancer.borrow_mut().as_mut()?.pick(key_hash, &view)
     }
 
     /// True when some usable endpoint is not in `tried` (without moving
@@ -163,5 +174,26 @@ impl ClusterState {
         stats.ejected_until.set(Some(now + length));
         stats.last_ejection_end.set(Some(now + length));
         stats.failures.set(0);
+    }
+}
+
+/// What a balancer sees of a cluster for one pick.
+struct PickView<'a> {
+    state: &'a ClusterState,
+    tried: &'a [EndpointId],
+    panic: bool,
+    now: Instant,
+}
+
+impl EndpointState for PickView<'_> {
+    fn eligible(&self, id: EndpointId) -> bool {
+        !self.tried.contains(&id) && (self.panic || self.state.usable(id.0 as usize, self.now))
+    }
+
+    fn active(&self, id: EndpointId) -> u32 {
+        self.state
+            .endpoints
+            .get(id.0 as usize)
+            .map_or(0, |e| e.active.get())
     }
 }

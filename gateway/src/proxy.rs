@@ -13,8 +13,8 @@ use std::time::Duration;
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout, timeout_at};
-use ringway_balancer::EndpointId;
-use ringway_config::{Action, Cluster, Listener};
+use ringway_balancer::{EndpointId, hash_key};
+use ringway_config::{Action, Cluster, ClusterId, HashKey, Listener};
 
 use crate::buffer::{BUF_SIZE, ReadBuf, write_all};
 use crate::cluster::Active;
@@ -92,8 +92,16 @@ struct Plan {
 /// Where a request goes.
 #[derive(Debug, Clone, Copy)]
 enum Target {
-    Proxy { route: usize },
-    Respond { route: usize },
+    Proxy {
+        route: usize,
+        /// The cluster (a split's arm already chosen).
+        cluster: Option<ClusterId>,
+        /// The request's hash key, for the hashing balancers.
+        key_hash: Option<u64>,
+    },
+    Respond {
+        route: usize,
+    },
     NotFound,
 }
 
@@ -259,7 +267,14 @@ impl Session {
         };
         self.rbuf.consume(head_len);
         match target {
-            Target::Proxy { route } => self.proxy(&generation, plan, route).await,
+            Target::Proxy {
+                route,
+                cluster,
+                key_hash,
+            } => {
+                self.proxy(&generation, plan, route, cluster, key_hash)
+                    .await
+            }
             Target::Respond { route } => match &generation.snapshot.routes[route].action {
                 Action::Respond(d) => {
                     self.respond_local(plan, d.status, &d.headers, &d.body)
@@ -381,7 +396,14 @@ impl Session {
     /// Proxies one request on route `route_index`, trying again on another
     /// endpoint where the route's retry policy and the worker's retry
     /// budget allow it.
-    async fn proxy(&mut self, generation: &Generation, plan: Plan, route_index: usize) -> Next {
+    async fn proxy(
+        &mut self,
+        generation: &Generation,
+        plan: Plan,
+        route_index: usize,
+        cluster: Option<ClusterId>,
+        key_hash: Option<u64>,
+    ) -> Next {
         let worker = self.worker.clone();
         let route = &generation.snapshot.routes[route_index];
         let mut body = BodyReader::new(plan.framing);
@@ -396,7 +418,7 @@ impl Session {
         }
         // With the whole request in `up_out`, it can be sent again.
         let replayable = body.is_done();
-        let Some(cluster_id) = generation.cluster_for(route_index) else {
+        let Some(cluster_id) = cluster else {
             return self.fail(plan, Failure::NoEndpoint, replayable).await;
         };
         let cluster = &generation.snapshot.clusters[cluster_id.0 as usize];
@@ -422,7 +444,7 @@ impl Session {
                 }
                 retrying.get_or_insert_with(|| Counted::new(&worker.active_retries));
             }
-            let Some(endpoint) = state.pick(&tried[..tries]) else {
+            let Some(endpoint) = state.pick(key_hash, &tried[..tries]) else {
                 break;
             };
             tried[tries] = endpoint;
@@ -848,8 +870,14 @@ fn plan_request(
                         proto: "http",
                     };
                     request::write_upstream_head(up_out, req, fwd);
+                    let cluster = generation.cluster_for(id.0 as usize);
+                    let key_hash = cluster
+                        .and_then(|c| snapshot.clusters[c.0 as usize].hash_key.as_ref())
+                        .and_then(|key| request_key_hash(key, req, peer));
                     Target::Proxy {
                         route: id.0 as usize,
+                        cluster,
+                        key_hash,
                     }
                 }
                 Action::Respond(_) => Target::Respond {
@@ -859,6 +887,46 @@ fn plan_request(
         }
     };
     (plan, target, req.head_len)
+}
+
+/// The hash of what `key` names in the request; `None` when the request
+/// does not carry it (the balancer then picks at random).
+fn request_key_hash(
+    key: &HashKey,
+    req: &request::Request<'_, '_>,
+    peer: SocketAddr,
+) -> Option<u64> {
+    let path = req.target.split(|&b| b == b'?').next().unwrap_or(b"");
+    match key {
+        HashKey::Header(name) => req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| hash_key(h.value)),
+        HashKey::Cookie(name) => req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .flat_map(|h| h.value.split(|&b| b == b';'))
+            .find_map(|pair| {
+                let pair = pair.trim_ascii();
+                let eq = pair.iter().position(|&b| b == b'=')?;
+                (&pair[..eq] == name.as_bytes()).then(|| hash_key(&pair[eq + 1..]))
+            }),
+        HashKey::Query(name) => {
+            let query = req.target.splitn(2, |&b| b == b'?').nth(1)?;
+            query.split(|&b| b == b'&').find_map(|pair| {
+                let eq = pair.iter().position(|&b| b == b'=').unwrap_or(pair.len());
+                (&pair[..eq] == name.as_bytes())
+                    .then(|| hash_key(pair.get(eq + 1..).unwrap_or(b"")))
+            })
+        }
+        HashKey::Path => Some(hash_key(path)),
+        HashKey::ClientIp => Some(match peer.ip() {
+            std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
+            std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
+        }),
+    }
 }
 
 /// The router's view of a parsed head's fields.

@@ -63,7 +63,9 @@ type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<IoUringDriver>>;
 fn build_uring() -> io::Result<(UringRuntime, DriverInfo)> {
     // For side-by-side measurement of the flags (benches/RESULTS.md).
     if std::env::var_os("RINGWAY_PLAIN_RING").is_some() {
-        let rt = RuntimeBuilder::<IoUringDriver>::new().enable_timer().build()?;
+        let rt = RuntimeBuilder::<IoUringDriver>::new()
+            .enable_timer()
+            .build()?;
         return Ok((
             rt,
             DriverInfo {

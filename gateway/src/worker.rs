@@ -68,15 +68,20 @@ pub struct Generation {
 
 impl Generation {
     fn new(
+        worker: usize,
         snapshot: Arc<Snapshot>,
         health: &HealthTable,
         known: &mut HashMap<SocketAddr, Rc<EndpointStats>>,
     ) -> Generation {
+        // Each worker draws its own random stream.
+        let seed = worker as u64;
         let clusters = snapshot
             .clusters
             .iter()
             .enumerate()
-            .map(|(i, c)| ClusterState::new(c, known, health.get(i).cloned().unwrap_or_default()))
+            .map(|(i, c)| {
+                ClusterState::new(c, known, health.get(i).cloned().unwrap_or_default(), seed)
+            })
             .collect();
         let splits = snapshot
             .routes
@@ -163,7 +168,7 @@ impl Worker {
     /// A worker serving `snapshot`.
     pub fn new(id: usize, snapshot: Arc<Snapshot>, health: &HealthTable) -> Worker {
         let mut endpoints = HashMap::new();
-        let generation = Generation::new(snapshot, health, &mut endpoints);
+        let generation = Generation::new(id, snapshot, health, &mut endpoints);
         Worker {
             id,
             current: RefCell::new(Rc::new(generation)),
@@ -198,7 +203,7 @@ impl Worker {
                 .iter()
                 .any(|c| c.endpoints.iter().any(|e| e.addr == *addr))
         });
-        let next = Generation::new(snapshot, health, &mut known);
+        let next = Generation::new(self.id, snapshot, health, &mut known);
         drop(known);
         self.accepting.borrow_mut().retain(|name, accepting| {
             let keep = next

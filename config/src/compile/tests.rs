@@ -1,4 +1,5 @@
 use super::*;
+use crate::HashKey;
 
 fn error_of(text: &str) -> String {
     match compile_str("test.toml", text) {
@@ -249,4 +250,35 @@ fn bad_traffic_settings_name_their_place() {
         )
         .contains("percentage")
     );
+}
+
+#[test]
+fn balancers_and_hash_keys_compile_or_say_why_not() {
+    let ok = |b: &str| {
+        let text = format!("[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\nbalancer = {b}\n");
+        compile_str("t.toml", &text)
+            .map(|s| (s.clusters[0].balancer, s.clusters[0].hash_key.clone()))
+    };
+    assert_eq!(ok("\"random\"").unwrap().0, BalancerKind::Random);
+    assert!(matches!(
+        ok("{ kind = \"least-request\", active_request_bias = 0.5 }").unwrap().0,
+        BalancerKind::LeastRequest { active_request_bias } if active_request_bias == 0.5
+    ));
+    let (kind, key) =
+        ok("{ kind = \"maglev\", key = \"cookie:sid\", bounded_load = 1.25 }").unwrap();
+    assert!(
+        matches!(kind, BalancerKind::Maglev { table_size: 65537, bounded_load: Some(b) } if b == 1.25)
+    );
+    assert_eq!(key, Some(HashKey::Cookie("sid".into())));
+    let (_, key) =
+        ok("{ kind = \"ring-hash\", key = \"header:X-User\", min_ring_size = 2048 }").unwrap();
+    assert_eq!(key, Some(HashKey::Header("x-user".into())));
+
+    let err = |b: &str| ok(b).unwrap_err().to_string();
+    assert!(err("{ kind = \"maglev\", table_size = 1000 }").contains("invalid balancer"));
+    assert!(err("{ kind = \"maglev\", key = \"body\" }").contains("unknown hash key"));
+    assert!(err("{ kind = \"random\", key = \"path\" }").contains("`key` applies to"));
+    assert!(err("{ kind = \"round-robin\", bounded_load = 1.5 }").contains("bounded_load"));
+    assert!(err("{ kind = \"maglev\", colour = 1 }").contains("colour"));
+    assert!(err("\"fastest\"").starts_with("t.toml:3:12:"));
 }

@@ -111,6 +111,11 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn start(name: &'static str) -> Upstream {
+        Upstream::start_with_delay(name, Duration::ZERO)
+    }
+
+    /// An upstream that waits `delay` before every answer.
+    pub fn start_with_delay(name: &'static str, delay: Duration) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -123,7 +128,7 @@ impl Upstream {
                 c.fetch_add(1, Ordering::SeqCst);
                 let (s, k) = (s.clone(), k.clone());
                 std::thread::spawn(move || {
-                    let _ = serve_upstream(name, stream, &s, &k);
+                    let _ = serve_upstream(name, stream, &s, &k, delay);
                 });
             }
         });
@@ -173,6 +178,7 @@ fn serve_upstream(
     stream: TcpStream,
     seen: &Mutex<Vec<Seen>>,
     sick: &std::sync::atomic::AtomicBool,
+    delay: Duration,
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -220,6 +226,9 @@ fn serve_upstream(
         record.body = read_body(&mut reader, chunked, length)?;
         let body = record.body.clone();
         seen.lock().unwrap().push(record);
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         if sick.load(Ordering::SeqCst) {
             respond(&mut w, name, 503, &[], b"sick")?;
             continue;

@@ -170,3 +170,72 @@ fn a_failed_health_check_takes_the_endpoint_out_for_every_worker() {
         a.count("/back") > 0
     }));
 }
+
+#[test]
+fn least_request_sends_most_traffic_away_from_a_slow_endpoint() {
+    let slow = Upstream::start_with_delay("slow", Duration::from_millis(50));
+    let fast = Upstream::start("fast");
+    let gw = start(
+        &format!(
+            "{EDGE}[[route]]\ncluster = \"app\"\n{}balancer = \"least-request\"\n",
+            cluster("app", &[slow.addr, fast.addr])
+        ),
+        1,
+    );
+    let addr = gw.addr();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut c = Conn::open(addr);
+                for _ in 0..40 {
+                    c.send(b"GET /lr HTTP/1.1\r\nHost: a\r\n\r\n");
+                    assert_eq!(c.response(false).status, 200);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (s, f) = (slow.count("/lr"), fast.count("/lr"));
+    assert_eq!(s + f, 320);
+    // Round-robin would give the slow endpoint half; least-request keeps
+    // it to the requests it can finish (here under a fifth).
+    assert!(s * 5 < s + f, "slow {s}, fast {f}");
+}
+
+#[test]
+fn maglev_keeps_a_key_on_one_endpoint_and_spreads_keys() {
+    let ups: Vec<Upstream> = ["m0", "m1", "m2"]
+        .into_iter()
+        .map(Upstream::start)
+        .collect();
+    let addrs: Vec<_> = ups.iter().map(|u| u.addr).collect();
+    let gw = start(
+        &format!(
+            "{EDGE}[[route]]\ncluster = \"app\"\n{}balancer = {{ kind = \"maglev\", key = \"header:x-user\" }}\n",
+            cluster("app", &addrs)
+        ),
+        2,
+    );
+    let mut owner = std::collections::HashMap::new();
+    for round in 0..3 {
+        for user in 0..60 {
+            let resp = exchange(
+                gw.addr(),
+                format!("GET /k HTTP/1.1\r\nHost: a\r\nX-User: user-{user}\r\n\r\n").as_bytes(),
+            );
+            let by = resp.header("x-upstream").unwrap().to_owned();
+            let first = owner.entry(user).or_insert_with(|| by.clone());
+            assert_eq!(*first, by, "user-{user} moved in round {round}");
+        }
+    }
+    for u in &ups {
+        let keys = owner.values().filter(|o| *o == u.name).count();
+        assert!(
+            (8..=32).contains(&keys),
+            "{} owns {keys} of 60 keys",
+            u.name
+        );
+    }
+}
