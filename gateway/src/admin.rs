@@ -1,6 +1,16 @@
 //! The admin listener: a small blocking HTTP/1.1 server on its own thread,
-//! off the request path. `GET /healthz`, `GET /config` (the generation and
-//! the running file), `POST /reload`.
+//! off the request path.
+//!
+//! - `GET /healthz`: the process is alive.
+//! - `GET /ready`: configuration loaded and listeners open (503 once
+//!   draining).
+//! - `GET /metrics`: Prometheus text format, summed over the workers.
+//! - `GET /clusters`: endpoints with health, weight, in-flight requests,
+//!   idle connections and ejection.
+//! - `GET /config`: the generation and the running file.
+//! - `POST /reload`: reload the file now; the new generation or the error.
+//! - `POST /drain`: stop accepting, finish in-flight requests, stay up and
+//!   report not ready.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -8,9 +18,23 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
+use futures_channel::mpsc::UnboundedSender;
 use ringway_config::Published;
 
 use crate::control::{Cause, Event, ReloadStats};
+use crate::metrics::{self, ControlValues};
+use crate::worker::Command;
+
+/// What the admin listener reads.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The running snapshot.
+    pub published: Arc<Published>,
+    /// Reload outcomes.
+    pub stats: Arc<ReloadStats>,
+    /// The workers, to scrape.
+    pub workers: Vec<UnboundedSender<Command>>,
+}
 
 /// How long an admin client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
@@ -20,9 +44,8 @@ const RELOAD_WAIT: Duration = Duration::from_secs(30);
 /// Starts the admin listener on `addr` and returns the bound address.
 pub fn spawn(
     addr: SocketAddr,
-    published: Arc<Published>,
+    state: AdminState,
     events: mpsc::Sender<Event>,
-    stats: Arc<ReloadStats>,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
@@ -30,7 +53,7 @@ pub fn spawn(
         .name("ringway-admin".to_owned())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                let _ = serve(stream, &published, &events, &stats);
+                let _ = serve(stream, &state, &events);
             }
         })?;
     Ok(bound)
@@ -38,10 +61,10 @@ pub fn spawn(
 
 fn serve(
     mut stream: TcpStream,
-    published: &Published,
+    state: &AdminState,
     events: &mpsc::Sender<Event>,
-    stats: &ReloadStats,
 ) -> std::io::Result<()> {
+    let (published, stats) = (&state.published, &state.stats);
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -66,6 +89,38 @@ fn serve(
     };
     match (method.as_str(), path.as_str()) {
         ("GET", "/healthz") => respond(&mut stream, 200, &[], "ok\n"),
+        ("GET", "/ready") => {
+            if stats.draining.load(Ordering::Relaxed) {
+                respond(&mut stream, 503, &[], "draining\n")
+            } else {
+                respond(&mut stream, 200, &[], "ready\n")
+            }
+        }
+        ("GET", "/metrics") => {
+            let reports = crate::scrape(&state.workers);
+            let control = ControlValues {
+                generation: published.generation(),
+                reloads_ok: stats.succeeded.load(Ordering::Relaxed),
+                reloads_failed: stats.failed.load(Ordering::Relaxed),
+            };
+            let body = metrics::render(&reports, &control);
+            respond(
+                &mut stream,
+                200,
+                &[("content-type", "text/plain; version=0.0.4")],
+                &body,
+            )
+        }
+        ("GET", "/clusters") => {
+            let body = metrics::render_clusters(&crate::scrape(&state.workers));
+            respond(&mut stream, 200, &[], &body)
+        }
+        ("POST", "/drain") => {
+            if events.send(Event::Drain).is_err() {
+                return respond(&mut stream, 503, &[], "shutting down\n");
+            }
+            respond(&mut stream, 200, &[], "draining\n")
+        }
         ("GET", "/config") => {
             let snapshot = published.load();
             let last_error = stats
@@ -113,9 +168,10 @@ fn serve(
                 Err(_) => respond(&mut stream, 503, &[], "the control thread did not answer\n"),
             }
         }
-        (_, "/healthz" | "/config" | "/reload") => {
-            respond(&mut stream, 405, &[], "method not allowed\n")
-        }
+        (
+            _,
+            "/healthz" | "/ready" | "/metrics" | "/clusters" | "/config" | "/reload" | "/drain",
+        ) => respond(&mut stream, 405, &[], "method not allowed\n"),
         _ => respond(&mut stream, 404, &[], "not found\n"),
     }
 }
@@ -127,10 +183,13 @@ fn respond(
     body: &str,
 ) -> std::io::Result<()> {
     let mut out = format!(
-        "HTTP/1.1 {status} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n",
+        "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\nconnection: close\r\n",
         crate::http1::reason(status),
         body.len()
     );
+    if !headers.iter().any(|(n, _)| *n == "content-type") {
+        out.push_str("content-type: text/plain; charset=utf-8\r\n");
+    }
     for (name, value) in headers {
         out.push_str(&format!("{name}: {value}\r\n"));
     }

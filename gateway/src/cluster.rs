@@ -140,26 +140,53 @@ impl ClusterState {
             .any(|i| !tried.contains(&EndpointId(i as u32)) && self.usable(i, now))
     }
 
+    /// This worker's view of each endpoint, for metrics and `/clusters`.
+    pub fn report(
+        &self,
+        cluster: &Cluster,
+        pool: &crate::pool::Pool,
+    ) -> Vec<crate::metrics::EndpointReport> {
+        let now = Instant::now();
+        cluster
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| crate::metrics::EndpointReport {
+                cluster: cluster.name.clone(),
+                addr: e.addr.to_string(),
+                weight: e.weight,
+                healthy: self
+                    .healthy
+                    .get(i)
+                    .is_none_or(|h| h.load(Ordering::Relaxed)),
+                active: u64::from(self.endpoints[i].active.get()),
+                ejected: self.endpoints[i].is_ejected(now),
+                idle: pool.idle(e.addr) as u64,
+            })
+            .collect()
+    }
+
     /// Records how a try on `id` went: a success clears its failures; a
     /// failure (no connection, reset, 5xx) counts towards ejection.
-    pub fn record(&self, id: EndpointId, success: bool) {
+    /// Returns true when this failure ejected the endpoint.
+    pub fn record(&self, id: EndpointId, success: bool) -> bool {
         let stats = self.stats(id);
         if success {
             stats.failures.set(0);
-            return;
+            return false;
         }
         let failures = stats.failures.get() + 1;
         stats.failures.set(failures);
         let threshold = self.outlier.consecutive_failures;
         if threshold == 0 || failures < threshold {
-            return;
+            return false;
         }
         let now = Instant::now();
         let n = self.endpoints.len();
         let ejected = self.endpoints.iter().filter(|e| e.is_ejected(now)).count();
         let cap = (n * usize::from(self.outlier.max_ejection_percent) / 100).max(1);
         if ejected >= cap || stats.is_ejected(now) {
-            return;
+            return false;
         }
         // Each ejection lasts longer than the last, unless the endpoint
         // has since stayed in for as long as one base ejection per step.
@@ -174,6 +201,7 @@ impl ClusterState {
         stats.ejected_until.set(Some(now + length));
         stats.last_ejection_end.set(Some(now + length));
         stats.failures.set(0);
+        true
     }
 }
 

@@ -21,6 +21,9 @@ pub enum Event {
         /// Where to send the outcome.
         reply: Option<mpsc::Sender<Result<u64, String>>>,
     },
+    /// Stop accepting and finish in-flight requests, but keep the process
+    /// (and its admin listener) up.
+    Drain,
     /// Drain and stop.
     Shutdown,
 }
@@ -45,6 +48,8 @@ pub struct ReloadStats {
     pub failed: AtomicU64,
     /// The last refusal, cleared by the next success.
     pub last_error: Mutex<Option<String>>,
+    /// `POST /drain` was asked: not ready any more.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 /// The gateway with its control thread's inputs: the file, its watcher,
@@ -75,9 +80,12 @@ impl Supervisor {
             Some(addr) => Some(
                 admin::spawn(
                     addr,
-                    gateway.published().clone(),
+                    admin::AdminState {
+                        published: gateway.published().clone(),
+                        stats: stats.clone(),
+                        workers: gateway.scraper(),
+                    },
                     sender.clone(),
-                    stats.clone(),
                 )
                 .map_err(|source| crate::Error::Listen {
                     name: "admin".to_owned(),
@@ -132,6 +140,11 @@ impl Supervisor {
                     if let Some(reply) = reply {
                         let _ = reply.send(outcome);
                     }
+                }
+                Event::Drain => {
+                    self.stats.draining.store(true, Ordering::Relaxed);
+                    eprintln!("ringway: draining on request; not accepting any more");
+                    self.gateway.shutdown();
                 }
                 Event::Shutdown => break,
             }

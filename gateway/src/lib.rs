@@ -18,6 +18,7 @@ pub mod control;
 pub mod drain;
 pub mod health;
 pub mod http1;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod runtime;
@@ -229,6 +230,16 @@ impl Gateway {
         Ok(stored)
     }
 
+    /// Asks every worker for its counters and waits (briefly) for them.
+    pub fn scrape(&self) -> Vec<metrics::MetricsReport> {
+        scrape(&self.scraper())
+    }
+
+    /// A handle the admin thread can scrape the workers with.
+    pub fn scraper(&self) -> Vec<UnboundedSender<Command>> {
+        self.workers.iter().map(|w| w.commands.clone()).collect()
+    }
+
     /// The snapshot being served, for readers off the request path.
     pub fn published(&self) -> &Arc<Published> {
         &self.published
@@ -284,6 +295,24 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop_and_wait();
     }
+}
+
+/// Asks each worker behind `workers` for its counters; a worker that does
+/// not answer within a second is left out.
+pub fn scrape(workers: &[UnboundedSender<Command>]) -> Vec<metrics::MetricsReport> {
+    let (reply, reports) = std::sync::mpsc::channel();
+    let asked = workers
+        .iter()
+        .filter(|w| w.unbounded_send(Command::Scrape(reply.clone())).is_ok())
+        .count();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    (0..asked)
+        .map_while(|_| {
+            reports
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .ok()
+        })
+        .collect()
 }
 
 /// Opens one socket of `listener` per worker, appending each to that

@@ -97,6 +97,11 @@ impl Pool {
         idle.retain(|_, list| !list.is_empty());
     }
 
+    /// Idle connections kept for `addr` now.
+    pub fn idle(&self, addr: SocketAddr) -> usize {
+        self.idle.borrow().get(&addr).map_or(0, Vec::len)
+    }
+
     /// Connections opened and reused so far, for metrics and tests.
     pub fn counts(&self) -> (u64, u64) {
         (self.opened.get(), self.reused.get())

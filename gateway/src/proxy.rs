@@ -21,6 +21,7 @@ use crate::cluster::Active;
 use crate::http1::framing::{BodyReader, Framing, FramingError, chunk_header};
 use crate::http1::request::{self, Forwarded};
 use crate::http1::response::{self, ClientBody};
+use crate::metrics::SeriesLabels;
 use crate::pool::UpstreamConn;
 use crate::worker::{Generation, Worker};
 
@@ -33,6 +34,11 @@ const DISCARD_LIMIT: u64 = 1024 * 1024;
 const LINGER: Duration = Duration::from_secs(2);
 /// Most tries of one request, whatever a route asks.
 const MAX_ATTEMPTS: usize = 10;
+
+/// Adds one to a worker counter.
+fn bump(counter: &std::cell::Cell<u64>) {
+    counter.set(counter.get() + 1);
+}
 
 /// Counts something in flight on a worker counter until dropped.
 struct Counted<'a>(&'a std::cell::Cell<u32>);
@@ -66,8 +72,21 @@ pub async fn serve(
         rbuf: ReadBuf::new(),
         out: Vec::with_capacity(1024),
         up_out: Vec::with_capacity(1024),
+        log: RequestLog::new(),
+        key: String::with_capacity(64),
     };
+    let metrics = &session.worker.metrics;
+    metrics
+        .connections_total
+        .set(metrics.connections_total.get() + 1);
+    metrics
+        .connections_active
+        .set(metrics.connections_active.get() + 1);
     session.run().await;
+    let metrics = &session.worker.metrics;
+    metrics
+        .connections_active
+        .set(metrics.connections_active.get() - 1);
 }
 
 /// After a request: whether the client connection stays.
@@ -204,6 +223,40 @@ struct Session {
     out: Vec<u8>,
     /// The request head (and any buffered body) for the upstream.
     up_out: Vec<u8>,
+    /// What the request being served did, for metrics and the log.
+    log: RequestLog,
+    /// Reused buffer for metric series keys.
+    key: String,
+}
+
+/// What one request did, filled in as it is served.
+#[derive(Debug, Clone, Copy)]
+struct RequestLog {
+    started: std::time::Instant,
+    /// Status answered; 0 when nothing could be answered.
+    status: u16,
+    /// A request head was read (or refused): there is something to count.
+    seen: bool,
+    route: Option<usize>,
+    cluster: Option<ClusterId>,
+    bytes_in: u64,
+    bytes_out: u64,
+    upstream_micros: Option<u64>,
+}
+
+impl RequestLog {
+    fn new() -> RequestLog {
+        RequestLog {
+            started: std::time::Instant::now(),
+            status: 0,
+            seen: false,
+            route: None,
+            cluster: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            upstream_micros: None,
+        }
+    }
 }
 
 impl Session {
@@ -231,10 +284,62 @@ impl Session {
         }
     }
 
-    /// Reads one request head, then answers it.
+    /// Serves one request and counts it.
     async fn serve_one(&mut self) -> Next {
         // The request runs to its end on the generation it starts on.
         let generation = self.worker.current();
+        self.log = RequestLog::new();
+        let next = self.serve_request(&generation).await;
+        if self.log.seen {
+            self.record(&generation);
+        }
+        next
+    }
+
+    /// Counts the request just served in this worker's metrics.
+    fn record(&mut self, generation: &Generation) {
+        let snapshot = &generation.snapshot;
+        let route = self
+            .log
+            .route
+            .and_then(|r| snapshot.routes.get(r))
+            .map_or("", |r| r.name.as_str());
+        let cluster = self
+            .log
+            .cluster
+            .and_then(|c| snapshot.clusters.get(c.0 as usize))
+            .map_or("", |c| c.name.as_str());
+        self.key.clear();
+        self.key.push_str(&self.listener.name);
+        self.key.push('\0');
+        self.key.push_str(route);
+        self.key.push('\0');
+        self.key.push_str(cluster);
+        let series = self.worker.metrics.series(&self.key, || SeriesLabels {
+            listener: self.listener.name.clone(),
+            route: route.to_owned(),
+            cluster: cluster.to_owned(),
+        });
+        let micros = self.log.started.elapsed().as_micros() as u64;
+        series.record(
+            self.log.status,
+            micros,
+            self.log.bytes_in,
+            self.log.bytes_out,
+        );
+        if let Some(upstream) = self.log.upstream_micros {
+            series.upstream.observe(upstream);
+        }
+    }
+
+    /// Writes `self.out` to the client, counting it.
+    async fn write_out(&mut self) -> io::Result<()> {
+        self.log.bytes_out += self.out.len() as u64;
+        write_all(&mut self.client, &mut self.out).await
+    }
+
+    /// Reads one request head, then answers it.
+    async fn serve_request(&mut self, generation: &Rc<Generation>) -> Next {
         let max_head = self.listener.max_header_bytes;
         let deadline = Instant::now() + self.listener.header_timeout;
         let (plan, target, head_len) = loop {
@@ -247,7 +352,7 @@ impl Session {
                 }
                 Ok(Some(req)) => {
                     let draining = self.worker.drain.is_draining();
-                    break plan_request(&generation, draining, self.peer, &mut self.up_out, &req);
+                    break plan_request(generation, draining, self.peer, &mut self.up_out, &req);
                 }
                 Ok(None) => {}
                 Err(e) => return self.refuse(e.status(), e.detail()).await,
@@ -266,15 +371,18 @@ impl Session {
             }
         };
         self.rbuf.consume(head_len);
+        self.log.seen = true;
+        self.log.bytes_in += head_len as u64;
+        self.log.route = match target {
+            Target::Proxy { route, .. } | Target::Respond { route } => Some(route),
+            Target::NotFound => None,
+        };
         match target {
             Target::Proxy {
                 route,
                 cluster,
                 key_hash,
-            } => {
-                self.proxy(&generation, plan, route, cluster, key_hash)
-                    .await
-            }
+            } => self.proxy(generation, plan, route, cluster, key_hash).await,
             Target::Respond { route } => match &generation.snapshot.routes[route].action {
                 Action::Respond(d) => {
                     self.respond_local(plan, d.status, &d.headers, &d.body)
@@ -306,13 +414,14 @@ impl Session {
     ) -> Next {
         let body_read = self.discard_body(plan).await;
         let close = !plan.keep_alive || !body_read;
+        self.log.status = status;
         response::write_own_response(&mut self.out, status, headers, body, plan.is_head, close);
         self.send_out(close).await
     }
 
     /// Writes `self.out` to the client and says what follows.
     async fn send_out(&mut self, close: bool) -> Next {
-        if write_all(&mut self.client, &mut self.out).await.is_err() {
+        if self.write_out().await.is_err() {
             return Next::Close;
         }
         if close {
@@ -325,6 +434,8 @@ impl Session {
 
     /// Refuses a request whose head is unusable: the status, then close.
     async fn refuse(&mut self, status: u16, detail: &str) -> Next {
+        self.log.seen = true;
+        self.log.status = status;
         response::write_error(&mut self.out, status, detail, true);
         self.send_out(true).await
     }
@@ -335,6 +446,7 @@ impl Session {
         let Some(status) = failure.status() else {
             return Next::Close;
         };
+        self.log.status = status;
         let close = !plan.keep_alive || !body_read;
         response::write_error(&mut self.out, status, failure.detail(), close);
         self.send_out(close).await
@@ -356,6 +468,7 @@ impl Session {
                 Ok(p) => {
                     self.rbuf.consume(p.consumed);
                     seen += p.consumed as u64;
+                    self.log.bytes_in += p.consumed as u64;
                     if p.done {
                         return true;
                     }
@@ -413,6 +526,7 @@ impl Session {
                 self.up_out
                     .extend_from_slice(&self.rbuf.data()[..p.consumed]);
                 self.rbuf.consume(p.consumed);
+                self.log.bytes_in += p.consumed as u64;
             }
             Err(_) => return self.refuse(400, Failure::ClientBody.detail()).await,
         }
@@ -421,6 +535,7 @@ impl Session {
         let Some(cluster_id) = cluster else {
             return self.fail(plan, Failure::NoEndpoint, replayable).await;
         };
+        self.log.cluster = Some(cluster_id);
         let cluster = &generation.snapshot.clusters[cluster_id.0 as usize];
         let state = generation.cluster(cluster_id);
         let policy = &route.retry;
@@ -443,6 +558,7 @@ impl Session {
                     break;
                 }
                 retrying.get_or_insert_with(|| Counted::new(&worker.active_retries));
+                bump(&worker.metrics.retries);
             }
             let Some(endpoint) = state.pick(key_hash, &tried[..tries]) else {
                 break;
@@ -470,7 +586,9 @@ impl Session {
                 .await
             {
                 Ok((mut up, reply, request_sent)) => {
-                    state.record(endpoint, reply.status < 500);
+                    if state.record(endpoint, reply.status < 500) {
+                        bump(&worker.metrics.ejections);
+                    }
                     let again = policy.on_statuses.contains(&reply.status)
                         && tries < attempts
                         && replayable
@@ -499,8 +617,8 @@ impl Session {
                     }
                 }
                 Err(failure) => {
-                    if failure.is_upstream_fault() {
-                        state.record(endpoint, false);
+                    if failure.is_upstream_fault() && state.record(endpoint, false) {
+                        bump(&worker.metrics.ejections);
                     }
                     let again = match failure {
                         // Nothing was sent: safe for any request.
@@ -580,6 +698,7 @@ impl Session {
         body: &BodyReader,
         timeout: Duration,
     ) -> Next {
+        self.log.status = reply.status;
         match self.relay_body(&mut up, reply, timeout).await {
             Ok(()) => {
                 if reply.upstream_keep_alive && request_sent && up.rbuf.is_empty() {
@@ -649,6 +768,7 @@ impl Session {
         body: &mut BodyReader,
         timeout: Duration,
     ) -> Result<(Reply, bool), Failure> {
+        let sent_at = std::time::Instant::now();
         let mut request_sent = true;
         if write_all(&mut up.stream, &mut self.up_out).await.is_err() {
             return Err(Failure::Closed { started: false });
@@ -657,9 +777,7 @@ impl Session {
             if plan.expect_continue {
                 self.out.clear();
                 self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-                write_all(&mut self.client, &mut self.out)
-                    .await
-                    .map_err(|_| Failure::ClientGone)?;
+                self.write_out().await.map_err(|_| Failure::ClientGone)?;
             }
             // An upstream that stops reading may have answered early (413,
             // say): its response is read and passed on below.
@@ -702,6 +820,7 @@ impl Session {
                     };
                     let head_len = resp.head_len;
                     up.rbuf.consume(head_len);
+                    self.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
                     return Ok((reply, request_sent));
                 }
                 Ok(None) => None,
@@ -710,9 +829,7 @@ impl Session {
             if let Some((head_len, forward)) = informational {
                 up.rbuf.consume(head_len);
                 if forward {
-                    write_all(&mut self.client, &mut self.out)
-                        .await
-                        .map_err(|_| Failure::ClientGone)?;
+                    self.write_out().await.map_err(|_| Failure::ClientGone)?;
                 }
                 continue;
             }
@@ -763,6 +880,7 @@ impl Session {
             let p = body
                 .advance(self.rbuf.data(), None)
                 .map_err(|_| Failure::ClientBody)?;
+            self.log.bytes_in += p.consumed as u64;
             if self
                 .rbuf
                 .write_prefix(&mut up.stream, p.consumed)
@@ -788,9 +906,7 @@ impl Session {
         let consumed =
             frame_into(&mut self.out, &mut body, up.rbuf.data(), reply.relay).map_err(|_| ())?;
         up.rbuf.consume(consumed);
-        write_all(&mut self.client, &mut self.out)
-            .await
-            .map_err(|_| ())?;
+        self.write_out().await.map_err(|_| ())?;
         while !body.is_done() {
             match timeout_at(
                 Instant::now() + timeout,
@@ -803,9 +919,7 @@ impl Session {
                     if reply.relay == Relay::Encode {
                         self.out.clear();
                         self.out.extend_from_slice(b"0\r\n\r\n");
-                        write_all(&mut self.client, &mut self.out)
-                            .await
-                            .map_err(|_| ())?;
+                        self.write_out().await.map_err(|_| ())?;
                     }
                     return Ok(());
                 }
@@ -815,6 +929,7 @@ impl Session {
             }
             if reply.relay == Relay::PassThrough {
                 let p = body.advance(up.rbuf.data(), None).map_err(|_| ())?;
+                self.log.bytes_out += p.consumed as u64;
                 up.rbuf
                     .write_prefix(&mut self.client, p.consumed)
                     .await
@@ -824,9 +939,7 @@ impl Session {
                 let consumed = frame_into(&mut self.out, &mut body, up.rbuf.data(), reply.relay)
                     .map_err(|_| ())?;
                 up.rbuf.consume(consumed);
-                write_all(&mut self.client, &mut self.out)
-                    .await
-                    .map_err(|_| ())?;
+                self.write_out().await.map_err(|_| ())?;
             }
         }
         Ok(())

@@ -26,6 +26,7 @@ use ringway_config::{Action, ClusterId, Listener, Snapshot};
 
 use crate::cluster::{ClusterState, EndpointStats, HealthTable};
 use crate::drain::{Drain, Signal};
+use crate::metrics::{MetricsReport, WorkerMetrics};
 use crate::pool::Pool;
 use crate::proxy;
 
@@ -48,6 +49,8 @@ pub enum Command {
         /// Acknowledgement.
         done: Sender<usize>,
     },
+    /// Send a copy of this worker's counters.
+    Scrape(Sender<MetricsReport>),
     /// Stop accepting, drain, exit.
     Shutdown,
 }
@@ -155,6 +158,8 @@ pub struct Worker {
     pub pool: Pool,
     /// Shutdown state.
     pub drain: Rc<Drain>,
+    /// This worker's counters.
+    pub metrics: WorkerMetrics,
     /// Proxied requests in flight, for the retry budget.
     pub active_requests: Cell<u32>,
     /// Retries in flight, for the retry budget.
@@ -174,11 +179,25 @@ impl Worker {
             current: RefCell::new(Rc::new(generation)),
             pool: Pool::default(),
             drain: Rc::new(Drain::default()),
+            metrics: WorkerMetrics::default(),
             active_requests: Cell::new(0),
             active_retries: Cell::new(0),
             accepting: RefCell::new(HashMap::new()),
             endpoints: RefCell::new(endpoints),
         }
+    }
+
+    /// A copy of this worker's counters and endpoint states.
+    fn report(&self) -> MetricsReport {
+        let mut report = self.metrics.report();
+        let (opened, reused) = self.pool.counts();
+        report.upstream_opened = opened;
+        report.upstream_reused = reused;
+        let current = self.current();
+        for (cluster, state) in current.snapshot.clusters.iter().zip(&current.clusters) {
+            report.endpoints.extend(state.report(cluster, &self.pool));
+        }
+        report
     }
 
     /// The generation to serve a new request from.
@@ -254,16 +273,23 @@ pub async fn run(
 ) {
     worker.open(sockets);
     monoio::spawn(sweep_loop(worker.clone()));
-    // A closed channel means the control thread is gone: drain too.
-    while let Some(Command::Reload {
-        snapshot,
-        health,
-        sockets,
-        done,
-    }) = poll_fn(|cx| Pin::new(&mut commands).poll_next(cx)).await
-    {
-        worker.apply(snapshot, &health, sockets);
-        let _ = done.send(worker.id);
+    loop {
+        match poll_fn(|cx| Pin::new(&mut commands).poll_next(cx)).await {
+            Some(Command::Reload {
+                snapshot,
+                health,
+                sockets,
+                done,
+            }) => {
+                worker.apply(snapshot, &health, sockets);
+                let _ = done.send(worker.id);
+            }
+            Some(Command::Scrape(reply)) => {
+                let _ = reply.send(worker.report());
+            }
+            // A closed channel means the control thread is gone: drain too.
+            Some(Command::Shutdown) | None => break,
+        }
     }
     worker.drain.start();
     let deadline = worker.current().snapshot.runtime.drain_timeout;

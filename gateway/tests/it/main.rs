@@ -9,6 +9,7 @@ mod support;
 mod bodies;
 mod errors;
 mod lifecycle;
+mod observability;
 mod reload;
 mod routing;
 mod traffic;
