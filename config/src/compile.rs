@@ -11,11 +11,11 @@ use ringway_router::{HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, RouteR
 use toml::Spanned;
 
 use crate::error::Location;
-use crate::schema::{self, HeaderCondition, WorkersValue};
+use crate::schema::{self, HeaderCondition, SizeValue, WorkersValue};
 use crate::{
     Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, Error, HashKey,
-    HealthCheck, IoDriver, Listener, Outlier, Result, RetryPolicy, Route, Runtime, Snapshot,
-    WeightedCluster, Workers, duration,
+    HeaderRules, HealthCheck, IoDriver, Limits, Listener, Outlier, RateLimit, Redirect, Result,
+    RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, WeightedCluster, Workers, duration,
 };
 
 /// The configuration `ringway` runs when given none: one listener on
@@ -270,6 +270,10 @@ impl Cx<'_> {
                     Some(o) => self.outlier(o)?,
                     None => Outlier::default(),
                 },
+                limits: match &c.limits {
+                    Some(l) => self.limits(l)?,
+                    None => Limits::default(),
+                },
                 max_idle_per_endpoint: match &c.max_idle_per_endpoint {
                     Some(v) if *v.get_ref() == 0 => 0,
                     other => self.positive(
@@ -292,14 +296,17 @@ impl Cx<'_> {
         let mut routes = Vec::with_capacity(sections.len());
         for (i, section) in sections.iter().enumerate() {
             let r = section.get_ref();
-            let action = match (&r.cluster, &r.split, &r.respond) {
-                (Some(name), None, None) => Action::Proxy(self.cluster_id(name, clusters)?),
-                (None, Some(split), None) => Action::Split(self.split(split, clusters)?),
-                (None, None, Some(respond)) => Action::Respond(self.direct_response(respond)?),
+            let action = match (&r.cluster, &r.split, &r.respond, &r.redirect) {
+                (Some(name), None, None, None) => Action::Proxy(self.cluster_id(name, clusters)?),
+                (None, Some(split), None, None) => Action::Split(self.split(split, clusters)?),
+                (None, None, Some(respond), None) => {
+                    Action::Respond(self.direct_response(respond)?)
+                }
+                (None, None, None, Some(redirect)) => Action::Redirect(self.redirect(redirect)?),
                 _ => {
                     return Err(self.err(
                         section.span(),
-                        "a route needs exactly one of `cluster = \"NAME\"`, `split = [...]` or `respond = { ... }`",
+                        "a route needs exactly one of `cluster = \"NAME\"`, `split = [...]`, `respond = { ... }` or `redirect = { ... }`",
                     ));
                 }
             };
@@ -323,6 +330,7 @@ impl Cx<'_> {
                     Some(retry) => self.retry(retry)?,
                     None => RetryPolicy::default(),
                 },
+                policy: self.policy(r)?,
             });
         }
         Ok((rules, routes))
@@ -442,6 +450,213 @@ impl Cx<'_> {
         ringway_balancer::Balancer::build(ringway_balancer::BalancerSpec::new(kind), &probe)
             .map_err(|e| bad(format!("invalid balancer: {e}")))?;
         Ok((kind, key))
+    }
+
+    fn redirect(&self, r: &Spanned<schema::RedirectSection>) -> Result<Redirect> {
+        let s = r.get_ref();
+        if s.to.get_ref().is_empty() || s.to.get_ref().bytes().any(|b| b.is_ascii_control()) {
+            return Err(self.err(s.to.span(), "expected a URL without control characters"));
+        }
+        let status = match &s.status {
+            None => 301,
+            Some(v) => u16::try_from(*v.get_ref())
+                .ok()
+                .filter(|s| [301, 302, 303, 307, 308].contains(s))
+                .ok_or_else(|| {
+                    self.err(
+                        v.span(),
+                        "expected a redirect status: 301, 302, 303, 307 or 308",
+                    )
+                })?,
+        };
+        Ok(Redirect {
+            to: s.to.get_ref().clone(),
+            status,
+            keep_path: s.keep_path,
+        })
+    }
+
+    fn header_rules(&self, h: &Option<Spanned<schema::HeadersSection>>) -> Result<HeaderRules> {
+        let Some(h) = h else {
+            return Ok(HeaderRules::default());
+        };
+        let h = h.get_ref();
+        let pairs =
+            |map: &BTreeMap<Spanned<String>, Spanned<String>>| -> Result<Vec<(String, String)>> {
+                let mut out = Vec::with_capacity(map.len());
+                for (name, value) in map {
+                    self.header_name(name)?;
+                    if value
+                        .get_ref()
+                        .bytes()
+                        .any(|b| b == b'\r' || b == b'\n' || b == 0)
+                    {
+                        return Err(
+                            self.err(value.span(), "a header value cannot hold CR, LF or NUL")
+                        );
+                    }
+                    out.push((name.get_ref().to_ascii_lowercase(), value.get_ref().clone()));
+                }
+                Ok(out)
+            };
+        let mut remove = Vec::with_capacity(h.remove.len());
+        for name in &h.remove {
+            self.header_name(name)?;
+            remove.push(name.get_ref().to_ascii_lowercase());
+        }
+        Ok(HeaderRules {
+            add: pairs(&h.add)?,
+            set: pairs(&h.set)?,
+            remove,
+        })
+    }
+
+    fn policy(&self, r: &schema::RouteSection) -> Result<RoutePolicy> {
+        let mut policy = RoutePolicy {
+            request_headers: self.header_rules(&r.request_headers)?,
+            response_headers: self.header_rules(&r.response_headers)?,
+            ..RoutePolicy::default()
+        };
+        for rules in [&policy.request_headers, &policy.response_headers] {
+            for name in rules
+                .add
+                .iter()
+                .chain(&rules.set)
+                .map(|(n, _)| n)
+                .chain(&rules.remove)
+            {
+                if matches!(
+                    name.as_str(),
+                    "content-length" | "transfer-encoding" | "connection" | "host"
+                ) {
+                    let span = r
+                        .request_headers
+                        .as_ref()
+                        .or(r.response_headers.as_ref())
+                        .map_or(0..0, |h| h.span());
+                    return Err(self.err(
+                        span,
+                        format!("{name:?} is managed by ringway; use `rewrite` for host"),
+                    ));
+                }
+            }
+        }
+        if let Some(rw) = &r.rewrite {
+            let rw = rw.get_ref();
+            if let Some(prefix) = &rw.path_prefix {
+                let matched = r
+                    .matcher
+                    .as_ref()
+                    .and_then(|m| m.get_ref().path_prefix.as_ref())
+                    .ok_or_else(|| {
+                        self.err(
+                            prefix.span(),
+                            "rewrite.path_prefix needs the route to match on `path_prefix`",
+                        )
+                    })?;
+                if !prefix.get_ref().starts_with('/') {
+                    return Err(self.err(prefix.span(), "expected a path starting with `/`"));
+                }
+                policy.rewrite_prefix = Some((matched.get_ref().clone(), prefix.get_ref().clone()));
+            }
+            if let Some(host) = &rw.host {
+                if host.get_ref().is_empty()
+                    || !host.get_ref().bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(self.err(host.span(), "expected a host name"));
+                }
+                policy.rewrite_host = Some(host.get_ref().clone());
+            }
+        }
+        if let Some(size) = &r.max_body {
+            policy.max_body = Some(parse_size(size.get_ref()).ok_or_else(|| {
+                self.err(
+                    size.span(),
+                    "expected a size in bytes, or a string such as \"64KiB\", \"1MiB\" or \"2GiB\"",
+                )
+            })?);
+        }
+        if let Some(rl) = &r.rate_limit {
+            let rl = rl.get_ref();
+            let requests = u32::try_from(*rl.requests.get_ref())
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    self.err(
+                        rl.requests.span(),
+                        "expected a number of requests greater than zero",
+                    )
+                })?;
+            let per = self.duration(rl.per.as_ref(), Duration::from_secs(1))?;
+            let burst = match &rl.burst {
+                None => f64::from(requests),
+                Some(b) => u32::try_from(*b.get_ref())
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .map(f64::from)
+                    .ok_or_else(|| self.err(b.span(), "expected a burst greater than zero"))?,
+            };
+            let key = match &rl.key {
+                None => None,
+                Some(k) => match hash_key(k.get_ref()) {
+                    Some(key @ (HashKey::ClientIp | HashKey::Header(_))) => Some(key),
+                    _ => {
+                        return Err(self.err(k.span(), "expected \"client-ip\" or \"header:NAME\""));
+                    }
+                },
+            };
+            policy.rate_limit = Some(RateLimit {
+                per_second: f64::from(requests) / per.as_secs_f64(),
+                burst,
+                key,
+            });
+        }
+        if let Some(fault) = &r.fault {
+            let fault = fault.get_ref();
+            let share = |p: &Spanned<f64>| -> Result<f64> {
+                let v = *p.get_ref();
+                if !(0.0..=100.0).contains(&v) {
+                    return Err(self.err(p.span(), "expected a percentage between 0 and 100"));
+                }
+                Ok(v / 100.0)
+            };
+            if let Some(d) = &fault.delay {
+                let d = d.get_ref();
+                policy.fault_delay = Some((
+                    share(&d.percent)?,
+                    self.duration(Some(&d.duration), Duration::ZERO)?,
+                ));
+            }
+            if let Some(a) = &fault.abort {
+                let a = a.get_ref();
+                let status = u16::try_from(*a.status.get_ref())
+                    .ok()
+                    .filter(|s| (200..=599).contains(s))
+                    .ok_or_else(|| self.err(a.status.span(), "expected a status in 200..=599"))?;
+                policy.fault_abort = Some((share(&a.percent)?, status));
+            }
+        }
+        Ok(policy)
+    }
+
+    fn limits(&self, l: &Spanned<schema::LimitsSection>) -> Result<Limits> {
+        let s = l.get_ref();
+        let d = Limits::default();
+        let count = |v: &Option<Spanned<i64>>, default: u32| -> Result<u32> {
+            match v {
+                None => Ok(default),
+                Some(v) => u32::try_from(*v.get_ref())
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| self.err(v.span(), "expected a limit greater than zero")),
+            }
+        };
+        Ok(Limits {
+            max_connections: count(&s.max_connections, d.max_connections)?,
+            max_pending: count(&s.max_pending, d.max_pending)?,
+            max_requests: count(&s.max_requests, d.max_requests)?,
+            max_retries: count(&s.max_retries, d.max_retries)?,
+        })
     }
 
     fn cluster_id(
@@ -678,6 +893,29 @@ impl Cx<'_> {
             return Err(self.err(name.span(), "expected a header name (letters, digits, `-`)"));
         }
         Ok(())
+    }
+}
+
+/// `1024`, `"64KiB"`, `"1MiB"`, `"2GiB"` (also `KB`/`MB`/`GB` as powers of 1000).
+fn parse_size(value: &SizeValue) -> Option<u64> {
+    match value {
+        SizeValue::Bytes(n) => u64::try_from(*n).ok(),
+        SizeValue::Text(t) => {
+            let t = t.trim();
+            let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+            let n: u64 = t[..digits].parse().ok()?;
+            let unit: u64 = match t[digits..].trim() {
+                "" | "B" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                "KB" | "kB" => 1000,
+                "MB" => 1_000_000,
+                "GB" => 1_000_000_000,
+                _ => return None,
+            };
+            n.checked_mul(unit)
+        }
     }
 }
 

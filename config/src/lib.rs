@@ -27,6 +27,7 @@ pub use error::{Error, Result};
 pub use publish::Published;
 pub use ringway_balancer::BalancerKind;
 pub use snapshot::{
-    Action, Cluster, ClusterId, DirectResponse, Endpoint, HashKey, HealthCheck, IoDriver, Listener,
-    Outlier, RetryPolicy, Route, Runtime, Snapshot, WeightedCluster, Workers,
+    Action, Cluster, ClusterId, DirectResponse, Endpoint, HashKey, HeaderRules, HealthCheck,
+    IoDriver, Limits, Listener, Outlier, RateLimit, Redirect, RetryPolicy, Route, RoutePolicy,
+    Runtime, Snapshot, WeightedCluster, Workers,
 };

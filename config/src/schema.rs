@@ -115,6 +115,144 @@ pub struct RouteSection {
     pub respond: Option<Spanned<RespondSection>>,
     /// Upstream response timeout for this route.
     pub timeout: Option<Spanned<String>>,
+    /// Or redirect.
+    pub redirect: Option<Spanned<RedirectSection>>,
+    /// Request headers to add, set and remove on the way up.
+    pub request_headers: Option<Spanned<HeadersSection>>,
+    /// Response headers to add, set and remove on the way down.
+    pub response_headers: Option<Spanned<HeadersSection>>,
+    /// Path prefix and host rewrites.
+    pub rewrite: Option<Spanned<RewriteSection>>,
+    /// Largest request body accepted (413 beyond it): bytes or "1MiB".
+    pub max_body: Option<Spanned<SizeValue>>,
+    /// Requests per period.
+    pub rate_limit: Option<Spanned<RateLimitSection>>,
+    /// Fault injection.
+    pub fault: Option<Spanned<FaultSection>>,
+}
+
+/// `redirect = { to = "https://example.com", status = 308, keep_path = true }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectSection {
+    /// Where to.
+    pub to: Spanned<String>,
+    /// 301, 302, 303, 307 or 308 (default 301).
+    pub status: Option<Spanned<i64>>,
+    /// Append the request's path and query to `to`.
+    #[serde(default)]
+    pub keep_path: bool,
+}
+
+/// `{ add = { name = "v" }, set = { name = "v" }, remove = ["name"] }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersSection {
+    /// Added beside any the message has.
+    #[serde(default)]
+    pub add: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Replacing any the message has.
+    #[serde(default)]
+    pub set: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// Removed.
+    #[serde(default)]
+    pub remove: Vec<Spanned<String>>,
+}
+
+/// `rewrite = { path_prefix = "/v2/", host = "internal" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteSection {
+    /// Replaces the route's matched `path_prefix`.
+    pub path_prefix: Option<Spanned<String>>,
+    /// Replaces the Host header.
+    pub host: Option<Spanned<String>>,
+}
+
+/// A size: a number of bytes, or "64KiB", "1MiB", "2GiB".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SizeValue {
+    /// Bytes.
+    Bytes(i64),
+    /// Text with a unit.
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for SizeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = SizeValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size in bytes, or a string such as \"64KiB\" or \"1MiB\"")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<SizeValue, E> {
+                Ok(SizeValue::Bytes(n))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<SizeValue, E> {
+                Ok(SizeValue::Text(s.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `rate_limit = { requests = 100, per = "1s", burst = 20, key = "client-ip" }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Requests allowed per period.
+    pub requests: Spanned<i64>,
+    /// The period (default 1s).
+    pub per: Option<Spanned<String>>,
+    /// Requests allowed at once above the steady rate (default: `requests`).
+    pub burst: Option<Spanned<i64>>,
+    /// Separate limits per client: "client-ip" or "header:NAME".
+    pub key: Option<Spanned<String>>,
+}
+
+/// `fault = { delay = { percent = 10, duration = "100ms" }, abort = { percent = 5, status = 503 } }`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSection {
+    /// Delay a share of requests.
+    pub delay: Option<Spanned<FaultDelay>>,
+    /// Answer a share of requests with an error, without the upstream.
+    pub abort: Option<Spanned<FaultAbort>>,
+}
+
+/// A share of requests delayed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultDelay {
+    /// Share, in percent (0 to 100, fractions allowed).
+    pub percent: Spanned<f64>,
+    /// How long.
+    pub duration: Spanned<String>,
+}
+
+/// A share of requests aborted.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultAbort {
+    /// Share, in percent (0 to 100, fractions allowed).
+    pub percent: Spanned<f64>,
+    /// Status to answer.
+    pub status: Spanned<i64>,
+}
+
+/// `limits = { max_connections = 1024, ... }` on a cluster.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Upstream connections open at once (pooled or busy).
+    pub max_connections: Option<Spanned<i64>>,
+    /// Requests waiting for a connection at once.
+    pub max_pending: Option<Spanned<i64>>,
+    /// Requests in flight at once.
+    pub max_requests: Option<Spanned<i64>>,
+    /// Retries in flight at once.
+    pub max_retries: Option<Spanned<i64>>,
 }
 
 /// `{ cluster = "NAME", weight = N }` in a `split`.
@@ -257,6 +395,8 @@ pub struct ClusterSection {
     pub health: Option<Spanned<HealthSection>>,
     /// Passive outlier ejection.
     pub outlier: Option<Spanned<OutlierSection>>,
+    /// Circuit breakers.
+    pub limits: Option<Spanned<LimitsSection>>,
 }
 
 /// `"IP:port"` or `{ addr = "IP:port", weight = N }`.

@@ -85,6 +85,65 @@ pub struct Route {
     pub timeout: Duration,
     /// When and how often to try again on another endpoint.
     pub retry: RetryPolicy,
+    /// Header, path and body rules, rate limit and faults.
+    pub policy: RoutePolicy,
+}
+
+/// What a route does to requests besides sending them somewhere.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RoutePolicy {
+    /// Request headers changed on the way up.
+    pub request_headers: HeaderRules,
+    /// Response headers changed on the way down.
+    pub response_headers: HeaderRules,
+    /// Path prefix rewrite: (matched prefix, replacement).
+    pub rewrite_prefix: Option<(String, String)>,
+    /// Host header rewrite.
+    pub rewrite_host: Option<String>,
+    /// Largest request body accepted.
+    pub max_body: Option<u64>,
+    /// Rate limit.
+    pub rate_limit: Option<RateLimit>,
+    /// Delay a share of requests: (share in 0..=1, how long).
+    pub fault_delay: Option<(f64, Duration)>,
+    /// Answer a share of requests with a status: (share in 0..=1, status).
+    pub fault_abort: Option<(f64, u16)>,
+}
+
+/// Headers to add, set and remove; names lowercase.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderRules {
+    /// Appended beside any the message has.
+    pub add: Vec<(String, String)>,
+    /// Replace any the message has.
+    pub set: Vec<(String, String)>,
+    /// Dropped.
+    pub remove: Vec<String>,
+}
+
+impl HeaderRules {
+    /// True when the rules change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.add.is_empty() && self.set.is_empty() && self.remove.is_empty()
+    }
+
+    /// True when a header of the message called `name` is dropped (removed,
+    /// or replaced by a `set`).
+    pub fn drops(&self, name: &str) -> bool {
+        self.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
+            || self.set.iter().any(|(s, _)| s.eq_ignore_ascii_case(name))
+    }
+}
+
+/// A token-bucket rate limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimit {
+    /// Requests per second, steady.
+    pub per_second: f64,
+    /// Requests allowed at once.
+    pub burst: f64,
+    /// Separate buckets per client, by this.
+    pub key: Option<HashKey>,
 }
 
 /// A route's retry policy.
@@ -133,6 +192,19 @@ pub enum Action {
     Split(Vec<WeightedCluster>),
     /// Answer directly.
     Respond(DirectResponse),
+    /// Redirect elsewhere.
+    Redirect(Redirect),
+}
+
+/// A redirect answered by the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// The target URL.
+    pub to: String,
+    /// 301, 302, 303, 307 or 308.
+    pub status: u16,
+    /// Append the request's path and query to `to`.
+    pub keep_path: bool,
 }
 
 /// One arm of a split.
@@ -180,6 +252,34 @@ pub struct Cluster {
     pub health: Option<HealthCheck>,
     /// Passive outlier ejection.
     pub outlier: Outlier,
+    /// Circuit breakers.
+    pub limits: Limits,
+}
+
+/// A cluster's circuit breakers, for the whole process (each worker gets
+/// its share).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Upstream connections open at once.
+    pub max_connections: u32,
+    /// Requests waiting for a connection at once.
+    pub max_pending: u32,
+    /// Requests in flight at once.
+    pub max_requests: u32,
+    /// Retries in flight at once.
+    pub max_retries: u32,
+}
+
+impl Default for Limits {
+    /// Envoy's defaults, which only stop runaway load.
+    fn default() -> Limits {
+        Limits {
+            max_connections: 1024,
+            max_pending: 1024,
+            max_requests: 1024,
+            max_retries: 3,
+        }
+    }
 }
 
 /// Active HTTP health checks of a cluster's endpoints.
@@ -293,6 +393,9 @@ impl Snapshot {
                 }
                 Action::Respond(d) => {
                     let _ = writeln!(out, "  route {} -> respond {}", r.name, d.status);
+                }
+                Action::Redirect(d) => {
+                    let _ = writeln!(out, "  route {} -> redirect {} {}", r.name, d.status, d.to);
                 }
             }
         }

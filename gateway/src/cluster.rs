@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use ringway_balancer::{Balancer, BalancerSpec, EndpointId, EndpointSpec, EndpointState};
-use ringway_config::{Cluster, Outlier};
+use ringway_config::{Cluster, Limits, Outlier};
 
 /// Health verdicts for every endpoint of every cluster of a snapshot, in
 /// snapshot order; written by the health checker, read by the workers.
@@ -60,6 +60,63 @@ impl Drop for Active {
     }
 }
 
+/// Counts something against a limit while it lives.
+#[derive(Debug)]
+pub struct Tally(Rc<Cell<u32>>);
+
+impl Tally {
+    /// Counts one more.
+    pub fn new(counter: &Rc<Cell<u32>>) -> Tally {
+        counter.set(counter.get() + 1);
+        Tally(counter.clone())
+    }
+}
+
+impl Drop for Tally {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// Which circuit breaker refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overflow {
+    /// Too many upstream connections.
+    Connections,
+    /// Too many requests waiting for a connection.
+    Pending,
+    /// Too many requests in flight.
+    Requests,
+    /// Too many retries in flight.
+    Retries,
+}
+
+impl Overflow {
+    /// The name used in the `x-ringway-overflow` header.
+    pub fn name(self) -> &'static str {
+        match self {
+            Overflow::Connections => "max_connections",
+            Overflow::Pending => "max_pending",
+            Overflow::Requests => "max_requests",
+            Overflow::Retries => "max_retries",
+        }
+    }
+}
+
+/// A cluster's circuit-breaker counters on one worker, kept across
+/// reloads with the cluster's name.
+#[derive(Debug, Default)]
+pub struct Breakers {
+    /// Upstream connections open (idle or busy).
+    pub connections: Rc<Cell<u32>>,
+    /// Requests connecting.
+    pub pending: Rc<Cell<u32>>,
+    /// Requests in flight.
+    pub requests: Rc<Cell<u32>>,
+    /// Retries in flight.
+    pub retries: Rc<Cell<u32>>,
+}
+
 /// A cluster as one worker serves it in one generation.
 #[derive(Debug)]
 pub struct ClusterState {
@@ -69,6 +126,10 @@ pub struct ClusterState {
     endpoints: Vec<Rc<EndpointStats>>,
     healthy: Vec<Arc<AtomicBool>>,
     outlier: Outlier,
+    /// This worker's share of each limit.
+    limits: Limits,
+    /// This worker's counters against them.
+    pub breakers: Rc<Breakers>,
 }
 
 impl ClusterState {
@@ -79,6 +140,8 @@ impl ClusterState {
         known: &mut HashMap<SocketAddr, Rc<EndpointStats>>,
         healthy: Vec<Arc<AtomicBool>>,
         seed: u64,
+        workers: u32,
+        breakers: Rc<Breakers>,
     ) -> ClusterState {
         // Endpoints are known to the hashes by address, so that a key stays
         // on its endpoint whatever else changes in the list.
@@ -99,7 +162,34 @@ impl ClusterState {
             endpoints,
             healthy,
             outlier: cluster.outlier.clone(),
+            limits: share(cluster.limits, workers),
+            breakers,
         }
+    }
+
+    /// The breaker that would trip if one more `retry` (or first try)
+    /// started now, if any.
+    pub fn overflow(&self, retry: bool) -> Option<Overflow> {
+        let b = &self.breakers;
+        if b.requests.get() >= self.limits.max_requests {
+            return Some(Overflow::Requests);
+        }
+        if retry && b.retries.get() >= self.limits.max_retries {
+            return Some(Overflow::Retries);
+        }
+        None
+    }
+
+    /// The breaker that stops opening another connection, if any.
+    pub fn connect_overflow(&self) -> Option<Overflow> {
+        let b = &self.breakers;
+        if b.connections.get() >= self.limits.max_connections {
+            return Some(Overflow::Connections);
+        }
+        if b.pending.get() >= self.limits.max_pending {
+            return Some(Overflow::Pending);
+        }
+        None
     }
 
     /// This worker's counters for endpoint `id`.
@@ -223,5 +313,19 @@ impl EndpointState for PickView<'_> {
             .endpoints
             .get(id.0 as usize)
             .map_or(0, |e| e.active.get())
+    }
+}
+
+/// One worker's share of process-wide limits: each limit divided by the
+/// number of workers, rounded up, so that the total holds within one per
+/// worker and no worker is left with none.
+fn share(limits: Limits, workers: u32) -> Limits {
+    let w = workers.max(1);
+    let part = |n: u32| n.div_ceil(w).max(1);
+    Limits {
+        max_connections: part(limits.max_connections),
+        max_pending: part(limits.max_pending),
+        max_requests: part(limits.max_requests),
+        max_retries: part(limits.max_retries),
     }
 }

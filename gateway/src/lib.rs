@@ -18,6 +18,7 @@ pub mod control;
 pub mod drain;
 pub mod health;
 pub mod http1;
+pub mod limit;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -26,7 +27,6 @@ pub mod watch;
 pub mod worker;
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -136,7 +136,7 @@ impl Gateway {
                         let _ = ready.send((id, r));
                     };
                     runtime::run(io, on_ready, move || {
-                        let worker = Rc::new(worker::Worker::new(id, snapshot, &table));
+                        let worker = worker::Worker::new(id, count as u32, snapshot, &table);
                         worker::run(worker, worker_sockets, command_rx)
                     });
                 })

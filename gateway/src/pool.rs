@@ -25,12 +25,13 @@ pub struct UpstreamConn {
     /// Taken from the pool rather than freshly connected: the upstream may
     /// have closed it meanwhile.
     pub reused: bool,
+    /// Counts the connection against its cluster's limit while it lives.
+    pub tally: Option<crate::cluster::Tally>,
 }
 
 #[derive(Debug)]
 struct Idle {
-    stream: TcpStream,
-    rbuf: ReadBuf,
+    conn: UpstreamConn,
     expires: Instant,
 }
 
@@ -51,11 +52,9 @@ impl Pool {
         while let Some(conn) = list.pop() {
             if conn.expires > now {
                 self.reused.set(self.reused.get() + 1);
-                return Some(UpstreamConn {
-                    stream: conn.stream,
-                    rbuf: conn.rbuf,
-                    reused: true,
-                });
+                let mut conn = conn.conn;
+                conn.reused = true;
+                return Some(conn);
             }
         }
         None
@@ -81,8 +80,7 @@ impl Pool {
             return;
         }
         list.push(Idle {
-            stream: conn.stream,
-            rbuf: conn.rbuf,
+            conn,
             expires: Instant::now() + idle_timeout,
         });
     }

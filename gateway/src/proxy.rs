@@ -14,10 +14,10 @@ use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout, timeout_at};
 use ringway_balancer::{EndpointId, hash_key};
-use ringway_config::{Action, Cluster, ClusterId, HashKey, Listener};
+use ringway_config::{Action, Cluster, ClusterId, HashKey, HeaderRules, Listener};
 
 use crate::buffer::{BUF_SIZE, ReadBuf, write_all};
-use crate::cluster::Active;
+use crate::cluster::{Active, ClusterState, Overflow, Tally};
 use crate::http1::framing::{BodyReader, Framing, FramingError, chunk_header};
 use crate::http1::request::{self, Forwarded};
 use crate::http1::response::{self, ClientBody};
@@ -74,6 +74,7 @@ pub async fn serve(
         up_out: Vec::with_capacity(1024),
         log: RequestLog::new(),
         key: String::with_capacity(64),
+        location: String::new(),
     };
     let metrics = &session.worker.metrics;
     metrics
@@ -106,6 +107,8 @@ struct Plan {
     /// Safe to send twice (RFC 9110 §9.2.2).
     idempotent: bool,
     minor_version: u8,
+    /// Largest body the route accepts.
+    max_body: Option<u64>,
 }
 
 /// Where a request goes.
@@ -117,6 +120,22 @@ enum Target {
         cluster: Option<ClusterId>,
         /// The request's hash key, for the hashing balancers.
         key_hash: Option<u64>,
+        /// Injected delay before proxying.
+        delay: Option<Duration>,
+    },
+    /// Redirect to the location built in the session's buffer.
+    Redirect {
+        route: usize,
+    },
+    /// Refused by the route's rate limit.
+    Limited {
+        route: usize,
+        retry_after: u64,
+    },
+    /// Aborted by fault injection.
+    Abort {
+        route: usize,
+        status: u16,
     },
     Respond {
         route: usize,
@@ -147,6 +166,10 @@ enum Failure {
     ClientTimeout,
     /// The client went away.
     ClientGone,
+    /// The request body is larger than the route accepts.
+    BodyTooLarge,
+    /// A circuit breaker of the cluster is open.
+    Overflow(Overflow),
 }
 
 impl Failure {
@@ -172,6 +195,8 @@ impl Failure {
             Failure::ClientBody => Some(400),
             Failure::ClientTimeout => Some(408),
             Failure::ClientGone => None,
+            Failure::BodyTooLarge => Some(413),
+            Failure::Overflow(_) => Some(503),
         }
     }
 
@@ -187,6 +212,8 @@ impl Failure {
             Failure::ClientBody => "invalid request body framing",
             Failure::ClientTimeout => "request body not received in time",
             Failure::ClientGone => "client went away",
+            Failure::BodyTooLarge => "request body larger than this route accepts",
+            Failure::Overflow(_) => "upstream cluster is at its limit",
         }
     }
 }
@@ -200,6 +227,19 @@ enum Relay {
     Encode,
     /// Chunked in, payload out (a 1.0 client).
     Decode,
+}
+
+/// Where one try goes and under what terms.
+#[derive(Clone, Copy)]
+struct Try<'a> {
+    addr: SocketAddr,
+    cluster: &'a Cluster,
+    state: &'a ClusterState,
+    /// Response header rules of the route.
+    rules: &'a HeaderRules,
+    /// The whole request is in `up_out`.
+    replayable: bool,
+    timeout: Duration,
 }
 
 /// The upstream's final response head, once written for the client.
@@ -227,6 +267,8 @@ struct Session {
     log: RequestLog,
     /// Reused buffer for metric series keys.
     key: String,
+    /// Reused buffer for a redirect's location.
+    location: String,
 }
 
 /// What one request did, filled in as it is served.
@@ -240,6 +282,8 @@ struct RequestLog {
     route: Option<usize>,
     cluster: Option<ClusterId>,
     bytes_in: u64,
+    /// Request body bytes read so far (as framed on the wire).
+    body_in: u64,
     bytes_out: u64,
     upstream_micros: Option<u64>,
 }
@@ -253,6 +297,7 @@ impl RequestLog {
             route: None,
             cluster: None,
             bytes_in: 0,
+            body_in: 0,
             bytes_out: 0,
             upstream_micros: None,
         }
@@ -351,8 +396,14 @@ impl Session {
                     return self.refuse(431, "request head too large").await;
                 }
                 Ok(Some(req)) => {
-                    let draining = self.worker.drain.is_draining();
-                    break plan_request(generation, draining, self.peer, &mut self.up_out, &req);
+                    break plan_request(
+                        &self.worker,
+                        generation,
+                        self.peer,
+                        &mut self.up_out,
+                        &mut self.location,
+                        &req,
+                    );
                 }
                 Ok(None) => {}
                 Err(e) => return self.refuse(e.status(), e.detail()).await,
@@ -374,7 +425,11 @@ impl Session {
         self.log.seen = true;
         self.log.bytes_in += head_len as u64;
         self.log.route = match target {
-            Target::Proxy { route, .. } | Target::Respond { route } => Some(route),
+            Target::Proxy { route, .. }
+            | Target::Respond { route }
+            | Target::Redirect { route }
+            | Target::Limited { route, .. }
+            | Target::Abort { route, .. } => Some(route),
             Target::NotFound => None,
         };
         match target {
@@ -382,16 +437,47 @@ impl Session {
                 route,
                 cluster,
                 key_hash,
-            } => self.proxy(generation, plan, route, cluster, key_hash).await,
+                delay,
+            } => {
+                if let Some(delay) = delay {
+                    monoio::time::sleep(delay).await;
+                }
+                self.proxy(generation, plan, route, cluster, key_hash).await
+            }
             Target::Respond { route } => match &generation.snapshot.routes[route].action {
                 Action::Respond(d) => {
                     self.respond_local(plan, d.status, &d.headers, &d.body)
                         .await
                 }
-                Action::Proxy(_) | Action::Split(_) => {
-                    self.respond_local(plan, 500, &[], b"").await
-                }
+                _ => self.respond_local(plan, 500, &[], b"").await,
             },
+            Target::Redirect { route } => {
+                let status = match &generation.snapshot.routes[route].action {
+                    Action::Redirect(r) => r.status,
+                    _ => 500,
+                };
+                let headers = [("location".to_owned(), std::mem::take(&mut self.location))];
+                let next = self.respond_local(plan, status, &headers, b"").await;
+                let [(_, location)] = headers;
+                self.location = location;
+                next
+            }
+            Target::Limited { retry_after, .. } => {
+                bump(&self.worker.metrics.rate_limited);
+                let headers = [
+                    ("retry-after".to_owned(), retry_after.to_string()),
+                    (
+                        "content-type".to_owned(),
+                        "text/plain; charset=utf-8".to_owned(),
+                    ),
+                ];
+                self.respond_local(plan, 429, &headers, b"rate limit exceeded\n")
+                    .await
+            }
+            Target::Abort { status, .. } => {
+                let headers = [("x-ringway-fault".to_owned(), "abort".to_owned())];
+                self.respond_local(plan, status, &headers, b"").await
+            }
             Target::NotFound => {
                 let body = b"no route matches this request\n";
                 let headers = [(
@@ -448,6 +534,20 @@ impl Session {
         };
         self.log.status = status;
         let close = !plan.keep_alive || !body_read;
+        if let Failure::Overflow(overflow) = failure {
+            bump(&self.worker.metrics.overflowed);
+            let headers = [("x-ringway-overflow".to_owned(), overflow.name().to_owned())];
+            let detail = format!("{}: {}\n", failure.detail(), overflow.name());
+            response::write_own_response(
+                &mut self.out,
+                status,
+                &headers,
+                detail.as_bytes(),
+                plan.is_head,
+                close,
+            );
+            return self.send_out(close).await;
+        }
         response::write_error(&mut self.out, status, failure.detail(), close);
         self.send_out(close).await
     }
@@ -469,6 +569,7 @@ impl Session {
                     self.rbuf.consume(p.consumed);
                     seen += p.consumed as u64;
                     self.log.bytes_in += p.consumed as u64;
+                    self.log.body_in += p.consumed as u64;
                     if p.done {
                         return true;
                     }
@@ -527,6 +628,7 @@ impl Session {
                     .extend_from_slice(&self.rbuf.data()[..p.consumed]);
                 self.rbuf.consume(p.consumed);
                 self.log.bytes_in += p.consumed as u64;
+                self.log.body_in += p.consumed as u64;
             }
             Err(_) => return self.refuse(400, Failure::ClientBody.detail()).await,
         }
@@ -536,8 +638,23 @@ impl Session {
             return self.fail(plan, Failure::NoEndpoint, replayable).await;
         };
         self.log.cluster = Some(cluster_id);
+        let too_large = match (plan.max_body, plan.framing) {
+            (Some(max), Framing::Length(n)) => n > max,
+            (Some(max), _) => self.log.body_in > max,
+            (None, _) => false,
+        };
+        if too_large {
+            return self.fail(plan, Failure::BodyTooLarge, false).await;
+        }
         let cluster = &generation.snapshot.clusters[cluster_id.0 as usize];
         let state = generation.cluster(cluster_id);
+        if let Some(overflow) = state.overflow(false) {
+            return self
+                .fail(plan, Failure::Overflow(overflow), replayable)
+                .await;
+        }
+        let _request = Tally::new(&state.breakers.requests);
+        let mut retry_tally: Option<Tally> = None;
         let policy = &route.retry;
         let _active = Counted::new(&worker.active_requests);
         let mut retrying: Option<Counted<'_>> = None;
@@ -557,6 +674,12 @@ impl Session {
                 if retrying.is_none() && !budget_allows(&worker) {
                     break;
                 }
+                if retry_tally.is_none() {
+                    if state.overflow(true).is_some() {
+                        break;
+                    }
+                    retry_tally = Some(Tally::new(&state.breakers.retries));
+                }
                 retrying.get_or_insert_with(|| Counted::new(&worker.active_retries));
                 bump(&worker.metrics.retries);
             }
@@ -573,18 +696,15 @@ impl Session {
             }
             let try_timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
             let _in_flight = Active::new(state.stats(endpoint));
-            match self
-                .attempt(
-                    plan,
-                    &worker,
-                    addr,
-                    cluster,
-                    &mut body,
-                    replayable,
-                    try_timeout,
-                )
-                .await
-            {
+            let to = Try {
+                addr,
+                cluster,
+                state,
+                rules: &route.policy.response_headers,
+                replayable,
+                timeout: try_timeout,
+            };
+            match self.attempt(plan, &worker, to, &mut body).await {
                 Ok((mut up, reply, request_sent)) => {
                     if state.record(endpoint, reply.status < 500) {
                         bump(&worker.metrics.ejections);
@@ -650,34 +770,40 @@ impl Session {
         &mut self,
         plan: Plan,
         worker: &Worker,
-        addr: SocketAddr,
-        cluster: &Cluster,
+        to: Try<'_>,
         body: &mut BodyReader,
-        replayable: bool,
-        timeout: Duration,
     ) -> Result<(UpstreamConn, Reply, bool), Failure> {
         let mut fresh_only = false;
         loop {
             let pooled = if fresh_only {
                 None
             } else {
-                worker.pool.take(addr)
+                worker.pool.take(to.addr)
             };
             let mut up = match pooled {
                 Some(up) => up,
                 None => {
-                    let stream = connect(addr, cluster.connect_timeout).await?;
+                    if let Some(overflow) = to.state.connect_overflow() {
+                        return Err(Failure::Overflow(overflow));
+                    }
+                    let connecting = Tally::new(&to.state.breakers.pending);
+                    let stream = connect(to.addr, to.cluster.connect_timeout).await?;
+                    drop(connecting);
                     worker.pool.note_opened();
                     UpstreamConn {
                         stream,
                         rbuf: ReadBuf::new(),
                         reused: false,
+                        tally: Some(Tally::new(&to.state.breakers.connections)),
                     }
                 }
             };
-            match self.exchange(plan, &mut up, body, timeout).await {
+            match self
+                .exchange(plan, &mut up, body, to.timeout, to.rules)
+                .await
+            {
                 Ok((reply, request_sent)) => return Ok((up, reply, request_sent)),
-                Err(Failure::Closed { started: false }) if up.reused && replayable => {
+                Err(Failure::Closed { started: false }) if up.reused && to.replayable => {
                     fresh_only = true;
                 }
                 Err(f) => return Err(f),
@@ -767,6 +893,7 @@ impl Session {
         up: &mut UpstreamConn,
         body: &mut BodyReader,
         timeout: Duration,
+        rules: &HeaderRules,
     ) -> Result<(Reply, bool), Failure> {
         let sent_at = std::time::Instant::now();
         let mut request_sent = true;
@@ -781,7 +908,7 @@ impl Session {
             }
             // An upstream that stops reading may have answered early (413,
             // say): its response is read and passed on below.
-            request_sent = self.stream_request_body(up, body).await?;
+            request_sent = self.stream_request_body(up, body, plan.max_body).await?;
         }
 
         let deadline = Instant::now() + timeout;
@@ -795,7 +922,13 @@ impl Session {
                     // 100 Continue is this hop's business; 102 and 103 go on.
                     let forward = resp.status != 100;
                     if forward {
-                        response::write_client_head(&mut self.out, &resp, ClientBody::None, false);
+                        response::write_client_head(
+                            &mut self.out,
+                            &resp,
+                            ClientBody::None,
+                            false,
+                            rules,
+                        );
                     }
                     Some((resp.head_len, forward))
                 }
@@ -805,7 +938,13 @@ impl Session {
                         || !body.is_done()
                         || client_body.needs_close()
                         || self.worker.drain.is_draining();
-                    response::write_client_head(&mut self.out, &resp, client_body, close_client);
+                    response::write_client_head(
+                        &mut self.out,
+                        &resp,
+                        client_body,
+                        close_client,
+                        rules,
+                    );
                     let relay = match (resp.framing, client_body) {
                         (Framing::UntilClose, ClientBody::EncodeChunked) => Relay::Encode,
                         (Framing::Chunked, ClientBody::UntilClose) => Relay::Decode,
@@ -855,6 +994,7 @@ impl Session {
         &mut self,
         up: &mut UpstreamConn,
         body: &mut BodyReader,
+        max_body: Option<u64>,
     ) -> Result<bool, Failure> {
         while !body.is_done() {
             if self.rbuf.is_empty() {
@@ -881,6 +1021,11 @@ impl Session {
                 .advance(self.rbuf.data(), None)
                 .map_err(|_| Failure::ClientBody)?;
             self.log.bytes_in += p.consumed as u64;
+            self.log.body_in += p.consumed as u64;
+            // Checked before the piece goes up: nothing past the limit is sent.
+            if max_body.is_some_and(|max| self.log.body_in > max) {
+                return Err(Failure::BodyTooLarge);
+            }
             if self
                 .rbuf
                 .write_prefix(&mut up.stream, p.consumed)
@@ -950,15 +1095,16 @@ impl Session {
 /// head into `up_out`. Synchronous: the parsed head borrows the read
 /// buffer, and nothing here waits.
 fn plan_request(
+    worker: &Worker,
     generation: &Generation,
-    draining: bool,
     peer: SocketAddr,
     up_out: &mut Vec<u8>,
+    location: &mut String,
     req: &request::Request<'_, '_>,
 ) -> (Plan, Target, usize) {
-    let plan = Plan {
+    let mut plan = Plan {
         framing: req.framing,
-        keep_alive: req.keep_alive && !draining,
+        keep_alive: req.keep_alive && !worker.drain.is_draining(),
         expect_continue: req.expect_continue,
         is_head: req.is_head(),
         idempotent: matches!(
@@ -966,38 +1112,74 @@ fn plan_request(
             "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
         ),
         minor_version: req.minor_version,
+        max_body: None,
     };
     let snapshot = &generation.snapshot;
     let headers = HeaderLookup(req.headers);
-    let target = match snapshot
+    let Some(id) = snapshot
         .router
         .route(req.host, req.target, req.method.as_bytes(), &headers)
+    else {
+        return (plan, Target::NotFound, req.head_len);
+    };
+    let route_index = id.0 as usize;
+    let route = &snapshot.routes[route_index];
+    let policy = &route.policy;
+    if let (Some(limiter), Some(limit)) = (generation.limiter(route_index), &policy.rate_limit) {
+        let key = limit
+            .key
+            .as_ref()
+            .and_then(|k| request_key_hash(k, req, peer))
+            .unwrap_or(0);
+        if let Err(retry_after) = limiter.take(key, std::time::Instant::now()) {
+            let target = Target::Limited {
+                route: route_index,
+                retry_after,
+            };
+            return (plan, target, req.head_len);
+        }
+    }
+    if let Some((share, status)) = policy.fault_abort
+        && worker.random() < share
     {
-        None => Target::NotFound,
-        Some(id) => {
-            let route = &snapshot.routes[id.0 as usize];
-            match route.action {
-                Action::Proxy(_) | Action::Split(_) => {
-                    let fwd = Forwarded {
-                        client_ip: peer.ip(),
-                        proto: "http",
-                    };
-                    request::write_upstream_head(up_out, req, fwd);
-                    let cluster = generation.cluster_for(id.0 as usize);
-                    let key_hash = cluster
-                        .and_then(|c| snapshot.clusters[c.0 as usize].hash_key.as_ref())
-                        .and_then(|key| request_key_hash(key, req, peer));
-                    Target::Proxy {
-                        route: id.0 as usize,
-                        cluster,
-                        key_hash,
-                    }
-                }
-                Action::Respond(_) => Target::Respond {
-                    route: id.0 as usize,
-                },
+        let target = Target::Abort {
+            route: route_index,
+            status,
+        };
+        return (plan, target, req.head_len);
+    }
+    let target = match &route.action {
+        Action::Proxy(_) | Action::Split(_) => {
+            let fwd = Forwarded {
+                client_ip: peer.ip(),
+                proto: "http",
+            };
+            request::write_upstream_head(up_out, req, fwd, policy);
+            plan.max_body = policy.max_body;
+            let cluster = generation.cluster_for(route_index);
+            let key_hash = cluster
+                .and_then(|c| snapshot.clusters[c.0 as usize].hash_key.as_ref())
+                .and_then(|key| request_key_hash(key, req, peer));
+            let delay = policy
+                .fault_delay
+                .filter(|(share, _)| worker.random() < *share)
+                .map(|(_, d)| d);
+            Target::Proxy {
+                route: route_index,
+                cluster,
+                key_hash,
+                delay,
             }
         }
+        Action::Redirect(r) => {
+            location.clear();
+            location.push_str(&r.to);
+            if r.keep_path {
+                location.push_str(&String::from_utf8_lossy(req.target));
+            }
+            Target::Redirect { route: route_index }
+        }
+        Action::Respond(_) => Target::Respond { route: route_index },
     };
     (plan, target, req.head_len)
 }

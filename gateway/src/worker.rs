@@ -24,8 +24,9 @@ use monoio::net::TcpListener;
 use ringway_balancer::RoundRobin;
 use ringway_config::{Action, ClusterId, Listener, Snapshot};
 
-use crate::cluster::{ClusterState, EndpointStats, HealthTable};
+use crate::cluster::{Breakers, ClusterState, EndpointStats, HealthTable};
 use crate::drain::{Drain, Signal};
+use crate::limit::RateLimiter;
 use crate::metrics::{MetricsReport, WorkerMetrics};
 use crate::pool::Pool;
 use crate::proxy;
@@ -65,25 +66,40 @@ pub struct Generation {
     /// Per route: the smooth weighted round-robin over a split's arms, so
     /// that a 90/10 split is exactly 90/10 over every 100 requests.
     splits: Vec<Option<RefCell<RoundRobin>>>,
+    /// Per route: its rate limit, this worker's share.
+    limiters: Vec<Option<RateLimiter>>,
     /// Listener settings by name.
     listeners: HashMap<String, Rc<Listener>>,
 }
 
 impl Generation {
     fn new(
-        worker: usize,
+        worker: &Worker,
         snapshot: Arc<Snapshot>,
         health: &HealthTable,
         known: &mut HashMap<SocketAddr, Rc<EndpointStats>>,
     ) -> Generation {
         // Each worker draws its own random stream.
-        let seed = worker as u64;
+        let seed = worker.id as u64;
+        let mut breakers = worker.breakers.borrow_mut();
         let clusters = snapshot
             .clusters
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                ClusterState::new(c, known, health.get(i).cloned().unwrap_or_default(), seed)
+                let b = breakers.entry(c.name.clone()).or_default().clone();
+                let healthy = health.get(i).cloned().unwrap_or_default();
+                ClusterState::new(c, known, healthy, seed, worker.workers, b)
+            })
+            .collect();
+        let limiters = snapshot
+            .routes
+            .iter()
+            .map(|r| {
+                r.policy
+                    .rate_limit
+                    .as_ref()
+                    .map(|l| RateLimiter::new(l, worker.workers))
             })
             .collect();
         let splits = snapshot
@@ -106,7 +122,20 @@ impl Generation {
             snapshot,
             clusters,
             splits,
+            limiters,
             listeners,
+        }
+    }
+
+    /// A generation with no per-core state yet, only while a worker is
+    /// being built.
+    fn empty(snapshot: Arc<Snapshot>) -> Generation {
+        Generation {
+            snapshot,
+            clusters: Vec::new(),
+            splits: Vec::new(),
+            limiters: Vec::new(),
+            listeners: HashMap::new(),
         }
     }
 
@@ -124,8 +153,13 @@ impl Generation {
                     .pick(|_| true)?;
                 Some(arms.get(arm.0 as usize)?.cluster)
             }
-            Action::Respond(_) => None,
+            Action::Respond(_) | Action::Redirect(_) => None,
         }
+    }
+
+    /// The rate limiter of `route`, if it has one.
+    pub fn limiter(&self, route: usize) -> Option<&RateLimiter> {
+        self.limiters.get(route)?.as_ref()
     }
 
     /// This worker's state of `cluster`.
@@ -167,24 +201,51 @@ pub struct Worker {
     accepting: RefCell<HashMap<String, Accepting>>,
     /// This worker's counters per endpoint address, kept across reloads.
     endpoints: RefCell<HashMap<SocketAddr, Rc<EndpointStats>>>,
+    /// Circuit-breaker counters per cluster name, kept across reloads.
+    breakers: RefCell<HashMap<String, Rc<Breakers>>>,
+    /// How many workers share the process-wide limits.
+    pub workers: u32,
+    rng: Cell<u64>,
 }
 
 impl Worker {
     /// A worker serving `snapshot`.
-    pub fn new(id: usize, snapshot: Arc<Snapshot>, health: &HealthTable) -> Worker {
-        let mut endpoints = HashMap::new();
-        let generation = Generation::new(id, snapshot, health, &mut endpoints);
-        Worker {
+    pub fn new(
+        id: usize,
+        workers: u32,
+        snapshot: Arc<Snapshot>,
+        health: &HealthTable,
+    ) -> Rc<Worker> {
+        let worker = Rc::new(Worker {
             id,
-            current: RefCell::new(Rc::new(generation)),
+            current: RefCell::new(Rc::new(Generation::empty(snapshot.clone()))),
             pool: Pool::default(),
             drain: Rc::new(Drain::default()),
             metrics: WorkerMetrics::default(),
             active_requests: Cell::new(0),
             active_retries: Cell::new(0),
             accepting: RefCell::new(HashMap::new()),
-            endpoints: RefCell::new(endpoints),
-        }
+            endpoints: RefCell::new(HashMap::new()),
+            breakers: RefCell::new(HashMap::new()),
+            workers,
+            rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32)),
+        });
+        let mut known = HashMap::new();
+        let generation = Generation::new(&worker, snapshot, health, &mut known);
+        *worker.endpoints.borrow_mut() = known;
+        *worker.current.borrow_mut() = Rc::new(generation);
+        worker
+    }
+
+    /// A uniform number in `0.0..1.0` from this worker's own generator
+    /// (xorshift64*), for fault injection.
+    pub fn random(&self) -> f64 {
+        let mut x = self.rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.set(x);
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// A copy of this worker's counters and endpoint states.
@@ -222,7 +283,7 @@ impl Worker {
                 .iter()
                 .any(|c| c.endpoints.iter().any(|e| e.addr == *addr))
         });
-        let next = Generation::new(self.id, snapshot, health, &mut known);
+        let next = Generation::new(self, snapshot, health, &mut known);
         drop(known);
         self.accepting.borrow_mut().retain(|name, accepting| {
             let keep = next

@@ -282,3 +282,61 @@ fn balancers_and_hash_keys_compile_or_say_why_not() {
     assert!(err("{ kind = \"maglev\", colour = 1 }").contains("colour"));
     assert!(err("\"fastest\"").starts_with("t.toml:3:12:"));
 }
+
+#[test]
+fn route_policy_compiles_or_says_why_not() {
+    let s = compile_str(
+        "t.toml",
+        r#"
+[[route]]
+match = { path_prefix = "/a/" }
+cluster = "c"
+rewrite = { path_prefix = "/b/", host = "in" }
+request_headers = { add = { "X-A" = "1" }, remove = ["x-b"] }
+max_body = "64KiB"
+rate_limit = { requests = 10, per = "2s", key = "header:x-api-key" }
+fault = { abort = { percent = 2.5, status = 503 } }
+[cluster.c]
+endpoints = ["127.0.0.1:1"]
+limits = { max_requests = 7 }
+"#,
+    )
+    .unwrap();
+    let p = &s.routes[0].policy;
+    assert_eq!(p.rewrite_prefix, Some(("/a/".into(), "/b/".into())));
+    assert_eq!(
+        p.request_headers.add,
+        vec![("x-a".to_owned(), "1".to_owned())]
+    );
+    assert_eq!(p.max_body, Some(64 * 1024));
+    let rl = p.rate_limit.as_ref().unwrap();
+    assert_eq!(rl.per_second, 5.0);
+    assert_eq!(rl.key, Some(HashKey::Header("x-api-key".into())));
+    assert_eq!(p.fault_abort, Some((0.025, 503)));
+    assert_eq!(s.clusters[0].limits.max_requests, 7);
+
+    let route = |extra: &str| format!("[[route]]\nrespond = {{ status = 200 }}\n{extra}\n");
+    assert!(
+        error_of(&route("rewrite = { path_prefix = \"/x/\" }"))
+            .contains("needs the route to match")
+    );
+    assert!(error_of(&route("max_body = \"12 parsecs\"")).contains("size"));
+    assert!(error_of(&route("rate_limit = { requests = 0 }")).contains("greater than zero"));
+    assert!(
+        error_of(&route("rate_limit = { requests = 1, key = \"path\" }")).contains("client-ip")
+    );
+    assert!(
+        error_of(&route(
+            "fault = { abort = { percent = 120, status = 503 } }"
+        ))
+        .contains("percentage")
+    );
+    assert!(
+        error_of(&route("request_headers = { set = { host = \"x\" } }"))
+            .contains("managed by ringway")
+    );
+    assert!(
+        error_of("[[route]]\nredirect = { to = \"https://x\", status = 200 }\n")
+            .contains("redirect status")
+    );
+}

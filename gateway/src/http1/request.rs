@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::net::IpAddr;
 
+use ringway_config::RoutePolicy;
+
 use super::framing::Framing;
 use super::{has_bare_lf, is_hop_by_hop_here, parse_content_length, trim_ows, write_header};
 
@@ -237,17 +239,45 @@ pub struct Forwarded<'a> {
 /// Writes the request head for the upstream into `out` (cleared first):
 /// the same method, target and headers in their order, less hop-by-hop
 /// headers, with ringway's own framing header and the forwarding headers.
-pub fn write_upstream_head(out: &mut Vec<u8>, req: &Request<'_, '_>, fwd: Forwarded<'_>) {
+pub fn write_upstream_head(
+    out: &mut Vec<u8>,
+    req: &Request<'_, '_>,
+    fwd: Forwarded<'_>,
+    policy: &RoutePolicy,
+) {
     out.clear();
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
-    if req.target.first() == Some(&b'?') {
-        out.push(b'/');
+    match &policy.rewrite_prefix {
+        Some((from, to)) if req.target.starts_with(from.as_bytes()) => {
+            out.extend_from_slice(to.as_bytes());
+            out.extend_from_slice(&req.target[from.len()..]);
+        }
+        _ => {
+            if req.target.first() == Some(&b'?') {
+                out.push(b'/');
+            }
+            out.extend_from_slice(req.target);
+        }
     }
-    out.extend_from_slice(req.target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let rules = &policy.request_headers;
+    let mut wrote_host = false;
     for h in req.headers {
         let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            // In its place, rewritten or not.
+            let value = policy
+                .rewrite_host
+                .as_deref()
+                .map_or(h.value, str::as_bytes);
+            write_header(out, name.as_bytes(), value);
+            wrote_host = true;
+            continue;
+        }
+        if rules.drops(name) {
+            continue;
+        }
         // X-Forwarded-For and Via are lists this hop appends to; they are
         // written once, merged, after the client's other headers.
         let replaced = name.eq_ignore_ascii_case("content-length")
@@ -260,6 +290,19 @@ pub fn write_upstream_head(out: &mut Vec<u8>, req: &Request<'_, '_>, fwd: Forwar
             continue;
         }
         write_header(out, name.as_bytes(), h.value);
+    }
+    if !wrote_host {
+        // An HTTP/1.0 request in absolute form may have none.
+        let host = policy
+            .rewrite_host
+            .as_deref()
+            .map_or(req.host, str::as_bytes);
+        if !host.is_empty() {
+            write_header(out, b"host", host);
+        }
+    }
+    for (name, value) in rules.set.iter().chain(&rules.add) {
+        write_header(out, name.as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     write_list_prefix(out, "x-forwarded-for", req.headers);

@@ -3,6 +3,8 @@
 
 use std::io::Write;
 
+use ringway_config::HeaderRules;
+
 use super::framing::Framing;
 use super::{has_bare_lf, is_hop_by_hop_here, parse_content_length, trim_ows, write_header};
 
@@ -159,6 +161,7 @@ pub fn write_client_head(
     resp: &Response<'_, '_>,
     body: ClientBody,
     close: bool,
+    rules: &HeaderRules,
 ) {
     out.clear();
     let _ = write!(out, "HTTP/1.1 {} ", resp.status);
@@ -177,10 +180,16 @@ pub fn write_client_head(
             }
             continue;
         }
-        if name.eq_ignore_ascii_case("via") || is_hop_by_hop_here(name, resp.headers) {
+        if name.eq_ignore_ascii_case("via")
+            || is_hop_by_hop_here(name, resp.headers)
+            || rules.drops(name)
+        {
             continue;
         }
         write_header(out, name.as_bytes(), h.value);
+    }
+    for (name, value) in rules.set.iter().chain(&rules.add) {
+        write_header(out, name.as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"via: ");
     for h in resp

@@ -8,6 +8,7 @@ mod support;
 
 mod bodies;
 mod errors;
+mod governance;
 mod lifecycle;
 mod observability;
 mod reload;

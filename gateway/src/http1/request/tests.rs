@@ -136,7 +136,7 @@ fn upstream_head(raw: &[u8]) -> String {
         client_ip: "192.0.2.7".parse().unwrap(),
         proto: "http",
     };
-    write_upstream_head(&mut out, &req, fwd);
+    write_upstream_head(&mut out, &req, fwd, &ringway_config::RoutePolicy::default());
     String::from_utf8(out).unwrap()
 }
 

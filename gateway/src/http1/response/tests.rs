@@ -73,7 +73,13 @@ fn client_head_rewrites_framing_and_hop_by_hop() {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let resp = parse(raw, &mut headers, false).unwrap().unwrap();
     let mut out = Vec::new();
-    write_client_head(&mut out, &resp, ClientBody::choose(resp.framing, 1), false);
+    write_client_head(
+        &mut out,
+        &resp,
+        ClientBody::choose(resp.framing, 1),
+        false,
+        &Default::default(),
+    );
     assert_eq!(
         String::from_utf8(out).unwrap(),
         "HTTP/1.1 200 OK\r\nServer: up\r\nX-Z: z\r\nvia: 1.1 ringway\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -86,7 +92,13 @@ fn head_response_keeps_its_length() {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let resp = parse(raw, &mut headers, true).unwrap().unwrap();
     let mut out = Vec::new();
-    write_client_head(&mut out, &resp, ClientBody::choose(resp.framing, 1), false);
+    write_client_head(
+        &mut out,
+        &resp,
+        ClientBody::choose(resp.framing, 1),
+        false,
+        &Default::default(),
+    );
     assert!(
         String::from_utf8(out)
             .unwrap()
