@@ -13,9 +13,10 @@ use toml::Spanned;
 use crate::error::Location;
 use crate::schema::{self, HeaderCondition, SizeValue, WorkersValue};
 use crate::{
-    Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, Error, HashKey,
-    HeaderRules, HealthCheck, IoDriver, Limits, Listener, Outlier, RateLimit, Redirect, Result,
-    RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, WeightedCluster, Workers, duration,
+    AccessLog, Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, Error, HashKey,
+    HeaderRules, HealthCheck, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint, Outlier,
+    RateLimit, Redirect, Result, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, Tracing,
+    WeightedCluster, Workers, duration,
 };
 
 /// The configuration `ringway` runs when given none: one listener on
@@ -134,6 +135,15 @@ impl Cx<'_> {
             .map(|a| self.socket_addr(&a.listen))
             .transpose()?;
         let listeners = self.listeners(&file.listeners)?;
+        let access_log = file
+            .access_log
+            .as_ref()
+            .map(|a| self.access_log(a))
+            .transpose()?;
+        let tracing = match &file.tracing {
+            Some(t) => self.tracing(t)?,
+            None => Tracing::default(),
+        };
         let (clusters, cluster_ids) = self.clusters(&file.clusters)?;
         let (rules, routes) = self.routes(&file.routes, &cluster_ids)?;
         let router = Router::build(rules).map_err(|e| match e {
@@ -155,6 +165,8 @@ impl Cx<'_> {
             source_text: self.text.to_owned(),
             runtime,
             admin,
+            access_log,
+            tracing,
             listeners,
             router,
             routes,
@@ -450,6 +462,61 @@ impl Cx<'_> {
         ringway_balancer::Balancer::build(ringway_balancer::BalancerSpec::new(kind), &probe)
             .map_err(|e| bad(format!("invalid balancer: {e}")))?;
         Ok((kind, key))
+    }
+
+    fn access_log(&self, a: &Spanned<schema::AccessLogSection>) -> Result<AccessLog> {
+        let a = a.get_ref();
+        let path = match a.path.get_ref().as_str() {
+            "stdout" | "-" => None,
+            "" => return Err(self.err(a.path.span(), "expected \"stdout\" or a file path")),
+            p => Some(std::path::PathBuf::from(p)),
+        };
+        let format = match a.format.as_ref().map(|f| (f, f.get_ref().as_str())) {
+            None | Some((_, "json")) => LogFormat::Json,
+            Some((_, "combined")) => LogFormat::Combined,
+            Some((f, other)) => {
+                return Err(self.err(
+                    f.span(),
+                    format!("unknown log format {other:?}; expected \"json\" or \"combined\""),
+                ));
+            }
+        };
+        Ok(AccessLog { path, format })
+    }
+
+    fn tracing(&self, t: &Spanned<schema::TracingSection>) -> Result<Tracing> {
+        let t = t.get_ref();
+        let mut tracing = Tracing::default();
+        if let Some(rate) = &t.sample_rate {
+            if !(0.0..=1.0).contains(rate.get_ref()) {
+                return Err(self.err(rate.span(), "expected a sample rate between 0.0 and 1.0"));
+            }
+            tracing.sample_rate = *rate.get_ref();
+        }
+        if let Some(name) = &t.service_name {
+            tracing.service_name = name.get_ref().clone();
+        }
+        if let Some(url) = &t.otlp_endpoint {
+            let bad = || {
+                self.err(
+                    url.span(),
+                    "expected an OTLP/HTTP URL such as \"http://127.0.0.1:4318/v1/traces\"",
+                )
+            };
+            let rest = url.get_ref().strip_prefix("http://").ok_or_else(bad)?;
+            let (authority, path) = match rest.find('/') {
+                Some(i) => (&rest[..i], &rest[i..]),
+                None => (rest, "/v1/traces"),
+            };
+            let spanned = Spanned::new(url.span(), authority.to_owned());
+            let addr = self.socket_addr(&spanned).map_err(|_| bad())?;
+            tracing.otlp = Some(OtlpEndpoint {
+                authority: authority.to_owned(),
+                addr,
+                path: path.to_owned(),
+            });
+        }
+        Ok(tracing)
     }
 
     fn redirect(&self, r: &Spanned<schema::RedirectSection>) -> Result<Redirect> {

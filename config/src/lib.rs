@@ -27,7 +27,7 @@ pub use error::{Error, Result};
 pub use publish::Published;
 pub use ringway_balancer::BalancerKind;
 pub use snapshot::{
-    Action, Cluster, ClusterId, DirectResponse, Endpoint, HashKey, HeaderRules, HealthCheck,
-    IoDriver, Limits, Listener, Outlier, RateLimit, Redirect, RetryPolicy, Route, RoutePolicy,
-    Runtime, Snapshot, WeightedCluster, Workers,
+    AccessLog, Action, Cluster, ClusterId, DirectResponse, Endpoint, HashKey, HeaderRules,
+    HealthCheck, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint, Outlier, RateLimit, Redirect,
+    RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, Tracing, WeightedCluster, Workers,
 };

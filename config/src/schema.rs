@@ -18,6 +18,10 @@ pub struct File {
     pub runtime: RuntimeSection,
     /// `[admin]`
     pub admin: Option<AdminSection>,
+    /// `[access_log]`
+    pub access_log: Option<Spanned<AccessLogSection>>,
+    /// `[tracing]`
+    pub tracing: Option<Spanned<TracingSection>>,
     /// `[[listener]]`
     #[serde(default, rename = "listener")]
     pub listeners: Vec<Spanned<ListenerSection>>,
@@ -78,6 +82,28 @@ impl<'de> Deserialize<'de> for WorkersValue {
 pub struct AdminSection {
     /// Address of the admin listener.
     pub listen: Spanned<String>,
+}
+
+/// `[access_log]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSection {
+    /// `"stdout"` or a file path.
+    pub path: Spanned<String>,
+    /// `"json"` (default) or `"combined"`.
+    pub format: Option<Spanned<String>>,
+}
+
+/// `[tracing]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSection {
+    /// OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`.
+    pub otlp_endpoint: Option<Spanned<String>>,
+    /// Share of traces started here that are sampled (0.0 to 1.0).
+    pub sample_rate: Option<Spanned<f64>>,
+    /// `service.name` of the exported spans.
+    pub service_name: Option<Spanned<String>>,
 }
 
 /// One `[[listener]]`.

@@ -20,6 +20,10 @@ pub struct Snapshot {
     pub runtime: Runtime,
     /// Admin listener address, if any.
     pub admin: Option<SocketAddr>,
+    /// Access log, if any.
+    pub access_log: Option<AccessLog>,
+    /// Trace propagation and export.
+    pub tracing: Tracing,
     /// The listeners, in file order.
     pub listeners: Vec<Listener>,
     /// The compiled matcher; its `RouteId`s index [`Snapshot::routes`].
@@ -28,6 +32,56 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     /// The clusters, sorted by name; [`ClusterId`] indexes them.
     pub clusters: Vec<Cluster>,
+}
+
+/// Where and how requests are logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    /// A file, or `None` for standard output.
+    pub path: Option<std::path::PathBuf>,
+    /// Line format.
+    pub format: LogFormat,
+}
+
+/// An access log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Apache/nginx "combined".
+    Combined,
+}
+
+/// W3C trace context handling and OTLP export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// OTLP/HTTP endpoint (`host:port` and path), if spans are exported.
+    pub otlp: Option<OtlpEndpoint>,
+    /// Share of traces started here that are sampled.
+    pub sample_rate: f64,
+    /// `service.name` of exported spans.
+    pub service_name: String,
+}
+
+impl Default for Tracing {
+    fn default() -> Tracing {
+        Tracing {
+            otlp: None,
+            sample_rate: 0.01,
+            service_name: "ringway".to_owned(),
+        }
+    }
+}
+
+/// Where spans are posted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint {
+    /// `host:port`.
+    pub authority: String,
+    /// The resolved address.
+    pub addr: SocketAddr,
+    /// The path, e.g. `/v1/traces`.
+    pub path: String,
 }
 
 /// `[runtime]`, compiled.

@@ -24,6 +24,8 @@ pub enum Event {
     /// Stop accepting and finish in-flight requests, but keep the process
     /// (and its admin listener) up.
     Drain,
+    /// Reopen the access log (SIGUSR1, after rotation).
+    ReopenLogs,
     /// Drain and stop.
     Shutdown,
 }
@@ -146,6 +148,7 @@ impl Supervisor {
                     eprintln!("ringway: draining on request; not accepting any more");
                     self.gateway.shutdown();
                 }
+                Event::ReopenLogs => self.gateway.reopen_logs(),
                 Event::Shutdown => break,
             }
         }

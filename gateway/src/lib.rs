@@ -11,6 +11,7 @@
 //! This crate depends on `ringway-config`, `ringway-router` and
 //! `ringway-balancer`, never the other way round.
 
+pub mod access_log;
 pub mod admin;
 pub mod buffer;
 pub mod cluster;
@@ -23,6 +24,7 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod runtime;
+pub mod trace;
 pub mod watch;
 pub mod worker;
 
@@ -85,6 +87,56 @@ pub struct Gateway {
     driver: DriverInfo,
     published: Arc<Published>,
     health: health::HealthChecker,
+    telemetry: Telemetry,
+}
+
+/// The access log writer and span exporter in use, with the settings they
+/// were started for, so that a reload restarts them only when those change.
+#[derive(Debug, Default)]
+struct Telemetry {
+    log: Option<(ringway_config::AccessLog, access_log::LogSink)>,
+    spans: Option<(ringway_config::OtlpEndpoint, String, trace::SpanSink)>,
+}
+
+impl Telemetry {
+    /// Sinks for `snapshot`, starting writers whose settings changed.
+    fn sinks_for(&mut self, snapshot: &Snapshot) -> worker::Sinks {
+        match &snapshot.access_log {
+            None => self.log = None,
+            Some(config) if self.log.as_ref().is_some_and(|(c, _)| c == config) => {}
+            Some(config) => match access_log::spawn_writer(config) {
+                Ok(sink) => self.log = Some((config.clone(), sink)),
+                Err(e) => {
+                    eprintln!("ringway: cannot open the access log: {e}");
+                    self.log = None;
+                }
+            },
+        }
+        let tracing = &snapshot.tracing;
+        match &tracing.otlp {
+            None => self.spans = None,
+            Some(endpoint)
+                if self
+                    .spans
+                    .as_ref()
+                    .is_some_and(|(e, n, _)| e == endpoint && *n == tracing.service_name) => {}
+            Some(endpoint) => {
+                match trace::spawn_exporter(endpoint.clone(), tracing.service_name.clone()) {
+                    Ok(sink) => {
+                        self.spans = Some((endpoint.clone(), tracing.service_name.clone(), sink))
+                    }
+                    Err(e) => {
+                        eprintln!("ringway: cannot start the OTLP exporter: {e}");
+                        self.spans = None;
+                    }
+                }
+            }
+        }
+        worker::Sinks {
+            log: self.log.as_ref().map(|(_, s)| s.clone()),
+            spans: self.spans.as_ref().map(|(_, _, s)| s.clone()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -110,6 +162,8 @@ impl Gateway {
         let snapshot = published.load();
         let mut checker = health::HealthChecker::default();
         let table = checker.update(&snapshot);
+        let mut telemetry = Telemetry::default();
+        let sinks = telemetry.sinks_for(&snapshot);
 
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
         let mut sockets: Vec<Vec<(String, std::net::TcpListener)>> =
@@ -124,6 +178,7 @@ impl Gateway {
             let (commands, command_rx) = futures_channel::mpsc::unbounded();
             let snapshot = snapshot.clone();
             let table = table.clone();
+            let sinks = sinks.clone();
             let ready = ready_tx.clone();
             let cpu = cpus.get(id % cpus.len().max(1)).copied();
             let thread = std::thread::Builder::new()
@@ -136,7 +191,7 @@ impl Gateway {
                         let _ = ready.send((id, r));
                     };
                     runtime::run(io, on_ready, move || {
-                        let worker = worker::Worker::new(id, count as u32, snapshot, &table);
+                        let worker = worker::Worker::new(id, count as u32, snapshot, &table, sinks);
                         worker::run(worker, worker_sockets, command_rx)
                     });
                 })
@@ -160,6 +215,7 @@ impl Gateway {
             },
             published,
             health: checker,
+            telemetry,
         };
         for _ in 0..count {
             match ready_rx.recv() {
@@ -202,12 +258,14 @@ impl Gateway {
 
         let stored = self.published.store(next);
         let table = self.health.update(&stored);
+        let sinks = self.telemetry.sinks_for(&stored);
         let (done, acks) = std::sync::mpsc::channel();
         let mut expected = 0;
         for (w, worker_sockets) in self.workers.iter().zip(sockets) {
             let command = Command::Reload {
                 snapshot: stored.clone(),
                 health: table.clone(),
+                sinks: sinks.clone(),
                 sockets: worker_sockets,
                 done: done.clone(),
             };
@@ -238,6 +296,13 @@ impl Gateway {
     /// A handle the admin thread can scrape the workers with.
     pub fn scraper(&self) -> Vec<UnboundedSender<Command>> {
         self.workers.iter().map(|w| w.commands.clone()).collect()
+    }
+
+    /// Reopens the access log file (after rotation moved it away).
+    pub fn reopen_logs(&self) {
+        if let Some((_, sink)) = &self.telemetry.log {
+            sink.reopen();
+        }
     }
 
     /// The snapshot being served, for readers off the request path.

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ringway::Options;
 use ringway::control::{Cause, Event, Supervisor};
 use ringway_config::{DEFAULT_CONFIG, IoDriver, compile_str, load_file};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 /// ringway: an edge gateway and mesh proxy, thread-per-core on io_uring.
@@ -83,8 +83,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
     };
     // Signals are taken before the workers start, so that none is missed.
-    let mut signals =
-        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install signal handlers")?;
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context("cannot install signal handlers")?;
     let options = Options {
         workers: cli.workers,
         io: cli.io.map(|io| match io {
@@ -115,6 +115,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                         cause: Cause::Signal,
                         reply: None,
                     }
+                } else if signal == SIGUSR1 {
+                    Event::ReopenLogs
                 } else {
                     eprintln!("ringway: signal {signal}: draining");
                     Event::Shutdown

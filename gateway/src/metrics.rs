@@ -119,8 +119,10 @@ pub struct WorkerMetrics {
     pub rate_limited: Cell<u64>,
     /// Requests refused by a circuit breaker.
     pub overflowed: Cell<u64>,
-    /// Access log lines dropped because the writer fell behind.
+    /// Access log batches dropped because the writer fell behind.
     pub log_dropped: Cell<u64>,
+    /// Spans dropped because the exporter fell behind.
+    pub spans_dropped: Cell<u64>,
     series: RefCell<HashMap<String, (SeriesLabels, Rc<Series>)>>,
 }
 
@@ -148,6 +150,7 @@ impl WorkerMetrics {
             rate_limited: self.rate_limited.get(),
             overflowed: self.overflowed.get(),
             log_dropped: self.log_dropped.get(),
+            spans_dropped: self.spans_dropped.get(),
             series: self
                 .series
                 .borrow()
@@ -204,8 +207,10 @@ pub struct MetricsReport {
     pub rate_limited: u64,
     /// Circuit-breaker refusals.
     pub overflowed: u64,
-    /// Dropped access log lines.
+    /// Dropped access log batches.
     pub log_dropped: u64,
+    /// Dropped spans.
+    pub spans_dropped: u64,
     /// Upstream connections opened.
     pub upstream_opened: u64,
     /// Upstream connections reused from the pool.
@@ -297,8 +302,15 @@ pub fn render(reports: &[MetricsReport], control: &ControlValues) -> String {
         &mut out,
         "ringway_access_log_dropped_total",
         "counter",
-        "Access log lines dropped because the writer fell behind.",
+        "Access log batches dropped because the writer fell behind.",
         sum(|r| r.log_dropped),
+    );
+    scalar(
+        &mut out,
+        "ringway_spans_dropped_total",
+        "counter",
+        "Spans dropped because the exporter fell behind.",
+        sum(|r| r.spans_dropped),
     );
     scalar(
         &mut out,

@@ -16,6 +16,7 @@ use monoio::time::{Instant, timeout, timeout_at};
 use ringway_balancer::{EndpointId, hash_key};
 use ringway_config::{Action, Cluster, ClusterId, HashKey, HeaderRules, Listener};
 
+use crate::access_log;
 use crate::buffer::{BUF_SIZE, ReadBuf, write_all};
 use crate::cluster::{Active, ClusterState, Overflow, Tally};
 use crate::http1::framing::{BodyReader, Framing, FramingError, chunk_header};
@@ -23,6 +24,7 @@ use crate::http1::request::{self, Forwarded};
 use crate::http1::response::{self, ClientBody};
 use crate::metrics::SeriesLabels;
 use crate::pool::UpstreamConn;
+use crate::trace::{self, SpanRecord, TraceContext};
 use crate::worker::{Generation, Worker};
 
 /// Largest upstream response head accepted.
@@ -75,6 +77,7 @@ pub async fn serve(
         log: RequestLog::new(),
         key: String::with_capacity(64),
         location: String::new(),
+        text: RequestText::new(),
     };
     let metrics = &session.worker.metrics;
     metrics
@@ -269,6 +272,87 @@ struct Session {
     key: String,
     /// Reused buffer for a redirect's location.
     location: String,
+    /// The request's text and ids, for the upstream, the log and the span.
+    text: RequestText,
+}
+
+/// What a request said and which ids it carries, copied out of the read
+/// buffer (into buffers reused from request to request) because the log
+/// line and the span are written after the buffer has moved on.
+#[derive(Debug)]
+struct RequestText {
+    method: String,
+    host: String,
+    target: String,
+    request_id: String,
+    /// ringway made the request id up (the client sent none).
+    generated_id: bool,
+    trace: Option<TraceContext>,
+    traceparent: Vec<u8>,
+    wall_start: std::time::SystemTime,
+}
+
+impl RequestText {
+    fn new() -> RequestText {
+        RequestText {
+            method: String::new(),
+            host: String::new(),
+            target: String::new(),
+            request_id: String::new(),
+            generated_id: false,
+            trace: None,
+            traceparent: Vec::with_capacity(55),
+            wall_start: std::time::SystemTime::now(),
+        }
+    }
+
+    /// Copies what the log and span need from `req`, and settles its
+    /// request id and trace context.
+    fn capture(&mut self, worker: &Worker, sample_rate: f64, req: &request::Request<'_, '_>) {
+        self.method.clear();
+        self.method.push_str(req.method);
+        self.host.clear();
+        self.host.push_str(&String::from_utf8_lossy(req.host));
+        self.target.clear();
+        self.target.push_str(&String::from_utf8_lossy(req.target));
+        let header = |name: &str| {
+            req.headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+        };
+        self.request_id.clear();
+        match header("x-request-id").map(|h| h.value.trim_ascii()) {
+            Some(id)
+                if !id.is_empty() && id.len() <= 128 && id.iter().all(u8::is_ascii_graphic) =>
+            {
+                self.request_id.push_str(&String::from_utf8_lossy(id));
+                self.generated_id = false;
+            }
+            _ => {
+                let mut id = Vec::with_capacity(32);
+                trace::hex(&worker.random_u64().to_be_bytes(), &mut id);
+                trace::hex(&worker.random_u64().to_be_bytes(), &mut id);
+                self.request_id.push_str(&String::from_utf8_lossy(&id));
+                self.generated_id = true;
+            }
+        }
+        let span_id = worker.random_u64().to_be_bytes();
+        let incoming = header("traceparent").and_then(|h| TraceContext::parse(h.value, span_id));
+        let context = incoming.unwrap_or_else(|| {
+            let mut trace_id = [0u8; 16];
+            trace_id[..8].copy_from_slice(&worker.random_u64().to_be_bytes());
+            trace_id[8..].copy_from_slice(&worker.random_u64().to_be_bytes());
+            TraceContext {
+                trace_id,
+                parent: None,
+                span_id,
+                sampled: worker.random() < sample_rate,
+            }
+        });
+        self.traceparent.clear();
+        context.write_traceparent(&mut self.traceparent);
+        self.trace = Some(context);
+    }
 }
 
 /// What one request did, filled in as it is served.
@@ -286,6 +370,8 @@ struct RequestLog {
     body_in: u64,
     bytes_out: u64,
     upstream_micros: Option<u64>,
+    /// The endpoint tried last.
+    upstream: Option<SocketAddr>,
 }
 
 impl RequestLog {
@@ -300,6 +386,7 @@ impl RequestLog {
             body_in: 0,
             bytes_out: 0,
             upstream_micros: None,
+            upstream: None,
         }
     }
 }
@@ -334,6 +421,12 @@ impl Session {
         // The request runs to its end on the generation it starts on.
         let generation = self.worker.current();
         self.log = RequestLog::new();
+        self.text.wall_start = std::time::SystemTime::now();
+        self.text.trace = None;
+        self.text.method.clear();
+        self.text.target.clear();
+        self.text.host.clear();
+        self.text.request_id.clear();
         let next = self.serve_request(&generation).await;
         if self.log.seen {
             self.record(&generation);
@@ -375,6 +468,49 @@ impl Session {
         if let Some(upstream) = self.log.upstream_micros {
             series.upstream.observe(upstream);
         }
+        if let Some(log) = &generation.sinks.log {
+            let entry = access_log::Entry {
+                time: self.text.wall_start,
+                client: self.peer,
+                method: &self.text.method,
+                host: &self.text.host,
+                target: &self.text.target,
+                status: self.log.status,
+                bytes_in: self.log.bytes_in,
+                bytes_out: self.log.bytes_out,
+                upstream: self.log.upstream,
+                upstream_micros: self.log.upstream_micros,
+                duration_micros: micros,
+                request_id: &self.text.request_id,
+                trace_id: self.text.trace.map(|t| t.trace_id),
+            };
+            let mut buf = self.worker.log_buf.borrow_mut();
+            access_log::write_line(&mut buf, log.format, &entry);
+        }
+        if let (Some(_), Some(context)) = (&generation.sinks.spans, self.text.trace)
+            && context.sampled
+        {
+            let start = self
+                .text
+                .wall_start
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            self.worker.span_buf.borrow_mut().push(SpanRecord {
+                context,
+                name: if route.is_empty() {
+                    "ringway".to_owned()
+                } else {
+                    route.to_owned()
+                },
+                start_unix_nanos: start,
+                end_unix_nanos: start + micros * 1000,
+                method: self.text.method.clone(),
+                target: self.text.target.clone(),
+                status: self.log.status,
+                upstream: self.log.upstream,
+            });
+        }
+        self.worker.flush(false);
     }
 
     /// Writes `self.out` to the client, counting it.
@@ -396,12 +532,15 @@ impl Session {
                     return self.refuse(431, "request head too large").await;
                 }
                 Ok(Some(req)) => {
+                    let sample_rate = generation.snapshot.tracing.sample_rate;
+                    self.text.capture(&self.worker, sample_rate, &req);
                     break plan_request(
                         &self.worker,
                         generation,
                         self.peer,
                         &mut self.up_out,
                         &mut self.location,
+                        &self.text,
                         &req,
                     );
                 }
@@ -689,6 +828,7 @@ impl Session {
             tried[tries] = endpoint;
             tries += 1;
             let addr = cluster.endpoints[endpoint.0 as usize].addr;
+            self.log.upstream = Some(addr);
             let left = route.timeout.saturating_sub(started.elapsed());
             if left.is_zero() {
                 last = Failure::Timeout;
@@ -1100,6 +1240,7 @@ fn plan_request(
     peer: SocketAddr,
     up_out: &mut Vec<u8>,
     location: &mut String,
+    text: &RequestText,
     req: &request::Request<'_, '_>,
 ) -> (Plan, Target, usize) {
     let mut plan = Plan {
@@ -1153,6 +1294,8 @@ fn plan_request(
             let fwd = Forwarded {
                 client_ip: peer.ip(),
                 proto: "http",
+                request_id: text.generated_id.then_some(text.request_id.as_bytes()),
+                traceparent: &text.traceparent,
             };
             request::write_upstream_head(up_out, req, fwd, policy);
             plan.max_body = policy.max_body;

@@ -24,15 +24,23 @@ use monoio::net::TcpListener;
 use ringway_balancer::RoundRobin;
 use ringway_config::{Action, ClusterId, Listener, Snapshot};
 
+use crate::access_log::LogSink;
 use crate::cluster::{Breakers, ClusterState, EndpointStats, HealthTable};
 use crate::drain::{Drain, Signal};
 use crate::limit::RateLimiter;
 use crate::metrics::{MetricsReport, WorkerMetrics};
 use crate::pool::Pool;
 use crate::proxy;
+use crate::trace::{SpanRecord, SpanSink};
 
 /// How often a worker drops expired idle upstream connections.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a worker hands its log lines and spans over, at the latest.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// Log bytes buffered before a batch is handed over early.
+const LOG_FLUSH_BYTES: usize = 32 * 1024;
+/// Spans buffered before a batch is handed over early.
+const SPAN_FLUSH: usize = 128;
 
 /// What the control thread tells a worker.
 #[derive(Debug)]
@@ -45,6 +53,8 @@ pub enum Command {
         snapshot: Arc<Snapshot>,
         /// Its endpoints' health.
         health: Arc<HealthTable>,
+        /// Where its access log lines and spans go.
+        sinks: Sinks,
         /// Sockets for new listeners, by listener name.
         sockets: Vec<(String, std::net::TcpListener)>,
         /// Acknowledgement.
@@ -70,6 +80,17 @@ pub struct Generation {
     limiters: Vec<Option<RateLimiter>>,
     /// Listener settings by name.
     listeners: HashMap<String, Rc<Listener>>,
+    /// Access log and span export.
+    pub sinks: Sinks,
+}
+
+/// Where a generation's telemetry goes.
+#[derive(Debug, Clone, Default)]
+pub struct Sinks {
+    /// The access log writer, if logging.
+    pub log: Option<LogSink>,
+    /// The span exporter, if exporting.
+    pub spans: Option<SpanSink>,
 }
 
 impl Generation {
@@ -77,6 +98,7 @@ impl Generation {
         worker: &Worker,
         snapshot: Arc<Snapshot>,
         health: &HealthTable,
+        sinks: Sinks,
         known: &mut HashMap<SocketAddr, Rc<EndpointStats>>,
     ) -> Generation {
         // Each worker draws its own random stream.
@@ -124,6 +146,7 @@ impl Generation {
             splits,
             limiters,
             listeners,
+            sinks,
         }
     }
 
@@ -136,6 +159,7 @@ impl Generation {
             splits: Vec::new(),
             limiters: Vec::new(),
             listeners: HashMap::new(),
+            sinks: Sinks::default(),
         }
     }
 
@@ -206,6 +230,10 @@ pub struct Worker {
     /// How many workers share the process-wide limits.
     pub workers: u32,
     rng: Cell<u64>,
+    /// Access log lines not yet handed to the writer.
+    pub log_buf: RefCell<Vec<u8>>,
+    /// Sampled spans not yet handed to the exporter.
+    pub span_buf: RefCell<Vec<SpanRecord>>,
 }
 
 impl Worker {
@@ -215,6 +243,7 @@ impl Worker {
         workers: u32,
         snapshot: Arc<Snapshot>,
         health: &HealthTable,
+        sinks: Sinks,
     ) -> Rc<Worker> {
         let worker = Rc::new(Worker {
             id,
@@ -228,24 +257,59 @@ impl Worker {
             endpoints: RefCell::new(HashMap::new()),
             breakers: RefCell::new(HashMap::new()),
             workers,
-            rng: Cell::new(0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 32)),
+            rng: Cell::new(seed(id)),
+            log_buf: RefCell::new(Vec::with_capacity(LOG_FLUSH_BYTES)),
+            span_buf: RefCell::new(Vec::new()),
         });
         let mut known = HashMap::new();
-        let generation = Generation::new(&worker, snapshot, health, &mut known);
+        let generation = Generation::new(&worker, snapshot, health, sinks, &mut known);
         *worker.endpoints.borrow_mut() = known;
         *worker.current.borrow_mut() = Rc::new(generation);
         worker
     }
 
-    /// A uniform number in `0.0..1.0` from this worker's own generator
-    /// (xorshift64*), for fault injection.
-    pub fn random(&self) -> f64 {
+    /// A random 64-bit number from this worker's generator, for ids.
+    pub fn random_u64(&self) -> u64 {
         let mut x = self.rng.get();
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
         self.rng.set(x);
-        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Hands buffered log lines and spans to their writers: when `force`,
+    /// whatever is there; otherwise only full batches.
+    pub fn flush(&self, force: bool) {
+        let current = self.current();
+        let sinks = &current.sinks;
+        let mut lines = self.log_buf.borrow_mut();
+        if !lines.is_empty() && (force || lines.len() >= LOG_FLUSH_BYTES) {
+            let batch = std::mem::replace(&mut *lines, Vec::with_capacity(LOG_FLUSH_BYTES));
+            if let Some(log) = &sinks.log
+                && !log.send(batch)
+            {
+                self.metrics
+                    .log_dropped
+                    .set(self.metrics.log_dropped.get() + 1);
+            }
+        }
+        let mut spans = self.span_buf.borrow_mut();
+        if !spans.is_empty() && (force || spans.len() >= SPAN_FLUSH) {
+            let batch = std::mem::take(&mut *spans);
+            if let Some(exporter) = &sinks.spans {
+                let lost = exporter.send(batch);
+                self.metrics
+                    .spans_dropped
+                    .set(self.metrics.spans_dropped.get() + lost as u64);
+            }
+        }
+    }
+
+    /// A uniform number in `0.0..1.0` from this worker's own generator
+    /// (xorshift64*), for fault injection.
+    pub fn random(&self) -> f64 {
+        (self.random_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// A copy of this worker's counters and endpoint states.
@@ -272,8 +336,11 @@ impl Worker {
         self: &Rc<Self>,
         snapshot: Arc<Snapshot>,
         health: &HealthTable,
+        sinks: Sinks,
         sockets: Vec<(String, std::net::TcpListener)>,
     ) {
+        // What the old generation logged goes to its own writer.
+        self.flush(true);
         // Counters of endpoints that left every cluster are forgotten;
         // requests still running on the old generation hold their own.
         let mut known = self.endpoints.borrow_mut();
@@ -283,7 +350,7 @@ impl Worker {
                 .iter()
                 .any(|c| c.endpoints.iter().any(|e| e.addr == *addr))
         });
-        let next = Generation::new(self, snapshot, health, &mut known);
+        let next = Generation::new(self, snapshot, health, sinks, &mut known);
         drop(known);
         self.accepting.borrow_mut().retain(|name, accepting| {
             let keep = next
@@ -334,15 +401,17 @@ pub async fn run(
 ) {
     worker.open(sockets);
     monoio::spawn(sweep_loop(worker.clone()));
+    monoio::spawn(flush_loop(worker.clone()));
     loop {
         match poll_fn(|cx| Pin::new(&mut commands).poll_next(cx)).await {
             Some(Command::Reload {
                 snapshot,
                 health,
+                sinks,
                 sockets,
                 done,
             }) => {
-                worker.apply(snapshot, &health, sockets);
+                worker.apply(snapshot, &health, sinks, sockets);
                 let _ = done.send(worker.id);
             }
             Some(Command::Scrape(reply)) => {
@@ -364,6 +433,7 @@ pub async fn run(
             worker.drain.in_flight()
         );
     }
+    worker.flush(true);
 }
 
 async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, stop: Rc<Signal>) {
@@ -387,6 +457,21 @@ async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, st
         }
     }
     // Dropping the listener closes it: new connections are refused.
+}
+
+async fn flush_loop(worker: Rc<Worker>) {
+    while !worker.drain.is_draining() {
+        monoio::time::sleep(FLUSH_INTERVAL).await;
+        worker.flush(true);
+    }
+}
+
+/// A distinct starting state for each worker's generator.
+fn seed(id: usize) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (nanos ^ 0x9e37_79b9_7f4a_7c15 ^ ((id as u64 + 1) << 40)) | 1
 }
 
 async fn sweep_loop(worker: Rc<Worker>) {

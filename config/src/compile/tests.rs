@@ -340,3 +340,30 @@ limits = { max_requests = 7 }
             .contains("redirect status")
     );
 }
+
+#[test]
+fn access_log_and_tracing_compile_or_say_why_not() {
+    let s = compile_str(
+        "t.toml",
+        "[access_log]\npath = \"/var/log/ringway/access.log\"\nformat = \"combined\"\n[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\nsample_rate = 0.25\n",
+    )
+    .unwrap();
+    let log = s.access_log.unwrap();
+    assert_eq!(log.format, crate::LogFormat::Combined);
+    assert_eq!(
+        log.path.unwrap().to_str(),
+        Some("/var/log/ringway/access.log")
+    );
+    let otlp = s.tracing.otlp.unwrap();
+    assert_eq!(otlp.path, "/v1/traces");
+    assert_eq!(otlp.addr, "127.0.0.1:4318".parse().unwrap());
+    assert_eq!(s.tracing.sample_rate, 0.25);
+    assert!(compile_str("t.toml", "").unwrap().access_log.is_none());
+
+    assert!(
+        error_of("[access_log]\npath = \"stdout\"\nformat = \"xml\"\n")
+            .contains("unknown log format")
+    );
+    assert!(error_of("[tracing]\notlp_endpoint = \"https://x:4318\"\n").contains("OTLP/HTTP URL"));
+    assert!(error_of("[tracing]\nsample_rate = 2.0\n").contains("sample rate"));
+}

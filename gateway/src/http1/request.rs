@@ -234,6 +234,12 @@ pub struct Forwarded<'a> {
     pub client_ip: IpAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'a str,
+    /// A request id ringway generated, to add as `x-request-id` (the
+    /// client's own, if any, passes through in place).
+    pub request_id: Option<&'a [u8]>,
+    /// The `traceparent` that makes ringway's span the upstream's parent;
+    /// replaces the client's. Empty: none.
+    pub traceparent: &'a [u8],
 }
 
 /// Writes the request head for the upstream into `out` (cleared first):
@@ -285,7 +291,8 @@ pub fn write_upstream_head(
             || name.eq_ignore_ascii_case("x-forwarded-for")
             || name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-host")
-            || name.eq_ignore_ascii_case("via");
+            || name.eq_ignore_ascii_case("via")
+            || (!fwd.traceparent.is_empty() && name.eq_ignore_ascii_case("traceparent"));
         if replaced || is_hop_by_hop_here(name, req.headers) {
             continue;
         }
@@ -303,6 +310,12 @@ pub fn write_upstream_head(
     }
     for (name, value) in rules.set.iter().chain(&rules.add) {
         write_header(out, name.as_bytes(), value.as_bytes());
+    }
+    if !fwd.traceparent.is_empty() {
+        write_header(out, b"traceparent", fwd.traceparent);
+    }
+    if let Some(id) = fwd.request_id {
+        write_header(out, b"x-request-id", id);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     write_list_prefix(out, "x-forwarded-for", req.headers);

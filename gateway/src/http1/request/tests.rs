@@ -135,6 +135,8 @@ fn upstream_head(raw: &[u8]) -> String {
     let fwd = Forwarded {
         client_ip: "192.0.2.7".parse().unwrap(),
         proto: "http",
+        request_id: None,
+        traceparent: b"",
     };
     write_upstream_head(&mut out, &req, fwd, &ringway_config::RoutePolicy::default());
     String::from_utf8(out).unwrap()
