@@ -142,3 +142,66 @@ fn clusters_ready_and_drain() {
     gw.signal(libc::SIGTERM);
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// A real Prometheus server (Debian's package) scrapes the admin listener.
+#[test]
+fn a_real_prometheus_scrapes_the_metrics() {
+    let up = Upstream::start("app");
+    let toml = format!(
+        "{ADMIN}{EDGE}[[route]]\nname = \"api\"\ncluster = \"app\"\n{}",
+        cluster("app", &[up.addr])
+    );
+    let gw = Binary::start(&toml, &["--workers", "2"]);
+    for i in 0..10 {
+        assert_eq!(get(gw.addr, "a", &format!("/p/{i}")).status, 200);
+    }
+    let dir = TempDir::new();
+    let config = dir.path.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: ringway\n    static_configs:\n      - targets: ['{}']\n",
+            gw.admin.unwrap()
+        ),
+    )
+    .unwrap();
+    let web = closed_port();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus is installed (apt-get install prometheus)");
+    let query = |q: &str| -> Option<f64> {
+        let mut c = std::net::TcpStream::connect(web).ok()?;
+        c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let path = format!(
+            "/api/v1/query?query={}",
+            q.replace(' ', "%20")
+                .replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace('"', "%22")
+                .replace('=', "%3D")
+        );
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .ok()?;
+        let resp = read_response(&mut std::io::BufReader::new(c), false).ok()?;
+        let json: serde_json::Value = serde_json::from_slice(&resp.body).ok()?;
+        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let scraped = wait_until(Duration::from_secs(30), || {
+        query("sum(ringway_requests_total{job=\"ringway\",code=\"2xx\"})") == Some(10.0)
+    });
+    let up_value = query("up{job=\"ringway\"}");
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(scraped, "Prometheus never saw the 10 requests");
+    assert_eq!(up_value, Some(1.0));
+}
