@@ -6,7 +6,7 @@
 # (a socket that reads and answers 200) on core 1. Everything on
 # 127.0.0.1; every process started here is stopped here by PID.
 #
-# Usage: benches/telemetry/overhead.sh [reps] [seconds]
+# Usage: [SAMPLE_RATE=0.01] benches/telemetry/overhead.sh [reps] [seconds]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 reps=${1:-5}
@@ -44,7 +44,7 @@ echo "$base" > "$work/off.toml"
   echo "path = \"$work/access.log\""
   echo "[tracing]"
   echo "otlp_endpoint = \"http://127.0.0.1:18995/v1/traces\""
-  echo "sample_rate = 1.0"
+  echo "sample_rate = ${SAMPLE_RATE:-1.0}"
   echo "$base"
 } > "$work/on.toml"
 
