@@ -12,6 +12,9 @@ mod governance;
 mod lifecycle;
 mod observability;
 mod reload;
+mod ringload;
 mod routing;
 mod telemetry;
+
 mod traffic;
+mod under_load;
