@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ringway_router::{HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, RouteRule, Router};
@@ -18,6 +19,7 @@ use crate::{
     RateLimit, Redirect, Result, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, Tracing,
     WeightedCluster, Workers, duration,
 };
+use crate::{ClientAuth, Tls, TlsCertificate, TlsVersion, tls};
 
 /// The configuration `ringway` runs when given none: one listener on
 /// 127.0.0.1:8080 that answers every request directly and says how to go on.
@@ -53,12 +55,20 @@ pub fn load_file(path: &Path) -> Result<Snapshot> {
         file: path.to_owned(),
         source,
     })?;
-    compile_str(&path.display().to_string(), &text)
+    // Files a listener's `tls` names are relative to the config's folder.
+    let dir = path.parent().unwrap_or(Path::new(""));
+    compile_in(&path.display().to_string(), &text, dir)
 }
 
 /// Compiles configuration text; `name` is used in error locations.
+/// Files named in it (TLS certificates) are relative to the working
+/// directory.
 pub fn compile_str(name: &str, text: &str) -> Result<Snapshot> {
-    let cx = Cx { name, text };
+    compile_in(name, text, Path::new(""))
+}
+
+fn compile_in(name: &str, text: &str, dir: &Path) -> Result<Snapshot> {
+    let cx = Cx { name, text, dir };
     let file: schema::File = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         Error::Invalid {
@@ -73,6 +83,8 @@ pub fn compile_str(name: &str, text: &str) -> Result<Snapshot> {
 struct Cx<'a> {
     name: &'a str,
     text: &'a str,
+    /// Where relative file names start.
+    dir: &'a Path,
 }
 
 impl Cx<'_> {
@@ -235,9 +247,138 @@ impl Cx<'_> {
                     DEFAULT_MAX_HEADER_BYTES,
                     "a size in bytes",
                 )?,
+                tls: l.tls.as_ref().map(|t| self.tls(t)).transpose()?,
             });
         }
         Ok(out)
+    }
+
+    /// Reads a file named at `value`, relative to the config's folder.
+    fn read(&self, value: &Spanned<String>) -> Result<Vec<u8>> {
+        let path = self.dir.join(value.get_ref());
+        std::fs::read(&path)
+            .map_err(|e| self.err(value.span(), format!("cannot read {}: {e}", path.display())))
+    }
+
+    /// One certificate chain and its key, read and checked.
+    fn certificate(
+        &self,
+        cert: &Spanned<String>,
+        key: &Spanned<String>,
+        now: i64,
+    ) -> Result<TlsCertificate> {
+        let chain = tls::parse_certs(&self.read(cert)?).map_err(|m| self.err(cert.span(), m))?;
+        let names = tls::leaf_names(&chain[0], now).map_err(|m| self.err(cert.span(), m))?;
+        let der = tls::parse_key(&self.read(key)?).map_err(|m| self.err(key.span(), m))?;
+        let key = tls::certified_key(chain, der).map_err(|m| self.err(key.span(), m))?;
+        Ok(TlsCertificate {
+            names,
+            key: Arc::new(key),
+        })
+    }
+
+    fn tls(&self, section: &Spanned<schema::TlsSection>) -> Result<Tls> {
+        let t = section.get_ref();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut certificates = Vec::new();
+        match (&t.cert, &t.key) {
+            (Some(cert), Some(key)) => certificates.push(self.certificate(cert, key, now)?),
+            (Some(cert), None) => {
+                return Err(self.err(cert.span(), "`cert` needs its `key` beside it"));
+            }
+            (None, Some(key)) => {
+                return Err(self.err(key.span(), "`key` needs its `cert` beside it"));
+            }
+            (None, None) => {}
+        }
+        for c in t.certificates.iter().flat_map(|c| c.get_ref()) {
+            let c = c.get_ref();
+            certificates.push(self.certificate(&c.cert, &c.key, now)?);
+        }
+        if certificates.is_empty() {
+            return Err(self.err(
+                section.span(),
+                "expected a certificate: `cert` and `key`, or `certificates = [{ cert, key }]`",
+            ));
+        }
+        let alpn = match &t.alpn {
+            None => vec![b"http/1.1".to_vec()],
+            Some(list) => {
+                let mut alpn = Vec::new();
+                for p in list.get_ref() {
+                    match p.get_ref().as_str() {
+                        "http/1.1" | "http/1.0" => alpn.push(p.get_ref().as_bytes().to_vec()),
+                        "h2" => {
+                            return Err(self.err(
+                                p.span(),
+                                "\"h2\" is not supported yet: ringway speaks HTTP/1.1 only; \
+                                 offer [\"http/1.1\"]",
+                            ));
+                        }
+                        other => {
+                            return Err(self.err(
+                                p.span(),
+                                format!("expected \"http/1.1\" or \"http/1.0\", found {other:?}"),
+                            ));
+                        }
+                    }
+                }
+                alpn
+            }
+        };
+        let min_version = match t.min_version.as_ref().map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "1.2")) => TlsVersion::Tls12,
+            Some((_, "1.3")) => TlsVersion::Tls13,
+            Some((v, other)) => {
+                return Err(self.err(
+                    v.span(),
+                    format!("expected \"1.2\" or \"1.3\", found {other:?}"),
+                ));
+            }
+        };
+        let client_auth = match (&t.client_ca, &t.client_auth) {
+            (None, Some(a)) => {
+                return Err(self.err(a.span(), "`client_auth` needs a `client_ca` bundle"));
+            }
+            (None, None) => None,
+            (Some(ca), auth) => {
+                let roots =
+                    tls::parse_certs(&self.read(ca)?).map_err(|m| self.err(ca.span(), m))?;
+                let required = match auth.as_ref().map(|a| (a, a.get_ref().as_str())) {
+                    None | Some((_, "require")) => true,
+                    Some((_, "optional")) => false,
+                    Some((a, other)) => {
+                        return Err(self.err(
+                            a.span(),
+                            format!("expected \"require\" or \"optional\", found {other:?}"),
+                        ));
+                    }
+                };
+                Some(ClientAuth { roots, required })
+            }
+        };
+        let identity_header = match &t.client_identity_header {
+            None => None,
+            Some(h) => {
+                if client_auth.is_none() {
+                    return Err(self.err(
+                        h.span(),
+                        "`client_identity_header` needs `client_ca` (no client certificate is verified without it)",
+                    ));
+                }
+                self.header_name(h)?;
+                Some(h.get_ref().to_ascii_lowercase())
+            }
+        };
+        Ok(Tls {
+            certificates,
+            alpn,
+            min_version,
+            client_auth,
+            identity_header,
+        })
     }
 
     fn clusters(

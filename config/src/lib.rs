@@ -20,6 +20,7 @@ mod error;
 mod publish;
 pub mod schema;
 mod snapshot;
+mod tls;
 
 pub use compile::{DEFAULT_CONFIG, compile_str, load_file};
 pub use duration::parse_duration;
@@ -31,3 +32,4 @@ pub use snapshot::{
     HealthCheck, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint, Outlier, RateLimit, Redirect,
     RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, Tracing, WeightedCluster, Workers,
 };
+pub use tls::{ClientAuth, Tls, TlsCertificate, TlsVersion, client_identity};

@@ -36,13 +36,26 @@ impl Published {
         self.current.load().generation
     }
 
-    /// Publishes `next` as the following generation and returns it as
-    /// stored. Only the control thread stores, so reading the generation
-    /// and storing the next one cannot race.
-    pub fn store(&self, mut next: Snapshot) -> Arc<Snapshot> {
+    /// Numbers `next` as the following generation, without publishing it
+    /// yet: the control thread hands it to the workers first, then
+    /// [`Published::publish`]es it, so that a reader of the published
+    /// generation knows every worker serves it.
+    pub fn prepare(&self, mut next: Snapshot) -> Arc<Snapshot> {
         next.generation = self.generation() + 1;
-        let next = Arc::new(next);
-        self.current.store(next.clone());
+        Arc::new(next)
+    }
+
+    /// Makes `next` (from [`Published::prepare`]) the published snapshot.
+    /// Only the control thread prepares and publishes, so numbering and
+    /// storing cannot race.
+    pub fn publish(&self, next: Arc<Snapshot>) {
+        self.current.store(next);
+    }
+
+    /// Numbers and publishes `next` at once.
+    pub fn store(&self, next: Snapshot) -> Arc<Snapshot> {
+        let next = self.prepare(next);
+        self.publish(next.clone());
         next
     }
 }

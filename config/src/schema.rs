@@ -120,6 +120,43 @@ pub struct ListenerSection {
     pub idle_timeout: Option<Spanned<String>>,
     /// Largest request head accepted (request line and headers), in bytes.
     pub max_header_bytes: Option<Spanned<i64>>,
+    /// TLS termination; plain HTTP without it.
+    pub tls: Option<Spanned<TlsSection>>,
+}
+
+/// A listener's `tls = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first (with `key`: the first certificate).
+    pub cert: Option<Spanned<String>>,
+    /// PEM private key of `cert`.
+    pub key: Option<Spanned<String>>,
+    /// More certificates, chosen by SNI.
+    pub certificates: Option<Spanned<Vec<Spanned<CertificateSection>>>>,
+    /// ALPN protocols offered, in order of preference.
+    pub alpn: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Lowest TLS version accepted: `"1.2"` or `"1.3"`.
+    pub min_version: Option<Spanned<String>>,
+    /// PEM bundle of the CAs client certificates must chain to.
+    pub client_ca: Option<Spanned<String>>,
+    /// `"require"` or `"optional"`.
+    pub client_auth: Option<Spanned<String>>,
+    /// Request header that carries the verified client identity (the
+    /// client certificate's first URI SAN, else its first DNS SAN) upstream
+    /// and to routing: `match = { headers = { "x-client-san" = "..." } }`
+    /// routes on it. A copy the client sends is always removed first.
+    pub client_identity_header: Option<Spanned<String>>,
+}
+
+/// One `{ cert, key }` of `certificates`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSection {
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<String>,
+    /// PEM private key.
+    pub key: Spanned<String>,
 }
 
 /// One `[[route]]`.

@@ -126,6 +126,8 @@ pub struct Listener {
     pub idle_timeout: Duration,
     /// Largest request head accepted (431 beyond it).
     pub max_header_bytes: usize,
+    /// TLS termination, if any.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// One route.

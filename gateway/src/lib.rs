@@ -24,6 +24,7 @@ pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod runtime;
+pub mod tls;
 pub mod trace;
 pub mod watch;
 pub mod worker;
@@ -256,7 +257,7 @@ impl Gateway {
             eprintln!("ringway: [runtime] and [admin] changes take effect at the next restart");
         }
 
-        let stored = self.published.store(next);
+        let stored = self.published.prepare(next);
         let table = self.health.update(&stored);
         let sinks = self.telemetry.sinks_for(&stored);
         let (done, acks) = std::sync::mpsc::channel();
@@ -284,6 +285,9 @@ impl Gateway {
                 break;
             }
         }
+        // Published once the workers serve it: the generation the admin
+        // listener reports is one every worker has switched to.
+        self.published.publish(stored.clone());
         self.listeners = listeners;
         Ok(stored)
     }

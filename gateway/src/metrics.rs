@@ -123,6 +123,10 @@ pub struct WorkerMetrics {
     pub log_dropped: Cell<u64>,
     /// Spans dropped because the exporter fell behind.
     pub spans_dropped: Cell<u64>,
+    /// TLS handshakes completed.
+    pub tls_handshakes: Cell<u64>,
+    /// TLS handshakes that failed or timed out.
+    pub tls_handshake_failures: Cell<u64>,
     series: RefCell<HashMap<String, (SeriesLabels, Rc<Series>)>>,
 }
 
@@ -151,6 +155,8 @@ impl WorkerMetrics {
             overflowed: self.overflowed.get(),
             log_dropped: self.log_dropped.get(),
             spans_dropped: self.spans_dropped.get(),
+            tls_handshakes: self.tls_handshakes.get(),
+            tls_handshake_failures: self.tls_handshake_failures.get(),
             series: self
                 .series
                 .borrow()
@@ -211,6 +217,10 @@ pub struct MetricsReport {
     pub log_dropped: u64,
     /// Dropped spans.
     pub spans_dropped: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS handshakes failed.
+    pub tls_handshake_failures: u64,
     /// Upstream connections opened.
     pub upstream_opened: u64,
     /// Upstream connections reused from the pool.
@@ -311,6 +321,20 @@ pub fn render(reports: &[MetricsReport], control: &ControlValues) -> String {
         "counter",
         "Spans dropped because the exporter fell behind.",
         sum(|r| r.spans_dropped),
+    );
+    scalar(
+        &mut out,
+        "ringway_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed on listeners.",
+        sum(|r| r.tls_handshakes),
+    );
+    scalar(
+        &mut out,
+        "ringway_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes on listeners that failed or timed out (connection closed).",
+        sum(|r| r.tls_handshake_failures),
     );
     scalar(
         &mut out,

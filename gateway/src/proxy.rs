@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use monoio::io::AsyncWriteRent;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout, timeout_at};
 use ringway_balancer::{EndpointId, hash_key};
@@ -24,6 +24,7 @@ use crate::http1::request::{self, Forwarded};
 use crate::http1::response::{self, ClientBody};
 use crate::metrics::SeriesLabels;
 use crate::pool::UpstreamConn;
+use crate::tls;
 use crate::trace::{self, SpanRecord, TraceContext};
 use crate::worker::{Generation, Worker};
 
@@ -58,7 +59,11 @@ impl Drop for Counted<'_> {
     }
 }
 
-/// Serves one accepted client connection until it closes.
+/// How often, at most, a worker logs a failed TLS handshake; the others
+/// are only counted.
+const TLS_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Serves one accepted plain-HTTP client connection until it closes.
 pub async fn serve(
     worker: Rc<Worker>,
     listener: Rc<Listener>,
@@ -66,11 +71,64 @@ pub async fn serve(
     peer: SocketAddr,
 ) {
     let _ = client.set_nodelay(true);
+    serve_stream(worker, listener, client, peer, "http", None).await;
+}
+
+/// Serves one accepted client connection of a TLS listener: the
+/// handshake (within the listener's header timeout), then HTTP/1.1.
+pub async fn serve_tls(
+    worker: Rc<Worker>,
+    listener: Rc<Listener>,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    client: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = client.set_nodelay(true);
+    let failure = match timeout(listener.header_timeout, tls::handshake(client, config)).await {
+        Ok(Ok(accepted)) => {
+            bump(&worker.metrics.tls_handshakes);
+            let identity = accepted.identity;
+            serve_stream(worker, listener, accepted.stream, peer, "https", identity).await;
+            return;
+        }
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => "timed out".to_owned(),
+    };
+    // The connection is dropped (closed) here; one line now and then.
+    bump(&worker.metrics.tls_handshake_failures);
+    let now = std::time::Instant::now();
+    let due = worker
+        .tls_failure_logged
+        .get()
+        .is_none_or(|last| now.duration_since(last) >= TLS_FAILURE_LOG_INTERVAL);
+    if due {
+        worker.tls_failure_logged.set(Some(now));
+        eprintln!(
+            "ringway: worker {}: listener {}: TLS handshake from {peer} failed: {failure} \
+             (further failures for {}s only counted in ringway_tls_handshake_failures_total)",
+            worker.id,
+            listener.name,
+            TLS_FAILURE_LOG_INTERVAL.as_secs()
+        );
+    }
+}
+
+/// Serves a client connection over any byte stream until it closes.
+async fn serve_stream<S: AsyncReadRent + AsyncWriteRent>(
+    worker: Rc<Worker>,
+    listener: Rc<Listener>,
+    client: S,
+    peer: SocketAddr,
+    proto: &'static str,
+    identity: Option<String>,
+) {
     let mut session = Session {
         worker,
         listener,
         client,
         peer,
+        proto,
+        identity,
         rbuf: ReadBuf::new(),
         out: Vec::with_capacity(1024),
         up_out: Vec::with_capacity(1024),
@@ -255,11 +313,15 @@ struct Reply {
     close_client: bool,
 }
 
-struct Session {
+struct Session<S> {
     worker: Rc<Worker>,
     listener: Rc<Listener>,
-    client: TcpStream,
+    client: S,
     peer: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    proto: &'static str,
+    /// The verified client certificate's identity (mutual TLS).
+    identity: Option<String>,
     /// Bytes from the client.
     rbuf: ReadBuf,
     /// Bytes for the client (heads, own responses, re-framed body).
@@ -391,7 +453,7 @@ impl RequestLog {
     }
 }
 
-impl Session {
+impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
     async fn run(&mut self) {
         let mut first = true;
         loop {
@@ -534,10 +596,20 @@ impl Session {
                 Ok(Some(req)) => {
                     let sample_rate = generation.snapshot.tracing.sample_rate;
                     self.text.capture(&self.worker, sample_rate, &req);
+                    let client = ClientFacts {
+                        peer: self.peer,
+                        proto: self.proto,
+                        identity_header: self
+                            .listener
+                            .tls
+                            .as_ref()
+                            .and_then(|t| t.identity_header.as_deref()),
+                        identity: self.identity.as_deref(),
+                    };
                     break plan_request(
                         &self.worker,
                         generation,
-                        self.peer,
+                        client,
                         &mut self.up_out,
                         &mut self.location,
                         &self.text,
@@ -1234,10 +1306,21 @@ impl Session {
 /// Routes a parsed request and, when it goes upstream, writes the upstream
 /// head into `up_out`. Synchronous: the parsed head borrows the read
 /// buffer, and nothing here waits.
+/// What is known of the client beyond its request.
+#[derive(Debug, Clone, Copy)]
+struct ClientFacts<'a> {
+    peer: SocketAddr,
+    proto: &'static str,
+    /// The header that carries `identity`, when the listener names one.
+    identity_header: Option<&'a str>,
+    /// The verified client certificate's identity.
+    identity: Option<&'a str>,
+}
+
 fn plan_request(
     worker: &Worker,
     generation: &Generation,
-    peer: SocketAddr,
+    client: ClientFacts<'_>,
     up_out: &mut Vec<u8>,
     location: &mut String,
     text: &RequestText,
@@ -1256,7 +1339,13 @@ fn plan_request(
         max_body: None,
     };
     let snapshot = &generation.snapshot;
-    let headers = HeaderLookup(req.headers);
+    let peer = client.peer;
+    let headers = HeaderLookup {
+        headers: req.headers,
+        identity: client
+            .identity_header
+            .map(|name| (name, client.identity.map(str::as_bytes))),
+    };
     let Some(id) = snapshot
         .router
         .route(req.host, req.target, req.method.as_bytes(), &headers)
@@ -1293,7 +1382,8 @@ fn plan_request(
         Action::Proxy(_) | Action::Split(_) => {
             let fwd = Forwarded {
                 client_ip: peer.ip(),
-                proto: "http",
+                proto: client.proto,
+                identity: headers.identity,
                 request_id: text.generated_id.then_some(text.request_id.as_bytes()),
                 traceparent: &text.traceparent,
             };
@@ -1367,12 +1457,22 @@ fn request_key_hash(
     }
 }
 
-/// The router's view of a parsed head's fields.
-struct HeaderLookup<'h, 'b>(&'h [httparse::Header<'b>]);
+/// The router's view of a parsed head's fields: the identity header, when
+/// the listener names one, holds the verified identity and never what the
+/// client sent.
+struct HeaderLookup<'h, 'b> {
+    headers: &'h [httparse::Header<'b>],
+    identity: Option<(&'h str, Option<&'h [u8]>)>,
+}
 
 impl ringway_router::Headers for HeaderLookup<'_, '_> {
     fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0
+        if let Some((header, value)) = self.identity
+            && header.eq_ignore_ascii_case(name)
+        {
+            return value;
+        }
+        self.headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)

@@ -80,6 +80,8 @@ pub struct Generation {
     limiters: Vec<Option<RateLimiter>>,
     /// Listener settings by name.
     listeners: HashMap<String, Rc<Listener>>,
+    /// This worker's rustls configuration of each TLS listener, by name.
+    tls: HashMap<String, Arc<rustls::ServerConfig>>,
     /// Access log and span export.
     pub sinks: Sinks,
 }
@@ -140,12 +142,31 @@ impl Generation {
             .iter()
             .map(|l| (l.name.clone(), Rc::new(l.clone())))
             .collect();
+        let mut caches = worker.session_caches.borrow_mut();
+        let mut tls = HashMap::new();
+        for l in &snapshot.listeners {
+            let Some(t) = &l.tls else { continue };
+            let cache = caches
+                .entry(l.name.clone())
+                .or_insert_with(crate::tls::session_cache)
+                .clone();
+            match crate::tls::server_config(t, cache) {
+                Ok(config) => {
+                    tls.insert(l.name.clone(), config);
+                }
+                // The material was checked at compile time: this is rare,
+                // and the listener then refuses connections.
+                Err(e) => eprintln!("ringway: worker {}: listener {}: {e}", worker.id, l.name),
+            }
+        }
+        caches.retain(|name, _| tls.contains_key(name));
         Generation {
             snapshot,
             clusters,
             splits,
             limiters,
             listeners,
+            tls,
             sinks,
         }
     }
@@ -159,6 +180,7 @@ impl Generation {
             splits: Vec::new(),
             limiters: Vec::new(),
             listeners: HashMap::new(),
+            tls: HashMap::new(),
             sinks: Sinks::default(),
         }
     }
@@ -194,6 +216,11 @@ impl Generation {
     /// The settings of the listener called `name`.
     pub fn listener(&self, name: &str) -> Option<Rc<Listener>> {
         self.listeners.get(name).cloned()
+    }
+
+    /// This worker's rustls configuration of the TLS listener `name`.
+    pub fn tls(&self, name: &str) -> Option<Arc<rustls::ServerConfig>> {
+        self.tls.get(name).cloned()
     }
 }
 
@@ -234,6 +261,11 @@ pub struct Worker {
     pub log_buf: RefCell<Vec<u8>>,
     /// Sampled spans not yet handed to the exporter.
     pub span_buf: RefCell<Vec<SpanRecord>>,
+    /// TLS session-ID caches by listener name, kept across reloads.
+    session_caches: RefCell<HashMap<String, Arc<dyn rustls::server::StoresServerSessions>>>,
+    /// When a failed handshake was last logged, to log one line per
+    /// interval rather than one per connection.
+    pub tls_failure_logged: Cell<Option<std::time::Instant>>,
 }
 
 impl Worker {
@@ -260,6 +292,8 @@ impl Worker {
             rng: Cell::new(seed(id)),
             log_buf: RefCell::new(Vec::with_capacity(LOG_FLUSH_BYTES)),
             span_buf: RefCell::new(Vec::new()),
+            session_caches: RefCell::new(HashMap::new()),
+            tls_failure_logged: Cell::new(None),
         });
         let mut known = HashMap::new();
         let generation = Generation::new(&worker, snapshot, health, sinks, &mut known);
@@ -442,8 +476,13 @@ async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, st
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     // Settings come from the generation current at accept.
-                    if let Some(config) = worker.current().listener(&name) {
-                        monoio::spawn(proxy::serve(worker.clone(), config, stream, peer));
+                    let current = worker.current();
+                    if let Some(config) = current.listener(&name) {
+                        if config.tls.is_none() {
+                            monoio::spawn(proxy::serve(worker.clone(), config, stream, peer));
+                        } else if let Some(tls) = current.tls(&name) {
+                            monoio::spawn(proxy::serve_tls(worker.clone(), config, tls, stream, peer));
+                        }
                     }
                 }
                 Err(e) => {

@@ -234,6 +234,9 @@ pub struct Forwarded<'a> {
     pub client_ip: IpAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'a str,
+    /// A header the gateway alone sets, and its value if any: the client's
+    /// copies are dropped (so it cannot claim a client identity).
+    pub identity: Option<(&'a str, Option<&'a [u8]>)>,
     /// A request id ringway generated, to add as `x-request-id` (the
     /// client's own, if any, passes through in place).
     pub request_id: Option<&'a [u8]>,
@@ -281,7 +284,11 @@ pub fn write_upstream_head(
             wrote_host = true;
             continue;
         }
-        if rules.drops(name) {
+        if rules.drops(name)
+            || fwd
+                .identity
+                .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
             continue;
         }
         // X-Forwarded-For and Via are lists this hop appends to; they are
@@ -316,6 +323,9 @@ pub fn write_upstream_head(
     }
     if let Some(id) = fwd.request_id {
         write_header(out, b"x-request-id", id);
+    }
+    if let Some((name, Some(value))) = fwd.identity {
+        write_header(out, name.as_bytes(), value);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     write_list_prefix(out, "x-forwarded-for", req.headers);

@@ -15,6 +15,6 @@ mod reload;
 mod ringload;
 mod routing;
 mod telemetry;
-
+mod tls;
 mod traffic;
 mod under_load;

@@ -48,7 +48,11 @@ impl Origin {
         stdout.read_line(&mut line).unwrap();
         let addr = line
             .split_whitespace()
-            .find_map(|w| w.trim_end_matches(|c: char| !c.is_ascii_digit()).parse().ok())
+            .find_map(|w| {
+                w.trim_end_matches(|c: char| !c.is_ascii_digit())
+                    .parse()
+                    .ok()
+            })
             .unwrap_or_else(|| panic!("ringload serve said: {line}"));
         Origin { child, addr }
     }

@@ -137,6 +137,7 @@ fn upstream_head(raw: &[u8]) -> String {
         proto: "http",
         request_id: None,
         traceparent: b"",
+        identity: None,
     };
     write_upstream_head(&mut out, &req, fwd, &ringway_config::RoutePolicy::default());
     String::from_utf8(out).unwrap()

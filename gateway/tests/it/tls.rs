@@ -1,0 +1,488 @@
+//! TLS termination (issue 5, HTTP/1.1 half): real curl and openssl
+//! clients against certificates made here with rcgen; SNI, resumption by
+//! session ID and by ticket, mutual TLS with the identity header, reload of
+//! a renewed certificate, garbage handshakes, and config errors.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use crate::support::*;
+
+/// A test PKI in a temporary folder: `ca.pem`, and `NAME.pem`/`NAME.key`
+/// per leaf.
+struct Pki {
+    dir: TempDir,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = TempDir::new();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "ringway test CA");
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = params.self_signed(&key).unwrap();
+        std::fs::write(dir.path.join("ca.pem"), ca.pem()).unwrap();
+        Pki {
+            dir,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.path.join(file).display().to_string()
+    }
+
+    /// Writes `NAME.pem` and `NAME.key`: a leaf with common name `cn`
+    /// and the given SANs, signed by the CA.
+    fn leaf(&self, name: &str, cn: &str, sans: Vec<SanType>, not_after_year: Option<i32>) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = sans;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        if let Some(year) = not_after_year {
+            params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+            params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(self.dir.path.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(
+            self.dir.path.join(format!("{name}.key")),
+            key.serialize_pem(),
+        )
+        .unwrap();
+    }
+
+    /// The usual set: `server` (localhost, *.example.test), `other`
+    /// (other.test) and `client` (a SPIFFE URI).
+    fn standard() -> Pki {
+        let pki = Pki::new();
+        pki.leaf(
+            "server",
+            "ringway-test-server",
+            vec![dns("localhost"), dns("*.example.test")],
+            None,
+        );
+        pki.leaf("other", "ringway-test-other", vec![dns("other.test")], None);
+        pki.leaf(
+            "client",
+            "ringway-test-client",
+            vec![SanType::URI(
+                "spiffe://cluster/ns/web".to_owned().try_into().unwrap(),
+            )],
+            None,
+        );
+        pki
+    }
+
+    /// A `tls = { ... }` value with both certificates and `extra` keys.
+    fn tls(&self, extra: &str) -> String {
+        format!(
+            "tls = {{ certificates = [{{ cert = {:?}, key = {:?} }}, {{ cert = {:?}, key = {:?} }}]{extra} }}",
+            self.path("server.pem"),
+            self.path("server.key"),
+            self.path("other.pem"),
+            self.path("other.key"),
+        )
+    }
+}
+
+fn dns(name: &str) -> SanType {
+    SanType::DnsName(name.to_owned().try_into().unwrap())
+}
+
+/// A TLS listener `edge` proxying everything to `up`.
+fn proxied(pki: &Pki, up: SocketAddr) -> String {
+    format!(
+        "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\n{}\n[[route]]\ncluster = \"up\"\n{}",
+        pki.tls(""),
+        cluster("up", &[up])
+    )
+}
+
+/// curl over TLS to `https://NAME:PORT/PATH`, trusting the test CA.
+fn curl_tls(
+    pki: &Pki,
+    addr: SocketAddr,
+    name: &str,
+    path: &str,
+    extra: &[&str],
+) -> (bool, Vec<u8>) {
+    let port = addr.port();
+    let resolve = format!("{name}:{port}:127.0.0.1");
+    let url = format!("https://{name}:{port}{path}");
+    let ca = pki.path("ca.pem");
+    let mut args = vec!["--cacert", &ca, "--resolve", &resolve];
+    args.extend_from_slice(extra);
+    args.push(&url);
+    curl(&args)
+}
+
+/// `openssl s_client` to `addr` with `args`, sending one request and
+/// waiting for the server to close (so that TLS 1.3 tickets arrive).
+fn s_client(addr: SocketAddr, args: &[&str]) -> String {
+    let mut child = Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(addr.to_string())
+        .arg("-ign_eof")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl is installed");
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+#[test]
+fn curl_over_tls_is_proxied_with_forwarded_proto_https() {
+    let pki = Pki::standard();
+    let up = Upstream::start("up");
+    let gw = InProcess::start(&proxied(&pki, up.addr));
+    let (ok, body) = curl_tls(&pki, gw.addr(), "localhost", "/hello", &[]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&body), "up GET /hello");
+    let seen = up.seen();
+    assert_eq!(
+        seen.last().unwrap().header("x-forwarded-proto"),
+        Some("https")
+    );
+
+    // Keep-alive: two requests on one TLS connection, a 1 MiB body each way.
+    let url = format!("https://localhost:{}/echo", gw.addr().port());
+    let body = "x".repeat(1 << 20);
+    let file = pki.path("body");
+    std::fs::write(&file, &body).unwrap();
+    let data = format!("@{file}");
+    let (ok, out) = curl_tls(
+        &pki,
+        gw.addr(),
+        "localhost",
+        "/hello",
+        &["--data-binary", &data, "-w", "[%{num_connects}]", &url],
+    );
+    assert!(ok);
+    assert!(out.starts_with(body.as_bytes()), "{} bytes", out.len());
+    let tail = String::from_utf8_lossy(&out[body.len()..]).into_owned();
+    assert_eq!(tail, "[1]up POST /hello[0]");
+}
+
+#[test]
+fn sni_chooses_the_certificate_and_unknown_names_get_the_first() {
+    let pki = Pki::standard();
+    let up = Upstream::start("up");
+    let gw = InProcess::start(&proxied(&pki, up.addr));
+    let subject = |sni: Option<&str>| {
+        let mut args = vec![];
+        match sni {
+            Some(name) => args.extend(["-servername", name]),
+            None => args.push("-noservername"),
+        }
+        let out = s_client(gw.addr(), &args);
+        out.lines()
+            .find(|l| l.starts_with("subject="))
+            .unwrap_or_else(|| panic!("no subject in {out}"))
+            .to_owned()
+    };
+    assert!(subject(Some("other.test")).contains("ringway-test-other"));
+    assert!(subject(Some("localhost")).contains("ringway-test-server"));
+    assert!(subject(Some("www.example.test")).contains("ringway-test-server"));
+    assert!(subject(Some("unknown.test")).contains("ringway-test-server"));
+    assert!(subject(None).contains("ringway-test-server"));
+    // And curl verifies the wildcard certificate for its name.
+    let (ok, body) = curl_tls(&pki, gw.addr(), "api.example.test", "/", &[]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&body), "up GET /");
+}
+
+/// Connects once saving the session, then `again` times resuming it;
+/// returns the outputs of the resumptions.
+fn resume(addr: SocketAddr, dir: &Path, args: &[&str], again: usize) -> Vec<String> {
+    let sess = dir.join(format!("session-{}", args.join("")));
+    let sess = sess.display().to_string();
+    let mut first = args.to_vec();
+    first.extend(["-sess_out", &sess]);
+    let out = s_client(addr, &first);
+    assert!(out.contains("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("\nNew, "), "{out}");
+    (0..again)
+        .map(|_| {
+            let mut next = args.to_vec();
+            next.extend(["-sess_in", &sess]);
+            s_client(addr, &next)
+        })
+        .collect()
+}
+
+#[test]
+fn sessions_resume_by_id_and_by_ticket() {
+    let pki = Pki::standard();
+    let up = Upstream::start("up");
+    let gw = InProcess::start(&proxied(&pki, up.addr));
+    let sni = ["-servername", "localhost"];
+    // TLS 1.2 with session IDs only (the worker's cache).
+    for out in resume(
+        gw.addr(),
+        &pki.dir.path,
+        &[&sni[..], &["-tls1_2", "-no_ticket"]].concat(),
+        1,
+    ) {
+        assert!(out.contains("Reused, TLSv1.2"), "{out}");
+    }
+    // TLS 1.2 with a ticket.
+    for out in resume(
+        gw.addr(),
+        &pki.dir.path,
+        &[&sni[..], &["-tls1_2"]].concat(),
+        1,
+    ) {
+        assert!(out.contains("Reused, TLSv1.2"), "{out}");
+    }
+    // TLS 1.3 tickets.
+    for out in resume(
+        gw.addr(),
+        &pki.dir.path,
+        &[&sni[..], &["-tls1_3"]].concat(),
+        1,
+    ) {
+        assert!(out.contains("Reused, TLSv1.3"), "{out}");
+    }
+}
+
+#[test]
+fn tickets_resume_on_every_worker() {
+    // The ticket key is shared: with two workers (SO_REUSEPORT spreads
+    // connections by their ports) every resumption must succeed.
+    let pki = Pki::standard();
+    let up = Upstream::start("up");
+    let gw = Binary::start(&proxied(&pki, up.addr), &["--workers", "2"]);
+    let sni = ["-servername", "localhost"];
+    for args in [["-tls1_3"], ["-tls1_2"]] {
+        let args = [&sni[..], &args[..]].concat();
+        for out in resume(gw.addr, &pki.dir.path, &args, 6) {
+            assert!(out.contains("Reused, "), "{out}");
+        }
+    }
+}
+
+fn mtls_config(pki: &Pki, up: SocketAddr) -> String {
+    let ca = pki.path("ca.pem");
+    format!(
+        "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\n{}\n\
+         [[listener]]\nname = \"opt\"\nlisten = \"127.0.0.1:0\"\n{}\n\
+         [[route]]\nmatch = {{ headers = {{ \"x-client-san\" = \"spiffe://cluster/ns/web\" }} }}\ncluster = \"up\"\n\
+         [[route]]\nrespond = {{ status = 403, body = \"no identity\" }}\n{}",
+        pki.tls(&format!(
+            ", client_ca = {ca:?}, client_auth = \"require\", client_identity_header = \"x-client-san\""
+        )),
+        pki.tls(&format!(
+            ", client_ca = {ca:?}, client_auth = \"optional\", client_identity_header = \"X-Client-SAN\""
+        )),
+        cluster("up", &[up])
+    )
+}
+
+#[test]
+fn mutual_tls_forwards_the_verified_identity_and_strips_forged_copies() {
+    let pki = Pki::standard();
+    let up = Upstream::start("up");
+    let gw = InProcess::start(&mtls_config(&pki, up.addr));
+    let (cert, key) = (pki.path("client.pem"), pki.path("client.key"));
+    let with_cert = ["--cert", &cert, "--key", &key];
+
+    // A good client certificate: routed on its SAN, forwarded upstream.
+    let forged = ["-H", "x-client-san: spiffe://cluster/ns/admin"];
+    let (ok, body) = curl_tls(
+        &pki,
+        gw.addr(),
+        "localhost",
+        "/a",
+        &[&with_cert[..], &forged[..]].concat(),
+    );
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&body), "up GET /a");
+    let seen = up.seen();
+    let last = seen.last().unwrap();
+    let values: Vec<&str> = last
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("x-client-san"))
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(values, ["spiffe://cluster/ns/web"]);
+
+    // Required: no certificate, no handshake.
+    let (ok, _) = curl_tls(&pki, gw.addr(), "localhost", "/b", &[]);
+    assert!(!ok, "a client without a certificate was served");
+    assert_eq!(up.count("/b"), 0);
+
+    // Optional: served without one, but a forged identity routes nowhere
+    // and never reaches the upstream.
+    let opt = gw.gateway.listener_addr("opt").unwrap();
+    let forged = ["-H", "x-client-san: spiffe://cluster/ns/web"];
+    let (ok, body) = curl_tls(&pki, opt, "localhost", "/c", &forged);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&body), "no identity");
+    assert_eq!(up.count("/c"), 0);
+    // And with the certificate, the optional listener forwards it too.
+    let (ok, body) = curl_tls(&pki, opt, "localhost", "/d", &with_cert);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&body), "up GET /d");
+    let seen = up.seen();
+    assert_eq!(
+        seen.last().unwrap().header("x-client-san"),
+        Some("spiffe://cluster/ns/web")
+    );
+}
+
+#[test]
+fn a_renewed_certificate_is_served_after_reload() {
+    let pki = Pki::standard();
+    let up = Upstream::start("up");
+    let toml = proxied(&pki, up.addr);
+    let mut gw = InProcess::start(&toml);
+    let subject = |addr| {
+        let out = s_client(addr, &["-servername", "localhost"]);
+        out.lines()
+            .find(|l| l.starts_with("subject="))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(subject(gw.addr()).contains("ringway-test-server"));
+    // Same config text, new files on disk.
+    pki.leaf(
+        "server",
+        "ringway-test-renewed",
+        vec![dns("localhost"), dns("*.example.test")],
+        None,
+    );
+    gw.gateway
+        .reload(ringway_config::compile_str("t.toml", &toml).unwrap())
+        .unwrap();
+    assert!(subject(gw.addr()).contains("ringway-test-renewed"));
+    let (ok, body) = curl_tls(&pki, gw.addr(), "localhost", "/after", &[]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&body), "up GET /after");
+}
+
+#[test]
+fn a_garbage_handshake_is_closed_counted_and_the_worker_serves_on() {
+    let pki = Pki::standard();
+    let up = Upstream::start("up");
+    let toml = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        proxied(&pki, up.addr)
+    );
+    let gw = Binary::start(&toml, &["--workers", "1"]);
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(gw.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let mut rest = Vec::new();
+        // Closed (perhaps after an alert), never an HTTP answer.
+        let _ = s.read_to_end(&mut rest);
+        assert!(!rest.starts_with(b"HTTP/"), "{rest:?}");
+    }
+    let (ok, body) = curl_tls(&pki, gw.addr, "localhost", "/next", &[]);
+    assert!(ok);
+    assert_eq!(String::from_utf8_lossy(&body), "up GET /next");
+    let (_, metrics) = gw.admin("GET", "/metrics");
+    assert!(
+        metrics.contains("\nringway_tls_handshake_failures_total 20\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("\nringway_tls_handshakes_total 1\n"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn bad_tls_settings_are_refused_with_their_location() {
+    let pki = Pki::standard();
+    pki.leaf(
+        "expired",
+        "ringway-test-expired",
+        vec![dns("localhost")],
+        Some(2020),
+    );
+    let compile = |tls: &str| {
+        let text = format!("{EDGE}{tls}\n");
+        ringway_config::compile_str("t.toml", &text)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = compile(&format!(
+        "tls = {{ cert = {:?}, key = {:?} }}",
+        pki.path("expired.pem"),
+        pki.path("expired.key")
+    ));
+    assert!(
+        e.starts_with("t.toml:4:16: the certificate expired on"),
+        "{e}"
+    );
+    let e = compile(&format!(
+        "tls = {{ cert = {:?}, key = {:?} }}",
+        pki.path("server.pem"),
+        pki.path("other.key")
+    ));
+    assert!(e.contains("does not match the certificate"), "{e}");
+    let e = compile(&format!(
+        "tls = {{ cert = {:?}, key = {:?} }}",
+        pki.path("missing.pem"),
+        pki.path("server.key")
+    ));
+    assert!(e.starts_with("t.toml:4:16: cannot read"), "{e}");
+    let e = compile(&format!(
+        "tls = {{ cert = {:?}, key = {:?} }}",
+        pki.path("server.key"),
+        pki.path("server.key")
+    ));
+    assert!(e.contains("no PEM certificate"), "{e}");
+    let e = compile(&pki.tls(", alpn = [\"h2\", \"http/1.1\"]"));
+    assert!(e.contains("\"h2\" is not supported yet"), "{e}");
+    let e = compile(&pki.tls(", client_auth = \"require\""));
+    assert!(e.contains("needs a `client_ca`"), "{e}");
+
+    // At start: a clear error and exit status 1.
+    let dir = TempDir::new();
+    let file = dir.path.join("ringway.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "{EDGE}tls = {{ cert = {:?}, key = {:?} }}\n",
+            pki.path("expired.pem"),
+            pki.path("expired.key")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ringway.toml:4:16: the certificate expired"),
+        "{stderr}"
+    );
+}
