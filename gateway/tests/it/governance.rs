@@ -5,21 +5,10 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-fn start(toml: &str, workers: usize) -> InProcess {
-    let snapshot = ringway_config::compile_str("test.toml", toml).unwrap();
-    let options = ringway::Options {
-        workers: Some(workers),
-        io: None,
-    };
-    InProcess {
-        gateway: ringway::Gateway::start(snapshot, &options).unwrap(),
-    }
-}
-
 #[test]
 fn a_rate_limit_lets_through_its_rate_and_answers_429_to_the_rest() {
     let up = Upstream::start("app");
-    let gw = start(
+    let gw = InProcess::with_workers(
         &format!(
             "{EDGE}[[route]]\ncluster = \"app\"\nrate_limit = {{ requests = 40, per = \"1s\", burst = 10 }}\n{}",
             cluster("app", &[up.addr])
@@ -80,7 +69,7 @@ fn a_rate_limit_lets_through_its_rate_and_answers_429_to_the_rest() {
 #[test]
 fn a_tripped_breaker_answers_503_without_touching_the_upstream() {
     let up = Upstream::start_with_delay("app", Duration::from_millis(400));
-    let gw = start(
+    let gw = InProcess::with_workers(
         &format!(
             "{EDGE}[[route]]\ncluster = \"app\"\n{}limits = {{ max_requests = 2 }}\n",
             cluster("app", &[up.addr])
@@ -113,7 +102,7 @@ fn a_tripped_breaker_answers_503_without_touching_the_upstream() {
 #[test]
 fn fault_injection_aborts_its_share() {
     let up = Upstream::start("app");
-    let gw = start(
+    let gw = InProcess::with_workers(
         &format!(
             "{EDGE}[[route]]\ncluster = \"app\"\nfault = {{ abort = {{ percent = 10, status = 503 }} }}\n{}",
             cluster("app", &[up.addr])
@@ -138,7 +127,7 @@ fn fault_injection_aborts_its_share() {
 #[test]
 fn fault_injection_delays_its_share() {
     let up = Upstream::start("app");
-    let gw = start(
+    let gw = InProcess::with_workers(
         &format!(
             "{EDGE}[[route]]\ncluster = \"app\"\nfault = {{ delay = {{ percent = 100, duration = \"200ms\" }} }}\n{}",
             cluster("app", &[up.addr])
@@ -153,7 +142,7 @@ fn fault_injection_delays_its_share() {
 #[test]
 fn header_and_path_rules_redirects_and_body_limits() {
     let up = Upstream::start("app");
-    let gw = start(
+    let gw = InProcess::with_workers(
         &format!(
             r#"{EDGE}
 [[route]]

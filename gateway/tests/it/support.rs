@@ -594,10 +594,16 @@ pub struct InProcess {
 }
 
 impl InProcess {
+    /// One worker.
     pub fn start(toml: &str) -> InProcess {
+        InProcess::with_workers(toml, 1)
+    }
+
+    /// `workers` workers.
+    pub fn with_workers(toml: &str, workers: usize) -> InProcess {
         let snapshot = ringway_config::compile_str("test.toml", toml).unwrap();
         let options = ringway::Options {
-            workers: Some(1),
+            workers: Some(workers),
             io: None,
         };
         InProcess {

@@ -5,22 +5,11 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn start(toml: &str, workers: usize) -> InProcess {
-    let snapshot = ringway_config::compile_str("test.toml", toml).unwrap();
-    let options = ringway::Options {
-        workers: Some(workers),
-        io: None,
-    };
-    InProcess {
-        gateway: ringway::Gateway::start(snapshot, &options).unwrap(),
-    }
-}
-
 #[test]
 fn a_90_10_split_lands_within_one_percent() {
     let blue = Upstream::start("blue");
     let green = Upstream::start("green");
-    let gw = start(
+    let gw = InProcess::with_workers(
         &format!(
             "{EDGE}[[route]]\nsplit = [{{ cluster = \"blue\", weight = 90 }}, {{ cluster = \"green\", weight = 10 }}]\n{}{}",
             cluster("blue", &[blue.addr]),
@@ -42,7 +31,7 @@ fn a_90_10_split_lands_within_one_percent() {
 #[test]
 fn a_refused_connection_is_retried_on_another_endpoint_by_default() {
     let live = Upstream::start("live");
-    let gw = start(
+    let gw = InProcess::with_workers(
         &format!(
             "{EDGE}[[route]]\ncluster = \"app\"\n{}",
             cluster("app", &[closed_port(), live.addr])
@@ -67,7 +56,7 @@ fn retries_move_5xx_to_a_live_endpoint_and_the_budget_caps_them() {
             cluster("app", &[sick.addr, well.addr])
         )
     };
-    let gw = start(&config("{ attempts = 2, on = [\"503\"] }"), 1);
+    let gw = InProcess::with_workers(&config("{ attempts = 2, on = [\"503\"] }"), 1);
     for i in 0..20 {
         assert_eq!(get(gw.addr(), "a", &format!("/t/{i}")).status, 200);
     }
@@ -77,7 +66,7 @@ fn retries_move_5xx_to_a_live_endpoint_and_the_budget_caps_them() {
     drop(gw);
 
     // A budget that allows no retry at all: the 503s come through.
-    let gw = start(
+    let gw = InProcess::with_workers(
         &config("{ attempts = 2, on = [\"503\"], budget = 0.0, min_retries = 0 }"),
         1,
     );
@@ -91,7 +80,7 @@ fn retries_move_5xx_to_a_live_endpoint_and_the_budget_caps_them() {
     );
 
     // POST is not idempotent: not retried on a 503 once it was sent.
-    let gw2 = start(&config("{ attempts = 2, on = [\"503\"] }"), 1);
+    let gw2 = InProcess::with_workers(&config("{ attempts = 2, on = [\"503\"] }"), 1);
     let posts: Vec<u16> = (0..4)
         .map(|_| {
             exchange(
@@ -108,7 +97,7 @@ fn retries_move_5xx_to_a_live_endpoint_and_the_budget_caps_them() {
 fn a_failing_endpoint_is_ejected_and_comes_back() {
     let flaky = Upstream::start("flaky");
     let steady = Upstream::start("steady");
-    let gw = start(
+    let gw = InProcess::with_workers(
         &format!(
             "{EDGE}[[route]]\ncluster = \"app\"\n{}[cluster.app.outlier]\nconsecutive_failures = 3\nbase_ejection_time = \"300ms\"\n",
             cluster("app", &[flaky.addr, steady.addr])
@@ -140,7 +129,7 @@ fn a_failing_endpoint_is_ejected_and_comes_back() {
 fn a_failed_health_check_takes_the_endpoint_out_for_every_worker() {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
-    let gw = start(
+    let gw = InProcess::with_workers(
         &format!(
             "{EDGE}[[route]]\ncluster = \"app\"\n{}health = {{ path = \"/health\", interval = \"100ms\", timeout = \"500ms\", unhealthy_threshold = 1, healthy_threshold = 1 }}\n",
             cluster("app", &[a.addr, b.addr])
@@ -175,7 +164,7 @@ fn a_failed_health_check_takes_the_endpoint_out_for_every_worker() {
 fn least_request_sends_most_traffic_away_from_a_slow_endpoint() {
     let slow = Upstream::start_with_delay("slow", Duration::from_millis(50));
     let fast = Upstream::start("fast");
-    let gw = start(
+    let gw = InProcess::with_workers(
         &format!(
             "{EDGE}[[route]]\ncluster = \"app\"\n{}balancer = \"least-request\"\n",
             cluster("app", &[slow.addr, fast.addr])
@@ -211,7 +200,7 @@ fn maglev_keeps_a_key_on_one_endpoint_and_spreads_keys() {
         .map(Upstream::start)
         .collect();
     let addrs: Vec<_> = ups.iter().map(|u| u.addr).collect();
-    let gw = start(
+    let gw = InProcess::with_workers(
         &format!(
             "{EDGE}[[route]]\ncluster = \"app\"\n{}balancer = {{ kind = \"maglev\", key = \"header:x-user\" }}\n",
             cluster("app", &addrs)
