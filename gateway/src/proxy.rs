@@ -977,7 +977,6 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
     /// request, the response head. A pooled connection the upstream closed
     /// before reading the request is replaced by a new one once, as hyper
     /// and browsers do, when the whole request is still at hand.
-    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &mut self,
         plan: Plan,
