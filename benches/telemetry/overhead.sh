@@ -6,7 +6,9 @@
 # (a socket that reads and answers 200) on core 1. Everything on
 # 127.0.0.1; every process started here is stopped here by PID.
 #
-# Usage: [SAMPLE_RATE=0.01] benches/telemetry/overhead.sh [reps] [seconds]
+# Usage: [SAMPLE_RATE=0.01] [RATE=20000] benches/telemetry/overhead.sh [reps] [seconds]
+# With RATE, load comes from ringload's open loop at that fixed rate (the
+# steadier figure, as DESIGN.md says); without, from wrk's closed loop.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 reps=${1:-5}
@@ -57,9 +59,15 @@ run() { # $1 = label, $2 = config
   for _ in $(seq 100); do curl -fs -o /dev/null http://127.0.0.1:18991/ && break; sleep 0.05; done
   local pid; pid=$(cat "$work/rw.pid")
   local t0; t0=$(cpu_ticks "$pid")
-  local out; out=$(taskset -c 1 wrk -t1 -c32 -d"${secs}s" http://127.0.0.1:18991/ 2>&1)
+  local out reqs
+  if [ -n "${RATE:-}" ]; then
+    out=$(taskset -c 1 target/release/ringload run http://127.0.0.1:18991/ -c32 -d"${secs}s" -R "$RATE" -q --json)
+    reqs=$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["requests"])')
+  else
+    out=$(taskset -c 1 wrk -t1 -c32 -d"${secs}s" http://127.0.0.1:18991/ 2>&1)
+    reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  fi
   local t1; t1=$(cpu_ticks "$pid")
-  local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -f "$work/rw.pid"
   awk -v l="$1" -v r="$reqs" -v a="$t0" -v b="$t1" -v hz="$hz" -v s="$secs" \

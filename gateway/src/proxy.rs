@@ -559,14 +559,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                 .map_or(0, |d| d.as_nanos() as u64);
             self.worker.span_buf.borrow_mut().push(SpanRecord {
                 context,
-                name: if route.is_empty() {
-                    "ringway".to_owned()
-                } else {
-                    route.to_owned()
-                },
+                name: generation.span_name(self.log.route),
                 start_unix_nanos: start,
                 end_unix_nanos: start + micros * 1000,
-                method: self.text.method.clone(),
+                method: trace::method_name(&self.text.method),
                 target: self.text.target.clone(),
                 status: self.log.status,
                 upstream: self.log.upstream,

@@ -10,8 +10,10 @@
 //! OpenTelemetry collector accept) encoded by hand: the few messages
 //! needed do not justify a code generator.
 
+use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -96,20 +98,31 @@ fn unhex(text: &[u8], out: &mut [u8]) -> Option<()> {
 pub struct SpanRecord {
     /// Where it sits.
     pub context: TraceContext,
-    /// Span name: the route's name.
-    pub name: String,
+    /// Span name: the route's name (shared, built once per generation).
+    pub name: Arc<str>,
     /// Start, in nanoseconds since the Unix epoch.
     pub start_unix_nanos: u64,
     /// End, in nanoseconds since the Unix epoch.
     pub end_unix_nanos: u64,
-    /// Request method.
-    pub method: String,
+    /// Request method (static for the standard ones: no allocation).
+    pub method: Cow<'static, str>,
     /// Request target.
     pub target: String,
     /// Status answered.
     pub status: u16,
     /// The endpoint that answered, if any.
     pub upstream: Option<SocketAddr>,
+}
+
+/// The method as a `'static` string when it is a standard one.
+pub fn method_name(method: &str) -> Cow<'static, str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+    ];
+    match STANDARD.iter().find(|m| **m == method) {
+        Some(m) => Cow::Borrowed(m),
+        None => Cow::Owned(method.to_owned()),
+    }
 }
 
 /// Where workers hand their spans.

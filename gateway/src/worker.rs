@@ -84,6 +84,9 @@ pub struct Generation {
     tls: HashMap<String, Arc<rustls::ServerConfig>>,
     /// Access log and span export.
     pub sinks: Sinks,
+    /// Span names: each route's name, and one for requests no route took,
+    /// shared so that a span costs no allocation for its name.
+    span_names: Vec<Arc<str>>,
 }
 
 /// Where a generation's telemetry goes.
@@ -160,6 +163,12 @@ impl Generation {
             }
         }
         caches.retain(|name, _| tls.contains_key(name));
+        let span_names = snapshot
+            .routes
+            .iter()
+            .map(|r| Arc::from(r.name.as_str()))
+            .chain([Arc::from("ringway")])
+            .collect();
         Generation {
             snapshot,
             clusters,
@@ -168,7 +177,17 @@ impl Generation {
             listeners,
             tls,
             sinks,
+            span_names,
         }
+    }
+
+    /// The span name for a request on `route` (`None`: no route matched).
+    pub fn span_name(&self, route: Option<usize>) -> Arc<str> {
+        let last = self.span_names.len().saturating_sub(1);
+        self.span_names
+            .get(route.unwrap_or(last))
+            .cloned()
+            .unwrap_or_else(|| Arc::from("ringway"))
     }
 
     /// A generation with no per-core state yet, only while a worker is
@@ -182,6 +201,7 @@ impl Generation {
             listeners: HashMap::new(),
             tls: HashMap::new(),
             sinks: Sinks::default(),
+            span_names: Vec::new(),
         }
     }
 
@@ -330,7 +350,7 @@ impl Worker {
         }
         let mut spans = self.span_buf.borrow_mut();
         if !spans.is_empty() && (force || spans.len() >= SPAN_FLUSH) {
-            let batch = std::mem::take(&mut *spans);
+            let batch = std::mem::replace(&mut *spans, Vec::with_capacity(SPAN_FLUSH));
             if let Some(exporter) = &sinks.spans {
                 let lost = exporter.send(batch);
                 self.metrics
