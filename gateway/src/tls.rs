@@ -119,19 +119,21 @@ impl SniResolver {
         }
     }
 
+    /// The certificate for `sni`: an exact name, else a one-label
+    /// wildcard. A client that sends no name (one connecting by IP) gets the
+    /// default; a name no certificate covers gets none, and the handshake
+    /// fails with an alert rather than present a certificate for another
+    /// name.
     fn pick(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        if let Some(name) = sni {
-            // rustls hands the name over lower-cased.
-            if let Some(k) = self.exact.get(name) {
-                return Some(k.clone());
-            }
-            if let Some((_, parent)) = name.split_once('.')
-                && let Some(k) = self.wildcard.get(parent)
-            {
-                return Some(k.clone());
-            }
+        let Some(name) = sni else {
+            return self.default.clone();
+        };
+        // rustls hands the name over lower-cased.
+        if let Some(k) = self.exact.get(name) {
+            return Some(k.clone());
         }
-        self.default.clone()
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent).cloned()
     }
 }
 
@@ -200,7 +202,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sni_prefers_exact_names_then_wildcards_then_the_first() {
+    fn sni_prefers_exact_names_then_wildcards_and_refuses_unknown_names() {
         let key = |n: u8| Arc::new(CertifiedKey::new(vec![vec![n].into()], dummy_key()));
         let (a, b, c) = (key(1), key(2), key(3));
         let r = SniResolver {
@@ -211,9 +213,11 @@ mod tests {
         let cert = |k: Option<Arc<CertifiedKey>>| k.map(|k| k.cert[0].to_vec());
         assert_eq!(cert(r.pick(Some("api.example.com"))), Some(vec![2]));
         assert_eq!(cert(r.pick(Some("www.example.com"))), Some(vec![3]));
-        // A wildcard covers one label only.
-        assert_eq!(cert(r.pick(Some("a.b.example.com"))), Some(vec![1]));
-        assert_eq!(cert(r.pick(Some("example.com"))), Some(vec![1]));
+        // A wildcard covers one label only; unknown names get nothing.
+        assert_eq!(cert(r.pick(Some("a.b.example.com"))), None);
+        assert_eq!(cert(r.pick(Some("example.com"))), None);
+        assert_eq!(cert(r.pick(Some("unknown.test"))), None);
+        // No name at all (a client connecting by IP): the default.
         assert_eq!(cert(r.pick(None)), Some(vec![1]));
     }
 

@@ -186,7 +186,7 @@ fn curl_over_tls_is_proxied_with_forwarded_proto_https() {
 }
 
 #[test]
-fn sni_chooses_the_certificate_and_unknown_names_get_the_first() {
+fn sni_chooses_the_certificate_and_unknown_names_are_refused() {
     let pki = Pki::standard();
     let up = Upstream::start("up");
     let gw = InProcess::start(&proxied(&pki, up.addr));
@@ -205,8 +205,16 @@ fn sni_chooses_the_certificate_and_unknown_names_get_the_first() {
     assert!(subject(Some("other.test")).contains("ringway-test-other"));
     assert!(subject(Some("localhost")).contains("ringway-test-server"));
     assert!(subject(Some("www.example.test")).contains("ringway-test-server"));
-    assert!(subject(Some("unknown.test")).contains("ringway-test-server"));
     assert!(subject(None).contains("ringway-test-server"));
+    // A name no certificate covers: the handshake fails with an alert, no
+    // certificate is presented, and the listener goes on serving.
+    let refused = s_client(gw.addr(), &["-servername", "unknown.test"]);
+    assert!(
+        !refused.lines().any(|l| l.starts_with("subject=")),
+        "{refused}"
+    );
+    assert!(refused.contains("alert"), "{refused}");
+    assert!(subject(Some("localhost")).contains("ringway-test-server"));
     // And curl verifies the wildcard certificate for its name.
     let (ok, body) = curl_tls(&pki, gw.addr(), "api.example.test", "/", &[]);
     assert!(ok);
