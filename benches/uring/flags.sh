@@ -1,61 +1,28 @@
 #!/usr/bin/env bash
 # io_uring setup flags, measured: ringway with COOP_TASKRUN + SINGLE_ISSUER +
 # DEFER_TASKRUN against ringway with a plain ring (RINGWAY_PLAIN_RING=1),
-# alternating, at a fixed offered rate so the CPU time per request compares.
-# Gateway on core 0; nginx origin (1 KiB) and wrk on core 1; all on
-# 127.0.0.1; every process started here is stopped here by PID.
+# alternating, comparing the gateway's CPU time per request. Setup and
+# method in benches/one_core.sh.
 #
-# Usage: benches/uring/flags.sh [reps] [seconds]
-set -euo pipefail
+# Usage: [RATE=20000] benches/uring/flags.sh [reps] [seconds]
 cd "$(dirname "$0")/../.."
 reps=${1:-5}
 secs=${2:-5}
-work=$(mktemp -d)
-trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+. benches/one_core.sh
 
-head -c 1024 /dev/zero | tr '\0' 'x' > "$work/1k"
-cat > "$work/nginx.conf" <<NGINX
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx.err;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  server { listen 127.0.0.1:18990; location / { root $work; try_files /1k =404; } }
-}
-NGINX
-taskset -c 1 nginx -c "$work/nginx.conf"
+start_origin
 cat > "$work/ringway.toml" <<TOML
 [[listener]]
 name = "edge"
-listen = "127.0.0.1:18991"
+listen = "$EDGE"
 [[route]]
 cluster = "origin"
 [cluster.origin]
-endpoints = ["127.0.0.1:18990"]
+endpoints = ["$ORIGIN"]
 TOML
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
-
-run() { # $1 = label, $2 = env assignment or ""
-  env $2 taskset -c 0 target/release/ringway --config "$work/ringway.toml" --workers 1 2>"$work/rw.err" &
-  echo $! > "$work/rw.pid"
-  for _ in $(seq 100); do curl -fs -o /dev/null http://127.0.0.1:18991/ && break; sleep 0.05; done
-  local pid; pid=$(cat "$work/rw.pid")
-  local t0; t0=$(cpu_ticks "$pid")
-  local out; out=$(taskset -c 1 wrk -t1 -c32 -d"${secs}s" http://127.0.0.1:18991/ 2>&1)
-  local t1; t1=$(cpu_ticks "$pid")
-  local reqs; reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  rm -f "$work/rw.pid"
-  awk -v l="$1" -v r="$reqs" -v a="$t0" -v b="$t1" -v hz="$hz" -v s="$secs" \
-    'BEGIN { printf "%-6s %8.0f req/s  %6.2f us CPU/request\n", l, r/s, (b-a)/hz*1e6/r }'
-}
-
-echo "ringway $(git rev-parse --short HEAD), nginx $(nginx -v 2>&1 | sed 's/.*\///'), wrk closed loop -t1 -c32 ${secs}s, $reps reps"
-for i in $(seq "$reps"); do
-  run tuned ""
-  run plain "RINGWAY_PLAIN_RING=1"
+echo "ringway $(git rev-parse --short HEAD), nginx $(nginx -v 2>&1 | sed 's/.*\///'), $(load_name), $reps reps"
+for _ in $(seq "$reps"); do
+  measure tuned "$work/ringway.toml" ""
+  measure plain "$work/ringway.toml" "RINGWAY_PLAIN_RING=1"
 done

@@ -129,14 +129,31 @@ impl Cx<'_> {
             .ok_or_else(expected)
     }
 
-    fn positive(&self, value: Option<&Spanned<i64>>, default: usize, what: &str) -> Result<usize> {
+    /// An optional integer: `default` when absent, else the value when it
+    /// fits `T` and `ok` holds, else an error saying what was `expected`.
+    fn int_or<T: TryFrom<i64>>(
+        &self,
+        value: Option<&Spanned<i64>>,
+        default: T,
+        ok: impl Fn(&T) -> bool,
+        expected: &str,
+    ) -> Result<T> {
         match value {
             None => Ok(default),
-            Some(v) => usize::try_from(*v.get_ref())
+            Some(v) => T::try_from(*v.get_ref())
                 .ok()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| self.err(v.span(), format!("expected {what} greater than zero"))),
+                .filter(|n| ok(n))
+                .ok_or_else(|| self.err(v.span(), expected)),
         }
+    }
+
+    fn positive(&self, value: Option<&Spanned<i64>>, default: usize, what: &str) -> Result<usize> {
+        self.int_or(
+            value,
+            default,
+            |&n| n > 0,
+            &format!("expected {what} greater than zero"),
+        )
     }
 
     fn compile(&self, file: schema::File) -> Result<Snapshot> {
@@ -850,14 +867,13 @@ impl Cx<'_> {
     fn limits(&self, l: &Spanned<schema::LimitsSection>) -> Result<Limits> {
         let s = l.get_ref();
         let d = Limits::default();
-        let count = |v: &Option<Spanned<i64>>, default: u32| -> Result<u32> {
-            match v {
-                None => Ok(default),
-                Some(v) => u32::try_from(*v.get_ref())
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| self.err(v.span(), "expected a limit greater than zero")),
-            }
+        let count = |v: &Option<Spanned<i64>>, default: u32| {
+            self.int_or(
+                v.as_ref(),
+                default,
+                |&n| n > 0,
+                "expected a limit greater than zero",
+            )
         };
         Ok(Limits {
             max_connections: count(&s.max_connections, d.max_connections)?,
@@ -964,8 +980,13 @@ impl Cx<'_> {
         if !s.path.get_ref().starts_with('/') {
             return Err(self.err(s.path.span(), "expected a path starting with `/`"));
         }
-        let threshold = |v: &Option<Spanned<i64>>, default| -> Result<u32> {
-            Ok(self.positive(v.as_ref(), default, "a count")? as u32)
+        let threshold = |v: &Option<Spanned<i64>>, default: u32| {
+            self.int_or(
+                v.as_ref(),
+                default,
+                |&n| n > 0,
+                "expected a count greater than zero",
+            )
         };
         Ok(HealthCheck {
             path: s.path.get_ref().clone(),
@@ -979,21 +1000,21 @@ impl Cx<'_> {
     fn outlier(&self, o: &Spanned<schema::OutlierSection>) -> Result<Outlier> {
         let s = o.get_ref();
         let defaults = Outlier::default();
-        let percent = |v: &Option<Spanned<i64>>, default: u8| -> Result<u8> {
-            match v {
-                None => Ok(default),
-                Some(v) => u8::try_from(*v.get_ref())
-                    .ok()
-                    .filter(|p| *p <= 100)
-                    .ok_or_else(|| self.err(v.span(), "expected a percentage in 0..=100")),
-            }
+        let percent = |v: &Option<Spanned<i64>>, default: u8| {
+            self.int_or(
+                v.as_ref(),
+                default,
+                |&p| p <= 100,
+                "expected a percentage in 0..=100",
+            )
         };
         Ok(Outlier {
-            consecutive_failures: match &s.consecutive_failures {
-                None => defaults.consecutive_failures,
-                Some(v) => u32::try_from(*v.get_ref())
-                    .map_err(|_| self.err(v.span(), "expected a count of zero (never) or more"))?,
-            },
+            consecutive_failures: self.int_or(
+                s.consecutive_failures.as_ref(),
+                defaults.consecutive_failures,
+                |_| true,
+                "expected a count of zero (never) or more",
+            )?,
             base_ejection: self.duration(s.base_ejection_time.as_ref(), defaults.base_ejection)?,
             max_ejection: self.duration(s.max_ejection_time.as_ref(), defaults.max_ejection)?,
             max_ejection_percent: percent(&s.max_ejection_percent, defaults.max_ejection_percent)?,

@@ -51,11 +51,4 @@ impl Published {
     pub fn publish(&self, next: Arc<Snapshot>) {
         self.current.store(next);
     }
-
-    /// Numbers and publishes `next` at once.
-    pub fn store(&self, next: Snapshot) -> Arc<Snapshot> {
-        let next = self.prepare(next);
-        self.publish(next.clone());
-        next
-    }
 }

@@ -335,6 +335,13 @@ impl Worker {
     /// Hands buffered log lines and spans to their writers: when `force`,
     /// whatever is there; otherwise only full batches.
     pub fn flush(&self, force: bool) {
+        // Called after every request: most of the time nothing is due.
+        let due = |len: usize, batch: usize| len > 0 && (force || len >= batch);
+        if !due(self.log_buf.borrow().len(), LOG_FLUSH_BYTES)
+            && !due(self.span_buf.borrow().len(), SPAN_FLUSH)
+        {
+            return;
+        }
         let current = self.current();
         let sinks = &current.sinks;
         let mut lines = self.log_buf.borrow_mut();
