@@ -9,17 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringway_router::{HeaderMatch, HeaderValueMatch, HostMatch, PathMatch, RouteRule, Router};
+use rustls::pki_types::{CertificateDer, ServerName};
 use toml::Spanned;
 
 use crate::error::Location;
 use crate::schema::{self, HeaderCondition, SizeValue, WorkersValue};
 use crate::{
     AccessLog, Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, Error, HashKey,
-    HeaderRules, HealthCheck, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint, Outlier,
-    RateLimit, Redirect, Result, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, Tracing,
-    WeightedCluster, Workers, duration,
+    HeaderRules, HealthCheck, Http2Settings, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint,
+    Outlier, RateLimit, Redirect, Result, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot,
+    Tracing, UpstreamProtocol, WeightedCluster, Workers, duration,
 };
-use crate::{ClientAuth, Tls, TlsCertificate, TlsVersion, tls};
+use crate::{ClientAuth, Tls, TlsCertificate, TlsVersion, UpstreamTls, tls};
 
 /// The configuration `ringway` runs when given none: one listener on
 /// 127.0.0.1:8080 that answers every request directly and says how to go on.
@@ -48,6 +49,9 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_MAX_IDLE_PER_ENDPOINT: usize = 64;
 const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100;
+/// HTTP/2's smallest and largest flow-control windows (RFC 9113 6.9.2).
+const H2_WINDOWS: std::ops::RangeInclusive<u64> = 65_535..=(1 << 31) - 1;
 
 /// Reads and compiles the file at `path`.
 pub fn load_file(path: &Path) -> Result<Snapshot> {
@@ -68,7 +72,12 @@ pub fn compile_str(name: &str, text: &str) -> Result<Snapshot> {
 }
 
 fn compile_in(name: &str, text: &str, dir: &Path) -> Result<Snapshot> {
-    let cx = Cx { name, text, dir };
+    let cx = Cx {
+        name,
+        text,
+        dir,
+        system_roots: std::cell::OnceCell::new(),
+    };
     let file: schema::File = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         Error::Invalid {
@@ -85,6 +94,9 @@ struct Cx<'a> {
     text: &'a str,
     /// Where relative file names start.
     dir: &'a Path,
+    /// The system's trust anchors, read once per compile for all the
+    /// clusters that need them.
+    system_roots: std::cell::OnceCell<Result<Vec<CertificateDer<'static>>, String>>,
 }
 
 impl Cx<'_> {
@@ -265,9 +277,69 @@ impl Cx<'_> {
                     "a size in bytes",
                 )?,
                 tls: l.tls.as_ref().map(|t| self.tls(t)).transpose()?,
+                http2: match &l.http2 {
+                    Some(h) => self.http2(h)?,
+                    None => Http2Settings::default(),
+                },
             });
         }
         Ok(out)
+    }
+
+    fn http2(&self, section: &Spanned<schema::Http2Section>) -> Result<Http2Settings> {
+        let h = section.get_ref();
+        let d = Http2Settings::default();
+        let window = |v: &Option<Spanned<SizeValue>>, default: u32| -> Result<u32> {
+            let Some(v) = v else { return Ok(default) };
+            parse_size(v.get_ref())
+                .filter(|n| H2_WINDOWS.contains(n))
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    self.err(
+                        v.span(),
+                        "expected a window size in 65535..=2147483647 bytes, or a string such as \"1MiB\"",
+                    )
+                })
+        };
+        let count = |v: &Option<Spanned<i64>>, default: usize| {
+            self.int_or(
+                v.as_ref(),
+                default,
+                |n| (1..=100_000).contains(n),
+                "expected a count in 1..=100000",
+            )
+        };
+        Ok(Http2Settings {
+            max_concurrent_streams: self.int_or(
+                h.max_concurrent_streams.as_ref(),
+                d.max_concurrent_streams,
+                |n| (1..=10_000).contains(n),
+                "expected a stream count in 1..=10000",
+            )?,
+            initial_stream_window: window(&h.initial_stream_window, d.initial_stream_window)?,
+            initial_connection_window: window(
+                &h.initial_connection_window,
+                d.initial_connection_window,
+            )?,
+            max_pending_reset_streams: count(
+                &h.max_pending_reset_streams,
+                d.max_pending_reset_streams,
+            )?,
+            max_local_error_resets: count(&h.max_local_error_resets, d.max_local_error_resets)?,
+            h2c: h.h2c.unwrap_or(d.h2c),
+        })
+    }
+
+    /// `min_version = "1.2"` (the default) or `"1.3"`.
+    fn min_version(&self, value: Option<&Spanned<String>>) -> Result<TlsVersion> {
+        match value.map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "1.2")) => Ok(TlsVersion::Tls12),
+            Some((_, "1.3")) => Ok(TlsVersion::Tls13),
+            Some((v, other)) => Err(self.err(
+                v.span(),
+                format!("expected \"1.2\" or \"1.3\", found {other:?}"),
+            )),
+        }
     }
 
     /// Reads a file named at `value`, relative to the config's folder.
@@ -296,9 +368,7 @@ impl Cx<'_> {
 
     fn tls(&self, section: &Spanned<schema::TlsSection>) -> Result<Tls> {
         let t = section.get_ref();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = unix_now();
         let mut certificates = Vec::new();
         match (&t.cert, &t.key) {
             (Some(cert), Some(key)) => certificates.push(self.certificate(cert, key, now)?),
@@ -321,23 +391,21 @@ impl Cx<'_> {
             ));
         }
         let alpn = match &t.alpn {
-            None => vec![b"http/1.1".to_vec()],
+            // h2 preferred; clients that do not offer it get HTTP/1.1.
+            None => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
             Some(list) => {
                 let mut alpn = Vec::new();
                 for p in list.get_ref() {
                     match p.get_ref().as_str() {
-                        "http/1.1" | "http/1.0" => alpn.push(p.get_ref().as_bytes().to_vec()),
-                        "h2" => {
-                            return Err(self.err(
-                                p.span(),
-                                "\"h2\" is not supported yet: ringway speaks HTTP/1.1 only; \
-                                 offer [\"http/1.1\"]",
-                            ));
+                        "h2" | "http/1.1" | "http/1.0" => {
+                            alpn.push(p.get_ref().as_bytes().to_vec())
                         }
                         other => {
                             return Err(self.err(
                                 p.span(),
-                                format!("expected \"http/1.1\" or \"http/1.0\", found {other:?}"),
+                                format!(
+                                    "expected \"h2\", \"http/1.1\" or \"http/1.0\", found {other:?}"
+                                ),
                             ));
                         }
                     }
@@ -345,16 +413,7 @@ impl Cx<'_> {
                 alpn
             }
         };
-        let min_version = match t.min_version.as_ref().map(|v| (v, v.get_ref().as_str())) {
-            None | Some((_, "1.2")) => TlsVersion::Tls12,
-            Some((_, "1.3")) => TlsVersion::Tls13,
-            Some((v, other)) => {
-                return Err(self.err(
-                    v.span(),
-                    format!("expected \"1.2\" or \"1.3\", found {other:?}"),
-                ));
-            }
-        };
+        let min_version = self.min_version(t.min_version.as_ref())?;
         let client_auth = match (&t.client_ca, &t.client_auth) {
             (None, Some(a)) => {
                 return Err(self.err(a.span(), "`client_auth` needs a `client_ca` bundle"));
@@ -412,15 +471,41 @@ impl Cx<'_> {
                     format!("cluster {:?} needs at least one endpoint", name.get_ref()),
                 ));
             }
+            let protocol = self.protocol(c.protocol.as_ref())?;
+            let tls = c
+                .tls
+                .as_ref()
+                .map(|t| self.upstream_tls(t, protocol))
+                .transpose()?;
             let mut endpoints = Vec::with_capacity(c.endpoints.len());
             for e in &c.endpoints {
                 let addr_value = Spanned::new(e.span(), e.get_ref().addr.clone());
                 let addr = self.socket_addr(&addr_value)?;
+                // `socket_addr` accepted it, so a `:port` follows the host.
+                let host = addr_value
+                    .get_ref()
+                    .rsplit_once(':')
+                    .map_or("", |(host, _)| host)
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_owned();
+                let verifiable = match &tls {
+                    Some(tls) if tls.server_name.is_none() => {
+                        ServerName::try_from(host.as_str()).is_ok()
+                    }
+                    _ => true,
+                };
+                if !verifiable {
+                    return Err(self.err(
+                        e.span(),
+                        format!("{host:?} is not a name TLS can verify; set the cluster's `tls.server_name`"),
+                    ));
+                }
                 let weight = u32::try_from(e.get_ref().weight)
                     .ok()
                     .filter(|w| (1..=1_000_000).contains(w))
                     .ok_or_else(|| self.err(e.span(), "expected a weight in 1..=1000000"))?;
-                endpoints.push(Endpoint { addr, weight });
+                endpoints.push(Endpoint { addr, host, weight });
             }
             let (balancer, hash_key) = match &c.balancer {
                 None => (BalancerKind::RoundRobin, None),
@@ -452,9 +537,94 @@ impl Cx<'_> {
                         "a connection count",
                     )?,
                 },
+                protocol,
+                max_streams_per_connection: self.int_or(
+                    c.max_streams_per_connection.as_ref(),
+                    DEFAULT_MAX_STREAMS_PER_CONNECTION,
+                    |n| (1..=10_000).contains(n),
+                    "expected a stream count in 1..=10000",
+                )?,
+                tls,
             });
         }
         Ok((out, ids))
+    }
+
+    fn protocol(&self, value: Option<&Spanned<String>>) -> Result<UpstreamProtocol> {
+        match value.map(|v| (v, v.get_ref().as_str())) {
+            None | Some((_, "http1" | "http/1.1")) => Ok(UpstreamProtocol::Http1),
+            Some((_, "h2" | "http2")) => Ok(UpstreamProtocol::Http2),
+            Some((v, other)) => Err(self.err(
+                v.span(),
+                format!("unknown protocol {other:?}; expected \"http1\" (or \"http/1.1\") or \"h2\" (or \"http2\")"),
+            )),
+        }
+    }
+
+    fn upstream_tls(
+        &self,
+        section: &Spanned<schema::UpstreamTlsSection>,
+        protocol: UpstreamProtocol,
+    ) -> Result<UpstreamTls> {
+        let t = section.get_ref();
+        let roots = match &t.ca {
+            Some(ca) => {
+                let certs =
+                    tls::parse_certs(&self.read(ca)?).map_err(|m| self.err(ca.span(), m))?;
+                let count = certs.len();
+                let roots = tls::usable_roots(certs);
+                if roots.len() != count {
+                    return Err(self.err(
+                        ca.span(),
+                        "a certificate of the bundle cannot serve as a trust anchor",
+                    ));
+                }
+                roots
+            }
+            None => self
+                .system_roots
+                .get_or_init(tls::system_roots)
+                .clone()
+                .map_err(|m| self.err(section.span(), m))?,
+        };
+        let server_name = match &t.server_name {
+            None => None,
+            Some(name) => {
+                if ServerName::try_from(name.get_ref().as_str()).is_err() {
+                    return Err(self.err(
+                        name.span(),
+                        format!(
+                            "expected a DNS name or an IP address, found {:?}",
+                            name.get_ref()
+                        ),
+                    ));
+                }
+                Some(name.get_ref().clone())
+            }
+        };
+        let client_identity = match (&t.client_cert, &t.client_key) {
+            (Some(cert), Some(key)) => Some(self.certificate(cert, key, unix_now())?.key),
+            (Some(cert), None) => {
+                return Err(self.err(
+                    cert.span(),
+                    "`client_cert` needs its `client_key` beside it",
+                ));
+            }
+            (None, Some(key)) => {
+                return Err(self.err(key.span(), "`client_key` needs its `client_cert` beside it"));
+            }
+            (None, None) => None,
+        };
+        Ok(UpstreamTls {
+            roots,
+            server_name,
+            client_identity,
+            min_version: self.min_version(t.min_version.as_ref())?,
+            alpn: vec![match protocol {
+                UpstreamProtocol::Http1 => b"http/1.1".to_vec(),
+                UpstreamProtocol::Http2 => b"h2".to_vec(),
+            }],
+        })
     }
 
     fn routes(
@@ -1123,6 +1293,13 @@ impl Cx<'_> {
         }
         Ok(())
     }
+}
+
+/// Now, in Unix seconds, to check certificates' expiry.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// `1024`, `"64KiB"`, `"1MiB"`, `"2GiB"` (also `KB`/`MB`/`GB` as powers of 1000).

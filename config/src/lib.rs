@@ -10,8 +10,9 @@
 //!
 //! This crate depends on `ringway-router` and `ringway-balancer` only; it
 //! knows nothing of sockets or runtimes. The only I/O it does is reading the
-//! file it is asked to load (and resolving endpoint host names, which happens
-//! on the control thread, never on a worker).
+//! file it is asked to load and the PEM files it names (and resolving endpoint
+//! host names and reading the system's root certificates for upstream TLS,
+//! which happen on the control thread, never on a worker).
 #![forbid(unsafe_code)]
 
 mod compile;
@@ -29,7 +30,8 @@ pub use publish::Published;
 pub use ringway_balancer::BalancerKind;
 pub use snapshot::{
     AccessLog, Action, Cluster, ClusterId, DirectResponse, Endpoint, HashKey, HeaderRules,
-    HealthCheck, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint, Outlier, RateLimit, Redirect,
-    RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, Tracing, WeightedCluster, Workers,
+    HealthCheck, Http2Settings, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint, Outlier,
+    RateLimit, Redirect, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, Tracing,
+    UpstreamProtocol, WeightedCluster, Workers,
 };
-pub use tls::{ClientAuth, Tls, TlsCertificate, TlsVersion, client_identity};
+pub use tls::{ClientAuth, Tls, TlsCertificate, TlsVersion, UpstreamTls, client_identity};

@@ -122,6 +122,28 @@ pub struct ListenerSection {
     pub max_header_bytes: Option<Spanned<i64>>,
     /// TLS termination; plain HTTP without it.
     pub tls: Option<Spanned<TlsSection>>,
+    /// HTTP/2 settings.
+    pub http2: Option<Spanned<Http2Section>>,
+}
+
+/// A listener's `http2 = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2Section {
+    /// Streams a client may have open at once on one connection.
+    pub max_concurrent_streams: Option<Spanned<i64>>,
+    /// Flow-control window of each stream: bytes or "1MiB".
+    pub initial_stream_window: Option<Spanned<SizeValue>>,
+    /// Flow-control window of the whole connection: bytes or "4MiB".
+    pub initial_connection_window: Option<Spanned<SizeValue>>,
+    /// Streams reset by the client before they were served, at once,
+    /// before the connection is closed (rapid reset, CVE-2023-44487).
+    pub max_pending_reset_streams: Option<Spanned<i64>>,
+    /// Streams the gateway may reset for protocol errors on one
+    /// connection before closing it.
+    pub max_local_error_resets: Option<Spanned<i64>>,
+    /// Plain listeners accept HTTP/2 with prior knowledge (h2c).
+    pub h2c: Option<bool>,
 }
 
 /// A listener's `tls = { ... }`.
@@ -460,6 +482,31 @@ pub struct ClusterSection {
     pub outlier: Option<Spanned<OutlierSection>>,
     /// Circuit breakers.
     pub limits: Option<Spanned<LimitsSection>>,
+    /// `"http1"` (default) or `"h2"`.
+    pub protocol: Option<Spanned<String>>,
+    /// h2: streams open at once on one upstream connection before another
+    /// is opened.
+    pub max_streams_per_connection: Option<Spanned<i64>>,
+    /// TLS to the endpoints; plain TCP without it.
+    pub tls: Option<Spanned<UpstreamTlsSection>>,
+}
+
+/// A cluster's `tls = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsSection {
+    /// PEM bundle of the CAs the endpoints' certificates must chain to
+    /// (the system's roots without it).
+    pub ca: Option<Spanned<String>>,
+    /// The name to send (SNI) and verify, for every endpoint (else each
+    /// endpoint's host as written).
+    pub server_name: Option<Spanned<String>>,
+    /// PEM certificate chain presented to the endpoints, leaf first.
+    pub client_cert: Option<Spanned<String>>,
+    /// PEM private key of `client_cert`.
+    pub client_key: Option<Spanned<String>>,
+    /// Lowest TLS version accepted: `"1.2"` or `"1.3"`.
+    pub min_version: Option<Spanned<String>>,
 }
 
 /// `"IP:port"` or `{ addr = "IP:port", weight = N }`.

@@ -128,6 +128,42 @@ pub struct Listener {
     pub max_header_bytes: usize,
     /// TLS termination, if any.
     pub tls: Option<crate::tls::Tls>,
+    /// HTTP/2 settings (h2 by ALPN on TLS, h2c on plain listeners).
+    pub http2: Http2Settings,
+}
+
+/// A listener's HTTP/2 settings. The largest header list is the
+/// listener's `max_header_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Settings {
+    /// Streams a client may have open at once on one connection.
+    pub max_concurrent_streams: u32,
+    /// Flow-control window of each stream, in bytes.
+    pub initial_stream_window: u32,
+    /// Flow-control window of the whole connection, in bytes.
+    pub initial_connection_window: u32,
+    /// Streams reset by the client before they were served, at once,
+    /// before the connection is closed with ENHANCE_YOUR_CALM (rapid
+    /// reset, CVE-2023-44487; h2's `max_pending_accept_reset_streams`).
+    pub max_pending_reset_streams: usize,
+    /// Streams reset for the client's protocol errors before the
+    /// connection is closed (h2's `max_local_error_reset_streams`).
+    pub max_local_error_resets: usize,
+    /// Plain listeners accept HTTP/2 with prior knowledge.
+    pub h2c: bool,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Http2Settings {
+        Http2Settings {
+            max_concurrent_streams: 128,
+            initial_stream_window: 1 << 20,
+            initial_connection_window: 4 << 20,
+            max_pending_reset_streams: 20,
+            max_local_error_resets: 1024,
+            h2c: true,
+        }
+    }
 }
 
 /// One route.
@@ -310,6 +346,23 @@ pub struct Cluster {
     pub outlier: Outlier,
     /// Circuit breakers.
     pub limits: Limits,
+    /// The protocol spoken to the endpoints.
+    pub protocol: UpstreamProtocol,
+    /// h2: streams open at once on one upstream connection; at this many
+    /// the gateway opens another.
+    pub max_streams_per_connection: u32,
+    /// TLS to the endpoints, if any.
+    pub tls: Option<crate::tls::UpstreamTls>,
+}
+
+/// The protocol a cluster's endpoints speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive pooling.
+    #[default]
+    Http1,
+    /// HTTP/2, streams multiplexed over shared connections.
+    Http2,
 }
 
 /// A cluster's circuit breakers, for the whole process (each worker gets
@@ -386,6 +439,10 @@ impl Default for Outlier {
 pub struct Endpoint {
     /// Its address.
     pub addr: SocketAddr,
+    /// Its host as written, before resolution: a DNS name or an IP literal
+    /// (an IPv6 one without its brackets). The name TLS sends and verifies
+    /// unless the cluster's `server_name` overrides it.
+    pub host: String,
     /// Its weight, at least 1.
     pub weight: u32,
 }

@@ -1,9 +1,12 @@
-//! A listener's TLS material, read from its PEM files and checked at
-//! compile time: certificates parse, keys match them, none has expired,
-//! and each certificate's DNS names are known for SNI.
+//! TLS material, read from its PEM files and checked at compile time:
+//! a listener's (certificates parse, keys match them, none has expired,
+//! and each certificate's DNS names are known for SNI) and a cluster's
+//! (the roots to verify endpoints with, and an optional client
+//! certificate).
 //!
-//! What is kept is independent of any rustls `ServerConfig`: the gateway
-//! builds one per worker from it (each with its own session cache).
+//! What is kept is independent of any rustls `ServerConfig` or
+//! `ClientConfig`: the gateway builds them per worker from it (each with its
+//! own session cache).
 
 use std::sync::Arc;
 
@@ -55,7 +58,7 @@ impl PartialEq for TlsCertificate {
     }
 }
 
-/// The lowest TLS version a listener accepts.
+/// The lowest TLS version a listener, or a cluster's client side, accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsVersion {
     /// TLS 1.2 and 1.3.
@@ -63,6 +66,36 @@ pub enum TlsVersion {
     /// TLS 1.3 only.
     Tls13,
 }
+
+/// TLS from the gateway to a cluster's endpoints.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// The CA certificates an endpoint's certificate must chain to: the
+    /// cluster's `ca` bundle, else the system's roots.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// The name sent (SNI) and verified for every endpoint; each
+    /// endpoint's own host when `None`.
+    pub server_name: Option<String>,
+    /// The certificate and key presented when an endpoint asks for one.
+    pub client_identity: Option<Arc<CertifiedKey>>,
+    /// Lowest version accepted.
+    pub min_version: TlsVersion,
+    /// ALPN protocols offered: the cluster's protocol only.
+    pub alpn: Vec<Vec<u8>>,
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &UpstreamTls) -> bool {
+        self.roots == other.roots
+            && self.server_name == other.server_name
+            && self.client_identity.as_ref().map(|k| &k.cert)
+                == other.client_identity.as_ref().map(|k| &k.cert)
+            && self.min_version == other.min_version
+            && self.alpn == other.alpn
+    }
+}
+
+impl Eq for UpstreamTls {}
 
 /// Client certificate verification.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +140,39 @@ pub(crate) fn leaf_names(der: &CertificateDer<'_>, now: i64) -> Result<Vec<Strin
         }
     }
     Ok(names)
+}
+
+/// The certificates of `certs` that can serve as trust anchors; the
+/// others (a system bundle may hold a few rustls cannot use) are dropped.
+pub(crate) fn usable_roots(certs: Vec<CertificateDer<'static>>) -> Vec<CertificateDer<'static>> {
+    certs
+        .into_iter()
+        .filter(|c| rustls::RootCertStore::empty().add(c.clone()).is_ok())
+        .collect()
+}
+
+/// The system's trust anchors (`SSL_CERT_FILE`/`SSL_CERT_DIR` respected),
+/// or why there are none.
+pub(crate) fn system_roots() -> Result<Vec<CertificateDer<'static>>, String> {
+    let found = rustls_native_certs::load_native_certs();
+    let roots = usable_roots(found.certs);
+    if roots.is_empty() {
+        let why = found
+            .errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let why = if why.is_empty() {
+            String::new()
+        } else {
+            format!(" ({why})")
+        };
+        return Err(format!(
+            "no usable system root certificates{why}; name a PEM bundle with `ca`"
+        ));
+    }
+    Ok(roots)
 }
 
 /// The chain and key together, checked to match.

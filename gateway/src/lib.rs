@@ -19,6 +19,7 @@ pub mod control;
 pub mod drain;
 pub mod health;
 pub mod http1;
+pub mod http2;
 pub mod limit;
 pub mod metrics;
 pub mod pool;

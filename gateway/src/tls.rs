@@ -1,5 +1,6 @@
-//! TLS termination: the per-worker rustls `ServerConfig`s, SNI certificate
-//! choice, and the handshake.
+//! TLS both ways: termination (the per-worker rustls `ServerConfig`s, SNI
+//! certificate choice, the server handshake) and origination to upstream
+//! clusters (`ClientConfig`s, the name to verify, the client handshake).
 //!
 //! Each worker builds its own `ServerConfig` per TLS listener per
 //! generation from the snapshot's checked material, with its own session-ID
@@ -11,20 +12,27 @@
 //! The handshake is driven here rather than by `monoio_rustls::TlsAcceptor`
 //! so that the verified client certificate can be read before the stream is
 //! wrapped: every byte read is handed to rustls, none is left in between.
+//! The client side uses the same driver and hands back the raw parts, so
+//! that the caller wraps them for HTTP/1.1 or HTTP/2 as the ALPN says.
 
 use std::collections::HashMap;
 use std::io;
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
-use ringway_config::{Tls, TlsVersion};
+use ringway_config::{Tls, TlsVersion, UpstreamTls};
+use rustls::pki_types::{InvalidDnsNameError, ServerName};
 use rustls::server::{
     ClientHello, ProducesTickets, ResolvesServerCert, ServerSessionMemoryCache,
     StoresServerSessions, WebPkiClientVerifier,
 };
-use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{
+    ClientConfig, ClientConnection, ConnectionCommon, RootCertStore, ServerConfig,
+    ServerConnection, SideData,
+};
 
 use crate::buffer::write_all;
 
@@ -50,18 +58,25 @@ pub fn session_cache() -> Arc<dyn StoresServerSessions> {
     ServerSessionMemoryCache::new(SESSION_CACHE_SIZE)
 }
 
+/// The protocol versions from `min` up.
+fn versions(min: TlsVersion) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static TLS12_UP: [&rustls::SupportedProtocolVersion; 2] =
+        [&rustls::version::TLS13, &rustls::version::TLS12];
+    static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match min {
+        TlsVersion::Tls12 => &TLS12_UP,
+        TlsVersion::Tls13 => &TLS13_ONLY,
+    }
+}
+
 /// Builds one worker's `ServerConfig` for a listener.
 pub fn server_config(
     tls: &Tls,
     cache: Arc<dyn StoresServerSessions>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
-        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-        TlsVersion::Tls13 => &[&rustls::version::TLS13],
-    };
-    let builder =
-        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions(tls.min_version))?;
     let builder = match &tls.client_auth {
         None => builder.with_no_client_auth(),
         Some(auth) => {
@@ -155,13 +170,79 @@ pub struct Accepted {
 /// Runs the server side of a handshake on `io`.
 pub async fn handshake(mut io: TcpStream, config: Arc<ServerConfig>) -> io::Result<Accepted> {
     let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
+    drive(&mut io, &mut conn).await?;
+    let identity = conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| ringway_config::client_identity(leaf));
+    Ok(Accepted {
+        stream: TlsStream::new(io, conn),
+        identity,
+    })
+}
+
+/// Builds a `ClientConfig` for a cluster's endpoints. Sessions resume from
+/// rustls's in-memory cache, which belongs to the returned config: build one
+/// per worker so that no handshake waits on another core.
+pub fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in &tls.roots {
+        roots.add(ca.clone())?;
+    }
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions(tls.min_version))?
+        .with_root_certificates(roots);
+    let mut config = match &tls.client_identity {
+        None => builder.with_no_client_auth(),
+        Some(key) => {
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(key.clone())))
+        }
+    };
+    config.alpn_protocols = tls.alpn.clone();
+    Ok(Arc::new(config))
+}
+
+/// The name to send (SNI) and verify for an endpoint written as
+/// `endpoint_host`: the cluster's `server_name` if set, else the host
+/// itself (an IP literal is verified against the certificate's IP SANs and
+/// sends no SNI).
+pub fn server_name_for(
+    tls: &UpstreamTls,
+    endpoint_host: &str,
+) -> Result<ServerName<'static>, InvalidDnsNameError> {
+    let name = tls.server_name.as_deref().unwrap_or(endpoint_host);
+    let bare = name.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return Ok(ServerName::from(ip));
+    }
+    ServerName::try_from(name.to_owned())
+}
+
+/// Runs the client side of a handshake on `io`, verifying the endpoint
+/// as `name`. Returns the raw parts for the caller to wrap (the ALPN
+/// protocol chosen is `conn.alpn_protocol()`); a refused handshake (an
+/// untrusted certificate, a name mismatch) is `InvalidData` with rustls's
+/// reason.
+pub async fn connect(
+    mut io: TcpStream,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+) -> io::Result<(TcpStream, ClientConnection)> {
+    let mut conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
+    drive(&mut io, &mut conn).await?;
+    Ok((io, conn))
+}
+
+/// Drives a handshake, either side, until it is done.
+async fn drive<D: SideData>(io: &mut TcpStream, conn: &mut ConnectionCommon<D>) -> io::Result<()> {
     let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(4 * 1024);
     loop {
         while conn.wants_write() {
             out.clear();
             conn.write_tls(&mut out)?;
-            write_all(&mut io, &mut out).await?;
+            write_all(io, &mut out).await?;
         }
         if !conn.is_handshaking() {
             break;
@@ -173,28 +254,22 @@ pub async fn handshake(mut io: TcpStream, config: Arc<ServerConfig>) -> io::Resu
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
         // Everything read goes to rustls: application data that came
-        // with the client's last flight waits in its plaintext buffer.
+        // with the peer's last flight (or a server's session tickets)
+        // waits in its buffers.
         let mut data = &buf[..];
         while !data.is_empty() {
             conn.read_tls(&mut data)?;
             if let Err(e) = conn.process_new_packets() {
-                // Tell the client why, if it still listens.
+                // Tell the peer why, if it still listens.
                 out.clear();
                 if conn.write_tls(&mut out).is_ok() {
-                    let _ = write_all(&mut io, &mut out).await;
+                    let _ = write_all(io, &mut out).await;
                 }
                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
             }
         }
     }
-    let identity = conn
-        .peer_certificates()
-        .and_then(|chain| chain.first())
-        .and_then(|leaf| ringway_config::client_identity(leaf));
-    Ok(Accepted {
-        stream: TlsStream::new(io, conn),
-        identity,
-    })
+    Ok(())
 }
 
 #[cfg(test)]
@@ -219,6 +294,112 @@ mod tests {
         assert_eq!(cert(r.pick(Some("unknown.test"))), None);
         // No name at all (a client connecting by IP): the default.
         assert_eq!(cert(r.pick(None)), Some(vec![1]));
+    }
+
+    fn upstream(server_name: Option<&str>) -> UpstreamTls {
+        UpstreamTls {
+            roots: Vec::new(),
+            server_name: server_name.map(str::to_owned),
+            client_identity: None,
+            min_version: TlsVersion::Tls12,
+            alpn: vec![b"h2".to_vec()],
+        }
+    }
+
+    #[test]
+    fn server_names_come_from_the_override_else_the_endpoint_host() {
+        let ip = |s: &str| ServerName::from(s.parse::<IpAddr>().unwrap());
+        let dns = |s: &str| ServerName::try_from(s.to_owned()).unwrap();
+        let plain = upstream(None);
+        assert_eq!(
+            server_name_for(&plain, "api.internal").unwrap(),
+            dns("api.internal")
+        );
+        assert_eq!(server_name_for(&plain, "10.0.0.1").unwrap(), ip("10.0.0.1"));
+        assert_eq!(server_name_for(&plain, "::1").unwrap(), ip("::1"));
+        assert_eq!(server_name_for(&plain, "[::1]").unwrap(), ip("::1"));
+        assert!(server_name_for(&plain, "not a name").is_err());
+        let named = upstream(Some("api.example.com"));
+        assert_eq!(
+            server_name_for(&named, "10.0.0.1").unwrap(),
+            dns("api.example.com")
+        );
+    }
+
+    /// A CA and a leaf for `localhost` signed by it: (CA DER, leaf key).
+    fn pki() -> (
+        rustls::pki_types::CertificateDer<'static>,
+        Arc<CertifiedKey>,
+    ) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let leaf = CertificateParams::new(vec!["localhost".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+        let provider = rustls::crypto::ring::default_provider();
+        let certified = CertifiedKey::from_der(vec![leaf.der().clone()], der, &provider).unwrap();
+        (ca.der().clone(), Arc::new(certified))
+    }
+
+    /// Runs a TLS listener on 127.0.0.1:0 and one client handshake to it
+    /// as `name`, trusting the listener's CA or another: the client's
+    /// result and the ALPN it got.
+    fn handshake_as(name: &str, trusted: bool) -> io::Result<Option<Vec<u8>>> {
+        let (ca, key) = pki();
+        let ca = if trusted { ca } else { pki().0 };
+        let tls = Tls {
+            certificates: vec![ringway_config::TlsCertificate {
+                names: vec!["localhost".to_owned()],
+                key,
+            }],
+            alpn: vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            min_version: TlsVersion::Tls12,
+            client_auth: None,
+            identity_header: None,
+        };
+        let server = server_config(&tls, session_cache()).unwrap();
+        let mut up = upstream(None);
+        up.roots = vec![ca];
+        let client = client_config(&up).unwrap();
+        let name = server_name_for(&up, name).unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let accept = monoio::spawn(async move {
+                let (io, _) = listener.accept().await.unwrap();
+                handshake(io, server).await.map(|_| ())
+            });
+            let io = TcpStream::connect(addr).await.unwrap();
+            let result = connect(io, client, name).await;
+            let _ = accept.await;
+            result.map(|(_, conn)| conn.alpn_protocol().map(<[u8]>::to_vec))
+        })
+    }
+
+    #[test]
+    fn client_handshakes_verify_the_name_and_negotiate_alpn() {
+        assert_eq!(
+            handshake_as("localhost", true).unwrap(),
+            Some(b"h2".to_vec())
+        );
+        // By IP the listener sends its default certificate, which names
+        // localhost only: the client refuses it.
+        let e = handshake_as("127.0.0.1", true).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("not valid for name"), "{e}");
+        let e = handshake_as("localhost", false).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(e.to_string().contains("invalid peer certificate"), "{e}");
     }
 
     fn dummy_key() -> Arc<dyn rustls::sign::SigningKey> {

@@ -82,6 +82,9 @@ pub struct Generation {
     listeners: HashMap<String, Rc<Listener>>,
     /// This worker's rustls configuration of each TLS listener, by name.
     tls: HashMap<String, Arc<rustls::ServerConfig>>,
+    /// Per cluster: this worker's rustls client configuration, for clusters
+    /// reached over TLS.
+    upstream_tls: Vec<Option<Arc<rustls::ClientConfig>>>,
     /// Access log and span export.
     pub sinks: Sinks,
     /// Span names: each route's name, and one for requests no route took,
@@ -163,6 +166,18 @@ impl Generation {
             }
         }
         caches.retain(|name, _| tls.contains_key(name));
+        let upstream_tls = snapshot
+            .clusters
+            .iter()
+            .map(|c| {
+                let t = c.tls.as_ref()?;
+                crate::tls::client_config(t)
+                    .inspect_err(|e| {
+                        eprintln!("ringway: worker {}: cluster {}: {e}", worker.id, c.name);
+                    })
+                    .ok()
+            })
+            .collect();
         let span_names = snapshot
             .routes
             .iter()
@@ -176,9 +191,16 @@ impl Generation {
             limiters,
             listeners,
             tls,
+            upstream_tls,
             sinks,
             span_names,
         }
+    }
+
+    /// This worker's TLS client configuration for `cluster`, when it is
+    /// reached over TLS.
+    pub fn upstream_tls(&self, cluster: ClusterId) -> Option<Arc<rustls::ClientConfig>> {
+        self.upstream_tls.get(cluster.0 as usize)?.clone()
     }
 
     /// The span name for a request on `route` (`None`: no route matched).
@@ -200,6 +222,7 @@ impl Generation {
             limiters: Vec::new(),
             listeners: HashMap::new(),
             tls: HashMap::new(),
+            upstream_tls: Vec::new(),
             sinks: Sinks::default(),
             span_names: Vec::new(),
         }
@@ -261,6 +284,8 @@ pub struct Worker {
     current: RefCell<Rc<Generation>>,
     /// Idle upstream connections, kept across reloads.
     pub pool: Pool,
+    /// Upstream HTTP/2 connections, kept across reloads.
+    pub h2: crate::http2::client::Pool,
     /// Shutdown state.
     pub drain: Rc<Drain>,
     /// This worker's counters.
@@ -301,6 +326,7 @@ impl Worker {
             id,
             current: RefCell::new(Rc::new(Generation::empty(snapshot.clone()))),
             pool: Pool::default(),
+            h2: crate::http2::client::Pool::default(),
             drain: Rc::new(Drain::default()),
             metrics: WorkerMetrics::default(),
             active_requests: Cell::new(0),
@@ -544,5 +570,6 @@ async fn sweep_loop(worker: Rc<Worker>) {
     while !worker.drain.is_draining() {
         monoio::time::sleep(SWEEP_INTERVAL).await;
         worker.pool.sweep();
+        worker.h2.sweep();
     }
 }

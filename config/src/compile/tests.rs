@@ -1,5 +1,5 @@
 use super::*;
-use crate::HashKey;
+use crate::{HashKey, Http2Settings, TlsVersion, UpstreamProtocol};
 
 fn error_of(text: &str) -> String {
     match compile_str("test.toml", text) {
@@ -366,4 +366,287 @@ fn access_log_and_tracing_compile_or_say_why_not() {
     );
     assert!(error_of("[tracing]\notlp_endpoint = \"https://x:4318\"\n").contains("OTLP/HTTP URL"));
     assert!(error_of("[tracing]\nsample_rate = 2.0\n").contains("sample rate"));
+}
+
+/// A test PKI in a fresh folder under the system's temporary one: `ca.pem`
+/// and, per leaf, `NAME.pem` and `NAME.key`; removed on drop.
+struct Pki {
+    dir: std::path::PathBuf,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "ringway-config-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ringway config test CA");
+        let ca = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        let pki = Pki {
+            dir,
+            issuer: rcgen::Issuer::new(params, key),
+        };
+        pki.leaf("server", "localhost");
+        pki.leaf("client", "client.test");
+        pki
+    }
+
+    fn leaf(&self, name: &str, dns: &str) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![dns.to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        std::fs::write(self.dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(self.dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    /// A listener `edge` with this PKI's server certificate and `extra`
+    /// keys in its `tls` table, then `more` lines.
+    fn listener(&self, extra: &str, more: &str) -> String {
+        format!(
+            "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\ntls = {{ cert = {:?}, key = {:?}{extra} }}\n{more}",
+            self.path("server.pem"),
+            self.path("server.key"),
+        )
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn listeners_offer_h2_first_by_default_and_accept_it_in_alpn() {
+    let pki = Pki::new();
+    let alpn = |extra: &str| {
+        compile_str("t.toml", &pki.listener(extra, ""))
+            .map(|s| s.listeners[0].tls.as_ref().unwrap().alpn.clone())
+    };
+    assert_eq!(
+        alpn("").unwrap(),
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    );
+    assert_eq!(
+        alpn(", alpn = [\"http/1.1\", \"h2\", \"http/1.0\"]").unwrap(),
+        vec![b"http/1.1".to_vec(), b"h2".to_vec(), b"http/1.0".to_vec()]
+    );
+    let e = alpn(", alpn = [\"h3\"]").unwrap_err().to_string();
+    assert!(
+        e.contains("expected \"h2\", \"http/1.1\" or \"http/1.0\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn http2_settings_default_and_say_where_they_are_wrong() {
+    let listener =
+        |table: &str| format!("[[listener]]\nname = \"a\"\nlisten = \"127.0.0.1:0\"\n{table}");
+    let s = compile_str("t.toml", &listener("")).unwrap();
+    let d = s.listeners[0].http2;
+    assert_eq!(d, Http2Settings::default());
+    assert_eq!(
+        (d.max_concurrent_streams, d.initial_stream_window),
+        (128, 1 << 20)
+    );
+    assert_eq!(d.initial_connection_window, 4 << 20);
+    assert_eq!(
+        (d.max_pending_reset_streams, d.max_local_error_resets, d.h2c),
+        (20, 1024, true)
+    );
+
+    let s = compile_str(
+        "t.toml",
+        &listener(
+            "[listener.http2]\nmax_concurrent_streams = 10\ninitial_stream_window = 65535\n\
+             initial_connection_window = \"16MiB\"\nmax_pending_reset_streams = 5\n\
+             max_local_error_resets = 50\nh2c = false\n",
+        ),
+    )
+    .unwrap();
+    assert_eq!(
+        s.listeners[0].http2,
+        Http2Settings {
+            max_concurrent_streams: 10,
+            initial_stream_window: 65535,
+            initial_connection_window: 16 << 20,
+            max_pending_reset_streams: 5,
+            max_local_error_resets: 50,
+            h2c: false,
+        }
+    );
+
+    let e = error_of(&listener(
+        "[listener.http2]\ninitial_stream_window = \"2GiB\"\n",
+    ));
+    assert!(
+        e.starts_with("test.toml:5:25: expected a window size"),
+        "{e}"
+    );
+    let e = error_of(&listener("http2 = { max_concurrent_streams = 0 }\n"));
+    assert!(e.starts_with("test.toml:4:36:"), "{e}");
+    assert!(e.contains("1..=10000"), "{e}");
+    let e = error_of(&listener("http2 = { window = 1 }\n"));
+    assert!(
+        e.starts_with("test.toml:4:11:") && e.contains("window"),
+        "{e}"
+    );
+}
+
+#[test]
+fn cluster_protocols_parse_or_list_the_choices() {
+    let cluster =
+        |extra: &str| format!("[cluster.a]\nendpoints = [\"127.0.0.1:1\", \"[::1]:2\"]\n{extra}");
+    let s = compile_str("t.toml", &cluster("")).unwrap();
+    let c = &s.clusters[0];
+    assert_eq!(c.protocol, UpstreamProtocol::Http1);
+    assert_eq!(c.max_streams_per_connection, 100);
+    assert!(c.tls.is_none());
+    assert_eq!(c.endpoints[0].host, "127.0.0.1");
+    assert_eq!(c.endpoints[1].host, "::1");
+    for (text, protocol) in [
+        ("http1", UpstreamProtocol::Http1),
+        ("http/1.1", UpstreamProtocol::Http1),
+        ("h2", UpstreamProtocol::Http2),
+        ("http2", UpstreamProtocol::Http2),
+    ] {
+        let s = compile_str(
+            "t.toml",
+            &cluster(&format!(
+                "protocol = {text:?}\nmax_streams_per_connection = 7\n"
+            )),
+        )
+        .unwrap();
+        assert_eq!(s.clusters[0].protocol, protocol, "{text}");
+        assert_eq!(s.clusters[0].max_streams_per_connection, 7);
+    }
+    let e = error_of(&cluster("protocol = \"spdy\"\n"));
+    assert!(
+        e.starts_with("test.toml:3:12: unknown protocol \"spdy\""),
+        "{e}"
+    );
+    assert!(e.contains("\"http1\"") && e.contains("\"h2\""), "{e}");
+    let e = error_of(&cluster("max_streams_per_connection = 0\n"));
+    assert!(
+        e.starts_with("test.toml:3:30:") && e.contains("1..=10000"),
+        "{e}"
+    );
+}
+
+#[test]
+fn endpoint_hosts_are_kept_as_written() {
+    let s = compile_str("t.toml", "[cluster.a]\nendpoints = [\"localhost:1\"]\n").unwrap();
+    assert_eq!(s.clusters[0].endpoints[0].host, "localhost");
+}
+
+#[test]
+fn cluster_tls_reads_its_ca_and_client_certificate() {
+    let pki = Pki::new();
+    let text = format!(
+        "[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\nprotocol = \"h2\"\n[cluster.a.tls]\nca = {:?}\nserver_name = \"api.internal\"\nclient_cert = {:?}\nclient_key = {:?}\nmin_version = \"1.3\"\n",
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client.key"),
+    );
+    let s = compile_str("t.toml", &text).unwrap();
+    let tls = s.clusters[0].tls.as_ref().unwrap();
+    assert_eq!(tls.roots.len(), 1);
+    assert_eq!(tls.server_name.as_deref(), Some("api.internal"));
+    assert_eq!(tls.min_version, TlsVersion::Tls13);
+    assert_eq!(tls.alpn, vec![b"h2".to_vec()]);
+    let identity = tls.client_identity.as_ref().unwrap();
+    assert_eq!(identity.cert.len(), 1);
+    // Compiled twice from the same files, the clusters compare equal (a
+    // reload that changes nothing keeps them).
+    assert_eq!(compile_str("t.toml", &text).unwrap().clusters, s.clusters);
+
+    // HTTP/1.1 clusters offer http/1.1 only.
+    let text = format!(
+        "[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\ntls = {{ ca = {:?} }}\n",
+        pki.path("ca.pem")
+    );
+    let tls = compile_str("t.toml", &text).unwrap().clusters[0]
+        .tls
+        .clone();
+    assert_eq!(tls.unwrap().alpn, vec![b"http/1.1".to_vec()]);
+}
+
+#[test]
+fn cluster_tls_errors_name_their_place() {
+    let pki = Pki::new();
+    let cluster = |tls: String| format!("[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\n{tls}\n");
+    let e = error_of(&cluster(format!(
+        "tls = {{ client_cert = {:?} }}",
+        pki.path("client.pem")
+    )));
+    assert!(
+        e.starts_with("test.toml:3:23: `client_cert` needs its `client_key`"),
+        "{e}"
+    );
+    let e = error_of(&cluster(format!(
+        "tls = {{ client_key = {:?} }}",
+        pki.path("client.key")
+    )));
+    assert!(
+        e.starts_with("test.toml:3:22: `client_key` needs its `client_cert`"),
+        "{e}"
+    );
+    let e = error_of(&cluster(format!(
+        "tls = {{ ca = {:?}, client_cert = {:?}, client_key = {:?} }}",
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("server.key"),
+    )));
+    assert!(e.contains("does not match the certificate"), "{e}");
+    let e = error_of(&cluster(format!(
+        "tls = {{ ca = {:?} }}",
+        pki.path("client.key")
+    )));
+    assert!(
+        e.starts_with("test.toml:3:14:") && e.contains("no PEM certificate"),
+        "{e}"
+    );
+    let e = error_of(&cluster(format!(
+        "tls = {{ ca = {:?}, server_name = \"not a name\" }}",
+        pki.path("ca.pem")
+    )));
+    assert!(e.contains("expected a DNS name or an IP address"), "{e}");
+    let e = error_of(&cluster(format!(
+        "tls = {{ ca = {:?}, min_version = \"1.1\" }}",
+        pki.path("ca.pem")
+    )));
+    assert!(e.contains("expected \"1.2\" or \"1.3\""), "{e}");
+    let e = error_of(&cluster("tls = { insecure_skip_verify = true }".to_owned()));
+    assert!(e.contains("insecure_skip_verify"), "{e}");
+}
+
+#[test]
+fn cluster_tls_without_ca_uses_the_system_roots_or_says_there_are_none() {
+    match compile_str(
+        "t.toml",
+        "[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\n[cluster.a.tls]\n",
+    ) {
+        Ok(s) => assert!(!s.clusters[0].tls.as_ref().unwrap().roots.is_empty()),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.starts_with("t.toml:3:1:") && e.contains("`ca`"), "{e}");
+        }
+    }
 }

@@ -465,8 +465,11 @@ fn bad_tls_settings_are_refused_with_their_location() {
         pki.path("server.key")
     ));
     assert!(e.contains("no PEM certificate"), "{e}");
-    let e = compile(&pki.tls(", alpn = [\"h2\", \"http/1.1\"]"));
-    assert!(e.contains("\"h2\" is not supported yet"), "{e}");
+    let e = compile(&pki.tls(", alpn = [\"h3\"]"));
+    assert!(
+        e.contains("expected \"h2\", \"http/1.1\" or \"http/1.0\""),
+        "{e}"
+    );
     let e = compile(&pki.tls(", client_auth = \"require\""));
     assert!(e.contains("needs a `client_ca`"), "{e}");
 

@@ -13,12 +13,12 @@ use std::time::Duration;
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout, timeout_at};
-use ringway_balancer::{EndpointId, hash_key};
+use ringway_balancer::hash_key;
 use ringway_config::{Action, Cluster, ClusterId, HashKey, HeaderRules, Listener};
 
 use crate::access_log;
 use crate::buffer::{BUF_SIZE, ReadBuf, write_all};
-use crate::cluster::{Active, ClusterState, Overflow, Tally};
+use crate::cluster::{Overflow, Tally};
 use crate::http1::framing::{BodyReader, Framing, FramingError, chunk_header};
 use crate::http1::request::{self, Forwarded};
 use crate::http1::response::{self, ClientBody};
@@ -28,26 +28,29 @@ use crate::tls;
 use crate::trace::{self, SpanRecord, TraceContext};
 use crate::worker::{Generation, Worker};
 
+pub(crate) mod tries;
+use tries::Try;
+
 /// Largest upstream response head accepted.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Largest request body read and dropped to keep a connection after a
 /// direct or error response; a larger one closes the connection instead.
-const DISCARD_LIMIT: u64 = 1024 * 1024;
+pub(crate) const DISCARD_LIMIT: u64 = 1024 * 1024;
 /// How long a closing connection keeps reading what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
 /// Most tries of one request, whatever a route asks.
-const MAX_ATTEMPTS: usize = 10;
+pub(crate) const MAX_ATTEMPTS: usize = 10;
 
 /// Adds one to a worker counter.
-fn bump(counter: &std::cell::Cell<u64>) {
+pub(crate) fn bump(counter: &std::cell::Cell<u64>) {
     counter.set(counter.get() + 1);
 }
 
 /// Counts something in flight on a worker counter until dropped.
-struct Counted<'a>(&'a std::cell::Cell<u32>);
+pub(crate) struct Counted<'a>(&'a std::cell::Cell<u32>);
 
 impl<'a> Counted<'a> {
-    fn new(counter: &'a std::cell::Cell<u32>) -> Counted<'a> {
+    pub(crate) fn new(counter: &'a std::cell::Cell<u32>) -> Counted<'a> {
         counter.set(counter.get() + 1);
         Counted(counter)
     }
@@ -71,7 +74,62 @@ pub async fn serve(
     peer: SocketAddr,
 ) {
     let _ = client.set_nodelay(true);
-    serve_stream(worker, listener, client, peer, "http", None).await;
+    let _count = ConnectionCount::new(&worker);
+    let mut session = Session::new(worker, listener, client, peer, "http", None);
+    if session.listener.http2.h2c {
+        match session.sniff_preface().await {
+            Sniffed::Http1 => {}
+            Sniffed::Http2 => {
+                let Session {
+                    worker,
+                    listener,
+                    client,
+                    rbuf,
+                    ..
+                } = session;
+                let io = crate::http2::io::Replay::new(
+                    rbuf.data().to_vec(),
+                    crate::http2::io::compat(client),
+                );
+                crate::http2::server::serve(worker, listener, io, peer, "http", None).await;
+                return;
+            }
+            Sniffed::Closed => return,
+        }
+    }
+    session.run().await;
+}
+
+/// How a plain connection opens.
+enum Sniffed {
+    Http1,
+    /// With the HTTP/2 preface (h2c with prior knowledge).
+    Http2,
+    /// Not at all, in time.
+    Closed,
+}
+
+/// Counts a client connection in the worker's gauges while it lives.
+struct ConnectionCount(Rc<Worker>);
+
+impl ConnectionCount {
+    fn new(worker: &Rc<Worker>) -> ConnectionCount {
+        let metrics = &worker.metrics;
+        bump(&metrics.connections_total);
+        metrics
+            .connections_active
+            .set(metrics.connections_active.get() + 1);
+        ConnectionCount(worker.clone())
+    }
+}
+
+impl Drop for ConnectionCount {
+    fn drop(&mut self) {
+        let metrics = &self.0.metrics;
+        metrics
+            .connections_active
+            .set(metrics.connections_active.get().saturating_sub(1));
+    }
 }
 
 /// Serves one accepted client connection of a TLS listener: the
@@ -88,6 +146,14 @@ pub async fn serve_tls(
         Ok(Ok(accepted)) => {
             bump(&worker.metrics.tls_handshakes);
             let identity = accepted.identity;
+            if accepted.stream.alpn_protocol().as_deref() == Some(b"h2") {
+                let (io, conn) = accepted.stream.into_parts();
+                let io = crate::http2::io::TlsIo::new(io, conn);
+                let _count = ConnectionCount::new(&worker);
+                crate::http2::server::serve(worker.clone(), listener, io, peer, "https", identity)
+                    .await;
+                return;
+            }
             serve_stream(worker, listener, accepted.stream, peer, "https", identity).await;
             return;
         }
@@ -122,59 +188,36 @@ async fn serve_stream<S: AsyncReadRent + AsyncWriteRent>(
     proto: &'static str,
     identity: Option<String>,
 ) {
-    let mut session = Session {
-        worker,
-        listener,
-        client,
-        peer,
-        proto,
-        identity,
-        rbuf: ReadBuf::new(),
-        out: Vec::with_capacity(1024),
-        up_out: Vec::with_capacity(1024),
-        log: RequestLog::new(),
-        key: String::with_capacity(64),
-        location: String::new(),
-        text: RequestText::new(),
-    };
-    let metrics = &session.worker.metrics;
-    metrics
-        .connections_total
-        .set(metrics.connections_total.get() + 1);
-    metrics
-        .connections_active
-        .set(metrics.connections_active.get() + 1);
-    session.run().await;
-    let metrics = &session.worker.metrics;
-    metrics
-        .connections_active
-        .set(metrics.connections_active.get() - 1);
+    let _count = ConnectionCount::new(&worker);
+    Session::new(worker, listener, client, peer, proto, identity)
+        .run()
+        .await;
 }
 
 /// After a request: whether the client connection stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Next {
+pub(crate) enum Next {
     KeepAlive,
     Close,
 }
 
 /// The facts of a request that outlive its parsed head.
 #[derive(Debug, Clone, Copy)]
-struct Plan {
-    framing: Framing,
-    keep_alive: bool,
-    expect_continue: bool,
-    is_head: bool,
+pub(crate) struct Plan {
+    pub(crate) framing: Framing,
+    pub(crate) keep_alive: bool,
+    pub(crate) expect_continue: bool,
+    pub(crate) is_head: bool,
     /// Safe to send twice (RFC 9110 §9.2.2).
-    idempotent: bool,
-    minor_version: u8,
+    pub(crate) idempotent: bool,
+    pub(crate) minor_version: u8,
     /// Largest body the route accepts.
-    max_body: Option<u64>,
+    pub(crate) max_body: Option<u64>,
 }
 
 /// Where a request goes.
 #[derive(Debug, Clone, Copy)]
-enum Target {
+pub(crate) enum Target {
     Proxy {
         route: usize,
         /// The cluster (a split's arm already chosen).
@@ -204,10 +247,24 @@ enum Target {
     NotFound,
 }
 
+impl Target {
+    /// The route matched, if any.
+    pub(crate) fn route(&self) -> Option<usize> {
+        match *self {
+            Target::Proxy { route, .. }
+            | Target::Respond { route }
+            | Target::Redirect { route }
+            | Target::Limited { route, .. }
+            | Target::Abort { route, .. } => Some(route),
+            Target::NotFound => None,
+        }
+    }
+}
+
 /// Why an upstream exchange failed. Each maps to one status in
 /// [`Failure::status`], and none carries heap data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
+pub(crate) enum Failure {
     /// The cluster had no endpoint to offer.
     NoEndpoint,
     /// Connecting failed (refused, unreachable).
@@ -231,11 +288,13 @@ enum Failure {
     BodyTooLarge,
     /// A circuit breaker of the cluster is open.
     Overflow(Overflow),
+    /// The upstream's TLS handshake failed (certificate, name, protocol).
+    TlsHandshake,
 }
 
 impl Failure {
     /// True when the failure is the endpoint's, for outlier ejection.
-    fn is_upstream_fault(self) -> bool {
+    pub(crate) fn is_upstream_fault(self) -> bool {
         matches!(
             self,
             Failure::Connect(_)
@@ -243,12 +302,13 @@ impl Failure {
                 | Failure::Closed { .. }
                 | Failure::Timeout
                 | Failure::Invalid(_)
+                | Failure::TlsHandshake
         )
     }
 
     /// The status answered for this failure; `None` when there is nobody
     /// to answer.
-    fn status(self) -> Option<u16> {
+    pub(crate) fn status(self) -> Option<u16> {
         match self {
             Failure::NoEndpoint => Some(503),
             Failure::Connect(_) | Failure::Closed { .. } | Failure::Invalid(_) => Some(502),
@@ -258,10 +318,11 @@ impl Failure {
             Failure::ClientGone => None,
             Failure::BodyTooLarge => Some(413),
             Failure::Overflow(_) => Some(503),
+            Failure::TlsHandshake => Some(502),
         }
     }
 
-    fn detail(self) -> &'static str {
+    pub(crate) fn detail(self) -> &'static str {
         match self {
             Failure::NoEndpoint => "no upstream endpoint available",
             Failure::Connect(io::ErrorKind::ConnectionRefused) => "upstream refused the connection",
@@ -275,6 +336,7 @@ impl Failure {
             Failure::ClientGone => "client went away",
             Failure::BodyTooLarge => "request body larger than this route accepts",
             Failure::Overflow(_) => "upstream cluster is at its limit",
+            Failure::TlsHandshake => "upstream TLS handshake failed",
         }
     }
 }
@@ -288,19 +350,6 @@ enum Relay {
     Encode,
     /// Chunked in, payload out (a 1.0 client).
     Decode,
-}
-
-/// Where one try goes and under what terms.
-#[derive(Clone, Copy)]
-struct Try<'a> {
-    addr: SocketAddr,
-    cluster: &'a Cluster,
-    state: &'a ClusterState,
-    /// Response header rules of the route.
-    rules: &'a HeaderRules,
-    /// The whole request is in `up_out`.
-    replayable: bool,
-    timeout: Duration,
 }
 
 /// The upstream's final response head, once written for the client.
@@ -342,20 +391,20 @@ struct Session<S> {
 /// buffer (into buffers reused from request to request) because the log
 /// line and the span are written after the buffer has moved on.
 #[derive(Debug)]
-struct RequestText {
-    method: String,
-    host: String,
-    target: String,
-    request_id: String,
+pub(crate) struct RequestText {
+    pub(crate) method: String,
+    pub(crate) host: String,
+    pub(crate) target: String,
+    pub(crate) request_id: String,
     /// ringway made the request id up (the client sent none).
-    generated_id: bool,
-    trace: Option<TraceContext>,
-    traceparent: Vec<u8>,
-    wall_start: std::time::SystemTime,
+    pub(crate) generated_id: bool,
+    pub(crate) trace: Option<TraceContext>,
+    pub(crate) traceparent: Vec<u8>,
+    pub(crate) wall_start: std::time::SystemTime,
 }
 
 impl RequestText {
-    fn new() -> RequestText {
+    pub(crate) fn new() -> RequestText {
         RequestText {
             method: String::new(),
             host: String::new(),
@@ -370,7 +419,12 @@ impl RequestText {
 
     /// Copies what the log and span need from `req`, and settles its
     /// request id and trace context.
-    fn capture(&mut self, worker: &Worker, sample_rate: f64, req: &request::Request<'_, '_>) {
+    pub(crate) fn capture(
+        &mut self,
+        worker: &Worker,
+        sample_rate: f64,
+        req: &request::Request<'_, '_>,
+    ) {
         self.method.clear();
         self.method.push_str(req.method);
         self.host.clear();
@@ -417,87 +471,19 @@ impl RequestText {
     }
 }
 
-/// What one request did, filled in as it is served.
-#[derive(Debug, Clone, Copy)]
-struct RequestLog {
-    started: std::time::Instant,
-    /// Status answered; 0 when nothing could be answered.
-    status: u16,
-    /// A request head was read (or refused): there is something to count.
-    seen: bool,
-    route: Option<usize>,
-    cluster: Option<ClusterId>,
-    bytes_in: u64,
-    /// Request body bytes read so far (as framed on the wire).
-    body_in: u64,
-    bytes_out: u64,
-    upstream_micros: Option<u64>,
-    /// The endpoint tried last.
-    upstream: Option<SocketAddr>,
+/// A request served, for the record.
+pub(crate) struct Served<'a> {
+    pub worker: &'a Worker,
+    pub listener: &'a Listener,
+    pub peer: SocketAddr,
+    pub log: &'a RequestLog,
+    pub text: &'a RequestText,
 }
 
-impl RequestLog {
-    fn new() -> RequestLog {
-        RequestLog {
-            started: std::time::Instant::now(),
-            status: 0,
-            seen: false,
-            route: None,
-            cluster: None,
-            bytes_in: 0,
-            body_in: 0,
-            bytes_out: 0,
-            upstream_micros: None,
-            upstream: None,
-        }
-    }
-}
-
-impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
-    async fn run(&mut self) {
-        let mut first = true;
-        loop {
-            if self.rbuf.is_empty() {
-                // Waiting for the next request: a quiet close on timeout.
-                let wait = if first {
-                    self.listener.header_timeout
-                } else {
-                    self.listener.idle_timeout
-                };
-                match timeout(wait, self.rbuf.fill(&mut self.client, BUF_SIZE)).await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return,
-                }
-            }
-            first = false;
-            // In flight from its first byte, so a drain waits for it.
-            let _in_flight = self.worker.drain.request();
-            if self.serve_one().await == Next::Close || self.worker.drain.is_draining() {
-                return;
-            }
-        }
-    }
-
-    /// Serves one request and counts it.
-    async fn serve_one(&mut self) -> Next {
-        // The request runs to its end on the generation it starts on.
-        let generation = self.worker.current();
-        self.log = RequestLog::new();
-        self.text.wall_start = std::time::SystemTime::now();
-        self.text.trace = None;
-        self.text.method.clear();
-        self.text.target.clear();
-        self.text.host.clear();
-        self.text.request_id.clear();
-        let next = self.serve_request(&generation).await;
-        if self.log.seen {
-            self.record(&generation);
-        }
-        next
-    }
-
-    /// Counts the request just served in this worker's metrics.
-    fn record(&mut self, generation: &Generation) {
+impl Served<'_> {
+    /// Counts the request in its worker's metrics, logs it and keeps its span.
+    /// `key` is a reused buffer for the series key.
+    pub(crate) fn record(&self, generation: &Generation, key: &mut String) {
         let snapshot = &generation.snapshot;
         let route = self
             .log
@@ -509,13 +495,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             .cluster
             .and_then(|c| snapshot.clusters.get(c.0 as usize))
             .map_or("", |c| c.name.as_str());
-        self.key.clear();
-        self.key.push_str(&self.listener.name);
-        self.key.push('\0');
-        self.key.push_str(route);
-        self.key.push('\0');
-        self.key.push_str(cluster);
-        let series = self.worker.metrics.series(&self.key, || SeriesLabels {
+        key.clear();
+        key.push_str(&self.listener.name);
+        key.push('\0');
+        key.push_str(route);
+        key.push('\0');
+        key.push_str(cluster);
+        let series = self.worker.metrics.series(key, || SeriesLabels {
             listener: self.listener.name.clone(),
             route: route.to_owned(),
             cluster: cluster.to_owned(),
@@ -569,6 +555,181 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             });
         }
         self.worker.flush(false);
+    }
+}
+
+/// What one request did, filled in as it is served.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestLog {
+    pub(crate) started: std::time::Instant,
+    /// Status answered; 0 when nothing could be answered.
+    pub(crate) status: u16,
+    /// A request head was read (or refused): there is something to count.
+    pub(crate) seen: bool,
+    pub(crate) route: Option<usize>,
+    pub(crate) cluster: Option<ClusterId>,
+    pub(crate) bytes_in: u64,
+    /// Request body bytes read so far (as framed on the wire).
+    pub(crate) body_in: u64,
+    pub(crate) bytes_out: u64,
+    pub(crate) upstream_micros: Option<u64>,
+    /// The endpoint tried last.
+    pub(crate) upstream: Option<SocketAddr>,
+}
+
+impl RequestLog {
+    pub(crate) fn new() -> RequestLog {
+        RequestLog {
+            started: std::time::Instant::now(),
+            status: 0,
+            seen: false,
+            route: None,
+            cluster: None,
+            bytes_in: 0,
+            body_in: 0,
+            bytes_out: 0,
+            upstream_micros: None,
+            upstream: None,
+        }
+    }
+}
+
+/// HTTP/1.1 tries for an HTTP/1.1 client: the request's head and body
+/// bytes go up as they came (re-framed only where needed).
+struct H1Exchange<'s, S> {
+    session: &'s mut Session<S>,
+    plan: Plan,
+    body: &'s mut BodyReader,
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent> tries::Exchange for H1Exchange<'_, S> {
+    type Answer = (UpstreamConn, Reply, bool);
+
+    async fn attempt(&mut self, to: Try<'_>) -> Result<(Self::Answer, u16), Failure> {
+        let worker = self.session.worker.clone();
+        let (up, reply, sent) = self
+            .session
+            .attempt(self.plan, &worker, to, self.body)
+            .await?;
+        Ok(((up, reply, sent), reply.status))
+    }
+
+    async fn discard(&mut self, (mut up, reply, request_sent): Self::Answer, to: Try<'_>) {
+        if discard_upstream_body(&mut up, reply.framing, to.timeout).await
+            && reply.upstream_keep_alive
+            && request_sent
+        {
+            up.reused = false;
+            self.session.worker.pool.put(
+                to.addr,
+                up,
+                to.cluster.idle_timeout,
+                to.cluster.max_idle_per_endpoint,
+            );
+        }
+    }
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
+    fn new(
+        worker: Rc<Worker>,
+        listener: Rc<Listener>,
+        client: S,
+        peer: SocketAddr,
+        proto: &'static str,
+        identity: Option<String>,
+    ) -> Session<S> {
+        Session {
+            worker,
+            listener,
+            client,
+            peer,
+            proto,
+            identity,
+            rbuf: ReadBuf::new(),
+            out: Vec::with_capacity(1024),
+            up_out: Vec::with_capacity(1024),
+            log: RequestLog::new(),
+            key: String::with_capacity(64),
+            location: String::new(),
+            text: RequestText::new(),
+        }
+    }
+
+    /// Reads the first bytes of a plain connection: enough to tell the
+    /// HTTP/2 preface from an HTTP/1.1 request line.
+    async fn sniff_preface(&mut self) -> Sniffed {
+        let preface = crate::http2::PREFACE;
+        let deadline = Instant::now() + self.listener.header_timeout;
+        loop {
+            let data = self.rbuf.data();
+            let n = data.len().min(preface.len());
+            if data[..n] != preface[..n] {
+                return Sniffed::Http1;
+            }
+            if n == preface.len() {
+                return Sniffed::Http2;
+            }
+            match timeout_at(deadline, self.rbuf.fill(&mut self.client, BUF_SIZE)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ if !self.rbuf.is_empty() => return Sniffed::Http1,
+                _ => return Sniffed::Closed,
+            }
+        }
+    }
+
+    async fn run(&mut self) {
+        let mut first = true;
+        loop {
+            if self.rbuf.is_empty() {
+                // Waiting for the next request: a quiet close on timeout.
+                let wait = if first {
+                    self.listener.header_timeout
+                } else {
+                    self.listener.idle_timeout
+                };
+                match timeout(wait, self.rbuf.fill(&mut self.client, BUF_SIZE)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+            }
+            first = false;
+            // In flight from its first byte, so a drain waits for it.
+            let _in_flight = self.worker.drain.request();
+            if self.serve_one().await == Next::Close || self.worker.drain.is_draining() {
+                return;
+            }
+        }
+    }
+
+    /// Serves one request and counts it.
+    async fn serve_one(&mut self) -> Next {
+        // The request runs to its end on the generation it starts on.
+        let generation = self.worker.current();
+        self.log = RequestLog::new();
+        self.text.wall_start = std::time::SystemTime::now();
+        self.text.trace = None;
+        self.text.method.clear();
+        self.text.target.clear();
+        self.text.host.clear();
+        self.text.request_id.clear();
+        let next = self.serve_request(&generation).await;
+        if self.log.seen {
+            self.record(&generation);
+        }
+        next
+    }
+
+    /// Counts the request just served in this worker's metrics.
+    fn record(&mut self, generation: &Generation) {
+        let served = Served {
+            worker: &self.worker,
+            listener: &self.listener,
+            peer: self.peer,
+            log: &self.log,
+            text: &self.text,
+        };
+        served.record(generation, &mut self.key);
     }
 
     /// Writes `self.out` to the client, counting it.
@@ -631,14 +792,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         self.rbuf.consume(head_len);
         self.log.seen = true;
         self.log.bytes_in += head_len as u64;
-        self.log.route = match target {
-            Target::Proxy { route, .. }
-            | Target::Respond { route }
-            | Target::Redirect { route }
-            | Target::Limited { route, .. }
-            | Target::Abort { route, .. } => Some(route),
-            Target::NotFound => None,
-        };
+        self.log.route = target.route();
         match target {
             Target::Proxy {
                 route,
@@ -651,47 +805,15 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                 }
                 self.proxy(generation, plan, route, cluster, key_hash).await
             }
-            Target::Respond { route } => match &generation.snapshot.routes[route].action {
-                Action::Respond(d) => {
-                    self.respond_local(plan, d.status, &d.headers, &d.body)
-                        .await
+            other => {
+                let answer = local_answer(&self.worker, generation, other, &mut self.location);
+                let next = self
+                    .respond_local(plan, answer.status, &answer.headers, answer.body)
+                    .await;
+                if let Some(location) = answer.location {
+                    self.location = location;
                 }
-                _ => self.respond_local(plan, 500, &[], b"").await,
-            },
-            Target::Redirect { route } => {
-                let status = match &generation.snapshot.routes[route].action {
-                    Action::Redirect(r) => r.status,
-                    _ => 500,
-                };
-                let headers = [("location".to_owned(), std::mem::take(&mut self.location))];
-                let next = self.respond_local(plan, status, &headers, b"").await;
-                let [(_, location)] = headers;
-                self.location = location;
                 next
-            }
-            Target::Limited { retry_after, .. } => {
-                bump(&self.worker.metrics.rate_limited);
-                let headers = [
-                    ("retry-after".to_owned(), retry_after.to_string()),
-                    (
-                        "content-type".to_owned(),
-                        "text/plain; charset=utf-8".to_owned(),
-                    ),
-                ];
-                self.respond_local(plan, 429, &headers, b"rate limit exceeded\n")
-                    .await
-            }
-            Target::Abort { status, .. } => {
-                let headers = [("x-ringway-fault".to_owned(), "abort".to_owned())];
-                self.respond_local(plan, status, &headers, b"").await
-            }
-            Target::NotFound => {
-                let body = b"no route matches this request\n";
-                let headers = [(
-                    "content-type".to_owned(),
-                    "text/plain; charset=utf-8".to_owned(),
-                )];
-                self.respond_local(plan, 404, &headers, body).await
             }
         }
     }
@@ -861,112 +983,47 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                 .await;
         }
         let _request = Tally::new(&state.breakers.requests);
-        let mut retry_tally: Option<Tally> = None;
-        let policy = &route.retry;
         let _active = Counted::new(&worker.active_requests);
-        let mut retrying: Option<Counted<'_>> = None;
-        let started = Instant::now();
-        let mut tried = [EndpointId(0); MAX_ATTEMPTS];
-        let mut tries = 0;
-        let mut last = Failure::NoEndpoint;
-        let attempts = (policy.attempts as usize).clamp(1, MAX_ATTEMPTS);
-        // A retry must leave room for the request's other retries too: at
-        // most `budget` of the worker's active requests may be retries.
-        let budget_allows = |worker: &Worker| {
-            let share = (policy.budget * f64::from(worker.active_requests.get())) as u32;
-            worker.active_retries.get() < share.max(policy.min_retries)
+        let request = tries::Request {
+            replayable,
+            idempotent: plan.idempotent,
+            key_hash,
         };
-        while tries < attempts {
-            if tries > 0 {
-                if retrying.is_none() && !budget_allows(&worker) {
-                    break;
-                }
-                if retry_tally.is_none() {
-                    if state.overflow(true).is_some() {
-                        break;
-                    }
-                    retry_tally = Some(Tally::new(&state.breakers.retries));
-                }
-                retrying.get_or_insert_with(|| Counted::new(&worker.active_retries));
-                bump(&worker.metrics.retries);
-            }
-            let Some(endpoint) = state.pick(key_hash, &tried[..tries]) else {
-                break;
+        let mut upstream = None;
+        let chosen = {
+            let mut exchange = H1Exchange {
+                session: self,
+                plan,
+                body: &mut body,
             };
-            tried[tries] = endpoint;
-            tries += 1;
-            let addr = cluster.endpoints[endpoint.0 as usize].addr;
-            self.log.upstream = Some(addr);
-            let left = route.timeout.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                last = Failure::Timeout;
-                break;
-            }
-            let try_timeout = policy.per_try_timeout.map_or(left, |t| t.min(left));
-            let _in_flight = Active::new(state.stats(endpoint));
-            let to = Try {
-                addr,
+            tries::run(
+                &mut exchange,
+                &worker,
+                route,
                 cluster,
                 state,
-                rules: &route.policy.response_headers,
-                replayable,
-                timeout: try_timeout,
-            };
-            match self.attempt(plan, &worker, to, &mut body).await {
-                Ok((mut up, reply, request_sent)) => {
-                    if state.record(endpoint, reply.status < 500) {
-                        bump(&worker.metrics.ejections);
-                    }
-                    let again = policy.on_statuses.contains(&reply.status)
-                        && tries < attempts
-                        && replayable
-                        && plan.idempotent
-                        && (retrying.is_some() || budget_allows(&worker))
-                        && state.has_candidate(&tried[..tries]);
-                    if !again {
-                        return self
-                            .finish(up, reply, request_sent, addr, cluster, &body, try_timeout)
-                            .await;
-                    }
-                    // This answer is dropped for another endpoint's.
-                    if self
-                        .discard_upstream_body(&mut up, reply, try_timeout)
-                        .await
-                        && reply.upstream_keep_alive
-                        && request_sent
-                    {
-                        up.reused = false;
-                        worker.pool.put(
-                            addr,
-                            up,
-                            cluster.idle_timeout,
-                            cluster.max_idle_per_endpoint,
-                        );
-                    }
-                }
-                Err(failure) => {
-                    if failure.is_upstream_fault() && state.record(endpoint, false) {
-                        bump(&worker.metrics.ejections);
-                    }
-                    let again = match failure {
-                        // Nothing was sent: safe for any request.
-                        Failure::Connect(_) | Failure::ConnectTimeout => policy.on_connect_failure,
-                        Failure::Closed { started: false } => {
-                            policy.on_reset && replayable && plan.idempotent
-                        }
-                        Failure::Timeout => {
-                            policy.on_statuses.contains(&504) && replayable && plan.idempotent
-                        }
-                        _ => false,
-                    };
-                    last = failure;
-                    if !again {
-                        break;
-                    }
-                }
+                request,
+                &mut upstream,
+            )
+            .await
+        };
+        self.log.upstream = upstream;
+        match chosen {
+            Ok(chosen) => {
+                let (up, reply, request_sent) = chosen.answer;
+                self.finish(
+                    up,
+                    reply,
+                    request_sent,
+                    chosen.addr,
+                    cluster,
+                    &body,
+                    chosen.timeout,
+                )
+                .await
             }
+            Err(failure) => self.fail(plan, failure, body.is_done()).await,
         }
-        self.fail(plan, last, body.is_done()).await
     }
 
     /// One try on endpoint `addr`: a pooled connection or a new one, the
@@ -982,29 +1039,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
     ) -> Result<(UpstreamConn, Reply, bool), Failure> {
         let mut fresh_only = false;
         loop {
-            let pooled = if fresh_only {
-                None
-            } else {
-                worker.pool.take(to.addr)
-            };
-            let mut up = match pooled {
-                Some(up) => up,
-                None => {
-                    if let Some(overflow) = to.state.connect_overflow() {
-                        return Err(Failure::Overflow(overflow));
-                    }
-                    let connecting = Tally::new(&to.state.breakers.pending);
-                    let stream = connect(to.addr, to.cluster.connect_timeout).await?;
-                    drop(connecting);
-                    worker.pool.note_opened();
-                    UpstreamConn {
-                        stream,
-                        rbuf: ReadBuf::new(),
-                        reused: false,
-                        tally: Some(Tally::new(&to.state.breakers.connections)),
-                    }
-                }
-            };
+            let mut up = upstream_conn(worker, to, fresh_only).await?;
             match self
                 .exchange(plan, &mut up, body, to.timeout, to.rules)
                 .await
@@ -1053,40 +1088,6 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                 }
             }
             Err(()) => Next::Close,
-        }
-    }
-
-    /// Reads and drops an upstream response body that will not be used;
-    /// true when it was read whole and the connection is in step.
-    async fn discard_upstream_body(
-        &mut self,
-        up: &mut UpstreamConn,
-        reply: Reply,
-        timeout: Duration,
-    ) -> bool {
-        if reply.framing == Framing::UntilClose {
-            return false;
-        }
-        let mut body = BodyReader::new(reply.framing);
-        let mut seen = 0u64;
-        loop {
-            match body.advance(up.rbuf.data(), None) {
-                Ok(p) => {
-                    up.rbuf.consume(p.consumed);
-                    seen += p.consumed as u64;
-                    if p.done {
-                        return true;
-                    }
-                }
-                Err(_) => return false,
-            }
-            if seen > DISCARD_LIMIT {
-                return false;
-            }
-            match monoio::time::timeout(timeout, up.rbuf.fill(&mut up.stream, BUF_SIZE)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return false,
-            }
         }
     }
 
@@ -1298,21 +1299,83 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
     }
 }
 
+/// A response the gateway makes itself.
+pub(crate) struct LocalAnswer<'g> {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: &'g [u8],
+    /// The redirect location buffer, to give back to its owner.
+    pub location: Option<String>,
+}
+
+/// What the gateway answers for a target it serves itself (anything but
+/// [`Target::Proxy`]). A redirect takes the location built in `location`.
+pub(crate) fn local_answer<'g>(
+    worker: &Worker,
+    generation: &'g Generation,
+    target: Target,
+    location: &mut String,
+) -> LocalAnswer<'g> {
+    let text = |status, headers, body| LocalAnswer {
+        status,
+        headers,
+        body,
+        location: None,
+    };
+    let plain = || {
+        (
+            "content-type".to_owned(),
+            "text/plain; charset=utf-8".to_owned(),
+        )
+    };
+    match target {
+        Target::Respond { route } => match &generation.snapshot.routes[route].action {
+            Action::Respond(d) => text(d.status, d.headers.clone(), &d.body[..]),
+            _ => text(500, Vec::new(), b""),
+        },
+        Target::Redirect { route } => {
+            let status = match &generation.snapshot.routes[route].action {
+                Action::Redirect(r) => r.status,
+                _ => 500,
+            };
+            let taken = std::mem::take(location);
+            LocalAnswer {
+                status,
+                headers: vec![("location".to_owned(), taken.clone())],
+                body: b"",
+                location: Some(taken),
+            }
+        }
+        Target::Limited { retry_after, .. } => {
+            bump(&worker.metrics.rate_limited);
+            let headers = vec![("retry-after".to_owned(), retry_after.to_string()), plain()];
+            text(429, headers, b"rate limit exceeded\n")
+        }
+        Target::Abort { status, .. } => {
+            let headers = vec![("x-ringway-fault".to_owned(), "abort".to_owned())];
+            text(status, headers, b"")
+        }
+        Target::NotFound | Target::Proxy { .. } => {
+            text(404, vec![plain()], b"no route matches this request\n")
+        }
+    }
+}
+
 /// Routes a parsed request and, when it goes upstream, writes the upstream
 /// head into `up_out`. Synchronous: the parsed head borrows the read
 /// buffer, and nothing here waits.
 /// What is known of the client beyond its request.
 #[derive(Debug, Clone, Copy)]
-struct ClientFacts<'a> {
-    peer: SocketAddr,
-    proto: &'static str,
+pub(crate) struct ClientFacts<'a> {
+    pub(crate) peer: SocketAddr,
+    pub(crate) proto: &'static str,
     /// The header that carries `identity`, when the listener names one.
-    identity_header: Option<&'a str>,
+    pub(crate) identity_header: Option<&'a str>,
     /// The verified client certificate's identity.
-    identity: Option<&'a str>,
+    pub(crate) identity: Option<&'a str>,
 }
 
-fn plan_request(
+pub(crate) fn plan_request(
     worker: &Worker,
     generation: &Generation,
     client: ClientFacts<'_>,
@@ -1501,8 +1564,66 @@ fn frame_into(
     }
 }
 
+/// Reads and drops an upstream response body that will not be used;
+/// true when it was read whole and the connection is in step.
+pub(crate) async fn discard_upstream_body(
+    up: &mut UpstreamConn,
+    framing: Framing,
+    timeout: Duration,
+) -> bool {
+    if framing == Framing::UntilClose {
+        return false;
+    }
+    let mut body = BodyReader::new(framing);
+    let mut seen = 0u64;
+    loop {
+        match body.advance(up.rbuf.data(), None) {
+            Ok(p) => {
+                up.rbuf.consume(p.consumed);
+                seen += p.consumed as u64;
+                if p.done {
+                    return true;
+                }
+            }
+            Err(_) => return false,
+        }
+        if seen > DISCARD_LIMIT {
+            return false;
+        }
+        match monoio::time::timeout(timeout, up.rbuf.fill(&mut up.stream, BUF_SIZE)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+}
+
+/// A pooled HTTP/1.1 connection to `to`'s endpoint, or a new one
+/// (`fresh_only` skips the pool).
+pub(crate) async fn upstream_conn(
+    worker: &Worker,
+    to: Try<'_>,
+    fresh_only: bool,
+) -> Result<UpstreamConn, Failure> {
+    if !fresh_only && let Some(up) = worker.pool.take(to.addr) {
+        return Ok(up);
+    }
+    if let Some(overflow) = to.state.connect_overflow() {
+        return Err(Failure::Overflow(overflow));
+    }
+    let connecting = Tally::new(&to.state.breakers.pending);
+    let stream = connect(to.addr, to.cluster.connect_timeout).await?;
+    drop(connecting);
+    worker.pool.note_opened();
+    Ok(UpstreamConn {
+        stream,
+        rbuf: ReadBuf::new(),
+        reused: false,
+        tally: Some(Tally::new(&to.state.breakers.connections)),
+    })
+}
+
 /// Connects to an upstream endpoint within `limit`.
-async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Failure> {
+pub(crate) async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, Failure> {
     match timeout(limit, TcpStream::connect_addr(addr)).await {
         Err(_) => Err(Failure::ConnectTimeout),
         Ok(Err(e)) => Err(Failure::Connect(e.kind())),

@@ -1,0 +1,185 @@
+//! Upstream HTTP/2: per worker, a few multiplexed connections per
+//! endpoint. A stream goes on the first connection with room under the
+//! cluster's `max_streams_per_connection` (and the peer's own limit); when
+//! every connection is full, another is opened. Idle connections are closed
+//! after the cluster's idle timeout.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use monoio::time::timeout;
+
+use super::io::{TlsIo, compat};
+use crate::cluster::Tally;
+use crate::proxy::Failure;
+use crate::proxy::tries::Try;
+
+/// One upstream HTTP/2 connection.
+#[derive(Debug)]
+struct Conn {
+    send: SendRequest<Bytes>,
+    /// Streams open on it now.
+    open: Cell<u32>,
+    /// Set by its driver task when the connection has ended.
+    closed: Rc<Cell<bool>>,
+    /// When its last stream ended.
+    idle_since: Cell<Instant>,
+    idle_timeout: Duration,
+    /// Counts it against the cluster's connection limit while it lives.
+    _tally: Tally,
+}
+
+/// A stream's claim on a connection, given back when dropped.
+#[derive(Debug)]
+pub struct Lease(Rc<Conn>);
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let open = self.0.open.get().saturating_sub(1);
+        self.0.open.set(open);
+        if open == 0 {
+            self.0.idle_since.set(Instant::now());
+        }
+    }
+}
+
+/// A worker's upstream HTTP/2 connections, by endpoint.
+#[derive(Debug, Default)]
+pub struct Pool {
+    conns: RefCell<HashMap<SocketAddr, Vec<Rc<Conn>>>>,
+    opened: Cell<u64>,
+}
+
+impl Pool {
+    /// A connection to `to`'s endpoint with room for one more stream,
+    /// opening one when none has room.
+    pub(crate) async fn stream(
+        &self,
+        to: Try<'_>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<(SendRequest<Bytes>, Lease), Failure> {
+        let limit = to.cluster.max_streams_per_connection;
+        if let Some(found) = self.lease(to.addr, limit) {
+            return Ok(found);
+        }
+        if let Some(overflow) = to.state.connect_overflow() {
+            return Err(Failure::Overflow(overflow));
+        }
+        let connecting = Tally::new(&to.state.breakers.pending);
+        let host = &to.cluster.endpoints[to.endpoint].host;
+        let result = timeout(to.cluster.connect_timeout, connect(to, host, tls)).await;
+        drop(connecting);
+        let (send, closed) = match result {
+            Err(_) => return Err(Failure::ConnectTimeout),
+            Ok(r) => r?,
+        };
+        self.opened.set(self.opened.get() + 1);
+        let conn = Rc::new(Conn {
+            send: send.clone(),
+            open: Cell::new(1),
+            closed,
+            idle_since: Cell::new(Instant::now()),
+            idle_timeout: to.cluster.idle_timeout,
+            _tally: Tally::new(&to.state.breakers.connections),
+        });
+        self.conns
+            .borrow_mut()
+            .entry(to.addr)
+            .or_default()
+            .push(conn.clone());
+        Ok((send, Lease(conn)))
+    }
+
+    fn lease(&self, addr: SocketAddr, limit: u32) -> Option<(SendRequest<Bytes>, Lease)> {
+        let mut conns = self.conns.borrow_mut();
+        let list = conns.get_mut(&addr)?;
+        list.retain(|c| !c.closed.get());
+        let conn = list.iter().find(|c| {
+            let peer_limit = u32::try_from(c.send.current_max_send_streams()).unwrap_or(u32::MAX);
+            c.open.get() < limit.min(peer_limit.max(1))
+        })?;
+        conn.open.set(conn.open.get() + 1);
+        Some((conn.send.clone(), Lease(conn.clone())))
+    }
+
+    /// Closes connections idle past their timeout, and forgets ended ones.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut conns = self.conns.borrow_mut();
+        for list in conns.values_mut() {
+            list.retain(|c| {
+                !c.closed.get()
+                    && (c.open.get() > 0 || now.duration_since(c.idle_since.get()) < c.idle_timeout)
+            });
+        }
+        conns.retain(|_, list| !list.is_empty());
+    }
+
+    /// Connections open to `addr` now.
+    pub fn connections(&self, addr: SocketAddr) -> usize {
+        self.conns.borrow().get(&addr).map_or(0, Vec::len)
+    }
+
+    /// Connections opened so far.
+    pub fn opened(&self) -> u64 {
+        self.opened.get()
+    }
+}
+
+/// Opens an HTTP/2 connection (over TLS when the cluster says so) and
+/// starts the task that drives it.
+async fn connect(
+    to: Try<'_>,
+    host: &str,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<(SendRequest<Bytes>, Rc<Cell<bool>>), Failure> {
+    let stream = monoio::net::TcpStream::connect_addr(to.addr)
+        .await
+        .map_err(|e| Failure::Connect(e.kind()))?;
+    let _ = stream.set_nodelay(true);
+    let mut builder = h2::client::Builder::new();
+    builder
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(4 << 20)
+        .max_send_buffer_size(64 * 1024)
+        .enable_push(false);
+    let closed = Rc::new(Cell::new(false));
+    let send = match (tls, &to.cluster.tls) {
+        (Some(config), Some(settings)) => {
+            let name = crate::tls::server_name_for(settings, host)
+                .map_err(|_| Failure::Invalid("upstream TLS name is not valid"))?;
+            let (io, conn) = crate::tls::connect(stream, config, name)
+                .await
+                .map_err(|_| Failure::TlsHandshake)?;
+            let (send, connection) = builder
+                .handshake::<_, Bytes>(TlsIo::new(io, conn))
+                .await
+                .map_err(|_| Failure::Closed { started: false })?;
+            let flag = closed.clone();
+            monoio::spawn(async move {
+                let _ = connection.await;
+                flag.set(true);
+            });
+            send
+        }
+        _ => {
+            let (send, connection) = builder
+                .handshake::<_, Bytes>(compat(stream))
+                .await
+                .map_err(|_| Failure::Closed { started: false })?;
+            let flag = closed.clone();
+            monoio::spawn(async move {
+                let _ = connection.await;
+                flag.set(true);
+            });
+            send
+        }
+    };
+    Ok((send, closed))
+}

@@ -1,0 +1,886 @@
+//! Downstream HTTP/2: one connection's streams, each served by its own
+//! task on the worker, proxied to HTTP/1.1 or HTTP/2 upstreams.
+//!
+//! The h2 crate's protections stay on and are set from the listener:
+//! concurrent streams, the header-list size (the listener's head limit,
+//! which also bounds CONTINUATION floods), and the rapid-reset guards
+//! (CVE-2023-44487): streams reset before they are served, and resets
+//! this side must send because the peer misbehaves, are both capped and
+//! end the connection with GOAWAY when exceeded.
+
+use std::cell::Cell;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{Method, Request, Response};
+use monoio::time::{Instant as MonoInstant, sleep, timeout, timeout_at};
+use ringway_config::{ClusterId, Listener, UpstreamProtocol};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::convert;
+use crate::buffer::{BUF_SIZE, write_all};
+use crate::cluster::Tally;
+use crate::http1::framing::{BodyReader, Framing, chunk_header};
+use crate::http1::{request, response};
+use crate::pool::UpstreamConn;
+use crate::proxy::tries::{self, Exchange, Try};
+use crate::proxy::{
+    ClientFacts, Counted, Failure, MAX_RESPONSE_HEAD, Plan, RequestLog, RequestText, Served,
+    Target, bump, discard_upstream_body, local_answer, plan_request, upstream_conn,
+};
+use crate::worker::{Generation, Worker};
+
+/// What every stream of a connection shares.
+#[derive(Debug)]
+struct Connection {
+    worker: Rc<Worker>,
+    listener: Rc<Listener>,
+    peer: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    proto: &'static str,
+    /// The verified client certificate's identity (mutual TLS).
+    identity: Option<String>,
+    /// Streams being served.
+    open: Cell<u32>,
+    /// When the last stream ended (or the connection started).
+    idle_since: Cell<Instant>,
+}
+
+/// A stream being served, counted on its connection.
+struct Open(Rc<Connection>);
+
+impl Open {
+    fn new(conn: &Rc<Connection>) -> Open {
+        conn.open.set(conn.open.get() + 1);
+        Open(conn.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let open = self.0.open.get().saturating_sub(1);
+        self.0.open.set(open);
+        if open == 0 {
+            self.0.idle_since.set(Instant::now());
+        }
+    }
+}
+
+/// A stream the client opened, or why none came.
+type Accepted = Option<Result<(Request<RecvStream>, SendResponse<Bytes>), h2::Error>>;
+
+/// What woke the connection loop.
+enum Event {
+    Stream(Box<Accepted>),
+    Drain,
+    Tick,
+}
+
+/// Serves an HTTP/2 client connection until it closes, the worker drains,
+/// or it stays idle past the listener's idle timeout (then GOAWAY, and the
+/// streams in flight finish).
+pub async fn serve<T>(
+    worker: Rc<Worker>,
+    listener: Rc<Listener>,
+    io: T,
+    peer: SocketAddr,
+    proto: &'static str,
+    identity: Option<String>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let settings = &listener.http2;
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(settings.max_concurrent_streams)
+        .initial_window_size(settings.initial_stream_window)
+        .initial_connection_window_size(settings.initial_connection_window)
+        .max_header_list_size(u32::try_from(listener.max_header_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(settings.max_pending_reset_streams)
+        .max_local_error_reset_streams(Some(settings.max_local_error_resets))
+        .max_send_buffer_size(64 * 1024);
+    let mut conn = match timeout(listener.header_timeout, builder.handshake::<_, Bytes>(io)).await {
+        Ok(Ok(conn)) => conn,
+        _ => return,
+    };
+    let shared = Rc::new(Connection {
+        worker: worker.clone(),
+        listener: listener.clone(),
+        peer,
+        proto,
+        identity,
+        open: Cell::new(0),
+        idle_since: Cell::new(Instant::now()),
+    });
+    let mut closing = false;
+    loop {
+        let drain = async {
+            if closing {
+                std::future::pending::<()>().await;
+            }
+            worker.drain.started().await;
+        };
+        let event = monoio::select! {
+            next = conn.accept() => Event::Stream(Box::new(next)),
+            _ = drain => Event::Drain,
+            _ = sleep(listener.idle_timeout.min(Duration::from_secs(1))) => Event::Tick,
+        };
+        match event {
+            Event::Stream(next) => match *next {
+                Some(Ok((request, respond))) => {
+                    let open = Open::new(&shared);
+                    monoio::spawn(handle(open, request, respond));
+                }
+                // A connection error: h2 has sent GOAWAY; nothing more to serve.
+                Some(Err(_)) | None => break,
+            },
+            Event::Drain => {
+                conn.graceful_shutdown();
+                closing = true;
+            }
+            Event::Tick => {
+                let idle = shared.open.get() == 0
+                    && shared.idle_since.get().elapsed() >= listener.idle_timeout;
+                if idle && !closing {
+                    conn.graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+/// Serves one stream and records it.
+async fn handle(open: Open, request: Request<RecvStream>, respond: SendResponse<Bytes>) {
+    let conn = open.0.clone();
+    let _in_flight = conn.worker.drain.request();
+    let generation = conn.worker.current();
+    let mut stream = Stream {
+        conn,
+        respond,
+        sent: false,
+        log: RequestLog::new(),
+        text: RequestText::new(),
+        up_out: Vec::with_capacity(1024),
+        location: String::new(),
+    };
+    stream.log.seen = true;
+    stream.serve(&generation, request).await;
+    let served = Served {
+        worker: &stream.conn.worker,
+        listener: &stream.conn.listener,
+        peer: stream.conn.peer,
+        log: &stream.log,
+        text: &stream.text,
+    };
+    let mut key = String::with_capacity(64);
+    served.record(&generation, &mut key);
+    drop(open);
+}
+
+struct Stream {
+    conn: Rc<Connection>,
+    respond: SendResponse<Bytes>,
+    /// A response head went to the client.
+    sent: bool,
+    log: RequestLog,
+    text: RequestText,
+    /// The upstream request head, written as HTTP/1.1.
+    up_out: Vec<u8>,
+    location: String,
+}
+
+impl Stream {
+    async fn serve(&mut self, generation: &Rc<Generation>, request: Request<RecvStream>) {
+        let (parts, body) = request.into_parts();
+        if parts.method == Method::CONNECT {
+            // Extended CONNECT is not offered, so this is a tunnel request.
+            return self.answer(501, &[], b"CONNECT is not supported\n").await;
+        }
+        let headers = convert::header_view(&parts.headers);
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().as_bytes())
+            .or_else(|| parts.headers.get(http::header::HOST).map(|v| v.as_bytes()))
+            .unwrap_or(b"");
+        let target = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes();
+        let length = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let framing = match (body.is_end_stream(), length) {
+            (true, _) => Framing::Empty,
+            (false, Some(n)) => Framing::Length(n),
+            (false, None) => Framing::Chunked,
+        };
+        let te_trailers = parts
+            .headers
+            .get(http::header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        let view = request::Request {
+            method: parts.method.as_str(),
+            target,
+            host,
+            minor_version: 1,
+            headers: &headers,
+            head_len: 0,
+            framing,
+            keep_alive: true,
+            expect_continue: false,
+        };
+        let worker = self.conn.worker.clone();
+        self.text
+            .capture(&worker, generation.snapshot.tracing.sample_rate, &view);
+        let identity_header = self
+            .conn
+            .listener
+            .tls
+            .as_ref()
+            .and_then(|t| t.identity_header.as_deref());
+        let client = ClientFacts {
+            peer: self.conn.peer,
+            proto: self.conn.proto,
+            identity_header,
+            identity: self.conn.identity.as_deref(),
+        };
+        let (plan, target, _) = plan_request(
+            &worker,
+            generation,
+            client,
+            &mut self.up_out,
+            &mut self.location,
+            &self.text,
+            &view,
+        );
+        drop(headers);
+        self.log.route = target.route();
+        match target {
+            Target::Proxy {
+                route,
+                cluster,
+                key_hash,
+                delay,
+            } => {
+                if let Some(delay) = delay {
+                    sleep(delay).await;
+                }
+                let request = ProxyRequest {
+                    plan,
+                    route,
+                    cluster,
+                    key_hash,
+                    te_trailers,
+                };
+                self.proxy(generation, request, body).await;
+            }
+            other => {
+                let answer = local_answer(&worker, generation, other, &mut self.location);
+                self.answer(answer.status, &answer.headers, answer.body)
+                    .await;
+            }
+        }
+    }
+
+    /// Sends a response the gateway makes itself.
+    async fn answer(&mut self, status: u16, headers: &[(String, String)], body: &[u8]) {
+        self.log.status = status;
+        let head = convert::own_response(status, headers, body.len());
+        let Ok(mut send) = self.respond.send_response(head, body.is_empty()) else {
+            return;
+        };
+        self.sent = true;
+        if !body.is_empty() {
+            self.log.bytes_out += body.len() as u64;
+            let _ = send_data(&mut send, convert::own_body(body), true).await;
+        }
+    }
+
+    /// Answers a failure: its status while no response has started, else
+    /// a reset of the stream.
+    async fn fail(&mut self, failure: Failure) {
+        if self.sent {
+            self.respond.send_reset(Reason::INTERNAL_ERROR);
+            return;
+        }
+        let Some(status) = failure.status() else {
+            self.respond.send_reset(Reason::CANCEL);
+            return;
+        };
+        let mut headers = vec![(
+            "content-type".to_owned(),
+            "text/plain; charset=utf-8".to_owned(),
+        )];
+        let detail = if let Failure::Overflow(overflow) = failure {
+            bump(&self.conn.worker.metrics.overflowed);
+            headers.push(("x-ringway-overflow".to_owned(), overflow.name().to_owned()));
+            format!("{}: {}\n", failure.detail(), overflow.name())
+        } else {
+            format!("{}\n", failure.detail())
+        };
+        self.answer(status, &headers, detail.as_bytes()).await;
+    }
+
+    async fn proxy(&mut self, generation: &Generation, request: ProxyRequest, body: RecvStream) {
+        let worker = self.conn.worker.clone();
+        let Some(cluster_id) = request.cluster else {
+            return self.fail(Failure::NoEndpoint).await;
+        };
+        self.log.cluster = Some(cluster_id);
+        if let (Some(max), Framing::Length(n)) = (request.plan.max_body, request.plan.framing)
+            && n > max
+        {
+            return self.fail(Failure::BodyTooLarge).await;
+        }
+        let cluster = &generation.snapshot.clusters[cluster_id.0 as usize];
+        let state = generation.cluster(cluster_id);
+        if let Some(overflow) = state.overflow(false) {
+            return self.fail(Failure::Overflow(overflow)).await;
+        }
+        let _request = Tally::new(&state.breakers.requests);
+        let _active = Counted::new(&worker.active_requests);
+        let retry = tries::Request {
+            replayable: body.is_end_stream(),
+            idempotent: request.plan.idempotent,
+            key_hash: request.key_hash,
+        };
+        let route = &generation.snapshot.routes[request.route];
+        let mut upstream = None;
+        match cluster.protocol {
+            UpstreamProtocol::Http1 => {
+                let mut exchange = ToHttp1 {
+                    worker: &worker,
+                    up_out: &self.up_out,
+                    plan: request.plan,
+                    body: Some(body),
+                    log: &mut self.log,
+                };
+                let chosen = tries::run(
+                    &mut exchange,
+                    &worker,
+                    route,
+                    cluster,
+                    state,
+                    retry,
+                    &mut upstream,
+                )
+                .await;
+                self.log.upstream = upstream;
+                match chosen {
+                    Ok(chosen) => {
+                        let timeout = chosen.timeout;
+                        self.relay_from_http1(chosen.answer, chosen.addr, cluster, timeout)
+                            .await;
+                    }
+                    Err(failure) => self.fail(failure).await,
+                }
+            }
+            UpstreamProtocol::Http2 => {
+                let mut exchange = ToHttp2 {
+                    worker: &worker,
+                    generation,
+                    cluster: cluster_id,
+                    up_out: &self.up_out,
+                    te_trailers: request.te_trailers,
+                    max_body: request.plan.max_body,
+                    body: Some(body),
+                    log: &mut self.log,
+                };
+                let chosen = tries::run(
+                    &mut exchange,
+                    &worker,
+                    route,
+                    cluster,
+                    state,
+                    retry,
+                    &mut upstream,
+                )
+                .await;
+                self.log.upstream = upstream;
+                match chosen {
+                    Ok(chosen) => {
+                        let timeout = chosen.timeout;
+                        self.relay_from_http2(
+                            chosen.answer,
+                            &route.policy.response_headers,
+                            timeout,
+                        )
+                        .await;
+                    }
+                    Err(failure) => self.fail(failure).await,
+                }
+            }
+        }
+    }
+
+    /// Relays an HTTP/1.1 upstream's response to this stream, then pools
+    /// the connection when it is in step.
+    async fn relay_from_http1(
+        &mut self,
+        answer: Http1Answer,
+        addr: SocketAddr,
+        cluster: &ringway_config::Cluster,
+        timeout: Duration,
+    ) {
+        let Http1Answer {
+            mut up,
+            head,
+            framing,
+            keep_alive,
+        } = answer;
+        self.log.status = head.status().as_u16();
+        let end_now = framing == Framing::Empty;
+        let Ok(mut send) = self.respond.send_response(head, end_now) else {
+            return;
+        };
+        self.sent = true;
+        if end_now {
+            if keep_alive && up.rbuf.is_empty() {
+                self.conn.worker.pool.put(
+                    addr,
+                    up,
+                    cluster.idle_timeout,
+                    cluster.max_idle_per_endpoint,
+                );
+            }
+            return;
+        }
+        let mut body = BodyReader::new(framing);
+        let mut payload = Vec::with_capacity(BUF_SIZE);
+        loop {
+            let Ok(p) = body.advance(up.rbuf.data(), Some(&mut payload)) else {
+                send.send_reset(Reason::PROTOCOL_ERROR);
+                return;
+            };
+            up.rbuf.consume(p.consumed);
+            if !payload.is_empty() || p.done {
+                self.log.bytes_out += payload.len() as u64;
+                let data = Bytes::from(std::mem::replace(
+                    &mut payload,
+                    Vec::with_capacity(BUF_SIZE),
+                ));
+                if send_data(&mut send, data, p.done).await.is_err() {
+                    return;
+                }
+            }
+            if p.done {
+                break;
+            }
+            match timeout_at(
+                MonoInstant::now() + timeout,
+                up.rbuf.fill(&mut up.stream, BUF_SIZE),
+            )
+            .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) if framing == Framing::UntilClose => {
+                    let _ = send_data(&mut send, Bytes::new(), true).await;
+                    return;
+                }
+                _ => {
+                    send.send_reset(Reason::INTERNAL_ERROR);
+                    return;
+                }
+            }
+        }
+        if keep_alive && up.rbuf.is_empty() {
+            up.reused = false;
+            self.conn.worker.pool.put(
+                addr,
+                up,
+                cluster.idle_timeout,
+                cluster.max_idle_per_endpoint,
+            );
+        }
+    }
+
+    /// Relays an HTTP/2 upstream's response to this stream: head, data
+    /// under both sides' flow control, trailers; a reset either way is
+    /// passed to the other side.
+    async fn relay_from_http2(
+        &mut self,
+        answer: Http2Answer,
+        rules: &ringway_config::HeaderRules,
+        timeout: Duration,
+    ) {
+        let Http2Answer {
+            response,
+            lease,
+            pump,
+        } = answer;
+        let (parts, mut up_body) = response.into_parts();
+        self.log.status = parts.status.as_u16();
+        let head = convert::response_from_h2(&parts, rules);
+        let end_now = up_body.is_end_stream();
+        let Ok(mut send) = self.respond.send_response(head, end_now) else {
+            return;
+        };
+        self.sent = true;
+        if !end_now {
+            relay_h2_body(&mut up_body, &mut send, timeout, &mut self.log.bytes_out).await;
+        }
+        if let Some(pump) = pump {
+            self.log.body_in += pump.await;
+        }
+        self.log.bytes_in += self.log.body_in;
+        drop(lease);
+    }
+}
+
+/// What a proxied request brings from routing.
+#[derive(Debug, Clone, Copy)]
+struct ProxyRequest {
+    plan: Plan,
+    route: usize,
+    cluster: Option<ClusterId>,
+    key_hash: Option<u64>,
+    te_trailers: bool,
+}
+
+/// Moves an HTTP/2 body from `from` to `to` under both sides' flow
+/// control, then the trailers; a reset on either side resets the other.
+/// Returns false when the stream was reset.
+pub(crate) async fn relay_h2_body(
+    from: &mut RecvStream,
+    to: &mut SendStream<Bytes>,
+    timeout: Duration,
+    bytes: &mut u64,
+) -> bool {
+    loop {
+        let next = monoio::select! {
+            next = monoio::time::timeout(timeout, from.data()) => next,
+            reason = poll_fn(|cx| to.poll_reset(cx)) => {
+                // The receiver went away: dropping `from` cancels it.
+                let _ = reason;
+                return false;
+            }
+        };
+        match next {
+            Ok(Some(Ok(data))) => {
+                let len = data.len();
+                *bytes += len as u64;
+                if send_data(to, data, false).await.is_err() {
+                    return false;
+                }
+                // Room for more only once the receiver took this.
+                let _ = from.flow_control().release_capacity(len);
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => {
+                to.send_reset(e.reason().unwrap_or(Reason::INTERNAL_ERROR));
+                return false;
+            }
+            Err(_) => {
+                to.send_reset(Reason::CANCEL);
+                return false;
+            }
+        }
+    }
+    match from.trailers().await {
+        Ok(Some(trailers)) => to.send_trailers(trailers).is_ok(),
+        Ok(None) => to.send_data(Bytes::new(), true).is_ok(),
+        Err(e) => {
+            to.send_reset(e.reason().unwrap_or(Reason::INTERNAL_ERROR));
+            false
+        }
+    }
+}
+
+/// Sends `data` as DATA frames as the peer's window allows.
+pub(crate) async fn send_data(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+) -> Result<(), h2::Error> {
+    if data.is_empty() {
+        return send.send_data(data, end);
+    }
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let room = match poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => return Err(e),
+            None => return Err(h2::Error::from(Reason::CANCEL)),
+        };
+        if room == 0 {
+            continue;
+        }
+        let piece = data.split_to(room.min(data.len()));
+        send.send_data(piece, end && data.is_empty())?;
+    }
+    Ok(())
+}
+
+/// An HTTP/1.1 upstream's response head, ready for an HTTP/2 client.
+struct Http1Answer {
+    up: UpstreamConn,
+    head: Response<()>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Tries on HTTP/1.1 endpoints for an HTTP/2 client.
+struct ToHttp1<'a> {
+    worker: &'a Worker,
+    up_out: &'a [u8],
+    plan: Plan,
+    /// The client's body, until the first try that sends it.
+    body: Option<RecvStream>,
+    log: &'a mut RequestLog,
+}
+
+impl Exchange for ToHttp1<'_> {
+    type Answer = Http1Answer;
+
+    async fn attempt(&mut self, to: Try<'_>) -> Result<(Http1Answer, u16), Failure> {
+        let mut fresh_only = false;
+        loop {
+            let mut up = upstream_conn(self.worker, to, fresh_only).await?;
+            let mut head = self.up_out.to_vec();
+            if write_all(&mut up.stream, &mut head).await.is_err() {
+                if up.reused && to.replayable {
+                    fresh_only = true;
+                    continue;
+                }
+                return Err(Failure::Closed { started: false });
+            }
+            let sent_at = Instant::now();
+            if let Some(mut body) = self.body.take().filter(|b| !b.is_end_stream()) {
+                self.send_body(&mut up, &mut body).await?;
+            }
+            match read_h1_head(&mut up, self.plan.is_head, to).await {
+                Err(Failure::Closed { started: false }) if up.reused && to.replayable => {
+                    fresh_only = true;
+                }
+                Err(f) => return Err(f),
+                Ok((head, framing, keep_alive)) => {
+                    self.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
+                    let status = head.status().as_u16();
+                    let answer = Http1Answer {
+                        up,
+                        head,
+                        framing,
+                        keep_alive,
+                    };
+                    return Ok((answer, status));
+                }
+            }
+        }
+    }
+
+    async fn discard(&mut self, mut answer: Http1Answer, to: Try<'_>) {
+        if discard_upstream_body(&mut answer.up, answer.framing, to.timeout).await
+            && answer.keep_alive
+        {
+            answer.up.reused = false;
+            self.worker.pool.put(
+                to.addr,
+                answer.up,
+                to.cluster.idle_timeout,
+                to.cluster.max_idle_per_endpoint,
+            );
+        }
+    }
+}
+
+impl ToHttp1<'_> {
+    /// Streams the client's DATA frames up, chunked when no length was
+    /// given, with its trailers as chunked trailers.
+    async fn send_body(
+        &mut self,
+        up: &mut UpstreamConn,
+        body: &mut RecvStream,
+    ) -> Result<(), Failure> {
+        let chunked = self.plan.framing == Framing::Chunked;
+        let mut out = Vec::with_capacity(BUF_SIZE);
+        while let Some(data) = body.data().await {
+            let data = data.map_err(|_| Failure::ClientGone)?;
+            let len = data.len();
+            self.log.body_in += len as u64;
+            self.log.bytes_in += len as u64;
+            if self.plan.max_body.is_some_and(|max| self.log.body_in > max) {
+                return Err(Failure::BodyTooLarge);
+            }
+            out.clear();
+            if chunked && len > 0 {
+                chunk_header(&mut out, len);
+            }
+            out.extend_from_slice(&data);
+            if chunked && len > 0 {
+                out.extend_from_slice(b"\r\n");
+            }
+            if write_all(&mut up.stream, &mut out).await.is_err() {
+                return Err(Failure::Closed { started: false });
+            }
+            let _ = body.flow_control().release_capacity(len);
+        }
+        if chunked {
+            let trailers = body.trailers().await.map_err(|_| Failure::ClientGone)?;
+            out.clear();
+            convert::write_chunked_trailers(&mut out, trailers.as_ref());
+            if write_all(&mut up.stream, &mut out).await.is_err() {
+                return Err(Failure::Closed { started: false });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads an HTTP/1.1 response head from `up` for an HTTP/2 client,
+/// dropping informational responses.
+async fn read_h1_head(
+    up: &mut UpstreamConn,
+    is_head: bool,
+    to: Try<'_>,
+) -> Result<(Response<()>, Framing, bool), Failure> {
+    let deadline = MonoInstant::now() + to.timeout;
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
+        let consumed = match response::parse(up.rbuf.data(), &mut headers, is_head) {
+            Ok(Some(resp)) if resp.status == 101 => {
+                return Err(Failure::Invalid("upstream switched protocols unasked"));
+            }
+            Ok(Some(resp)) if resp.status < 200 => Some(resp.head_len),
+            Ok(Some(resp)) => {
+                let head = convert::response_from_h1(&resp, to.rules).map_err(Failure::Invalid)?;
+                let (framing, keep_alive, len) = (resp.framing, resp.keep_alive, resp.head_len);
+                up.rbuf.consume(len);
+                return Ok((head, framing, keep_alive));
+            }
+            Ok(None) => None,
+            Err(e) => return Err(Failure::Invalid(e.0)),
+        };
+        if let Some(len) = consumed {
+            up.rbuf.consume(len);
+            continue;
+        }
+        if up.rbuf.data().len() >= MAX_RESPONSE_HEAD {
+            return Err(Failure::Invalid("upstream response head too large"));
+        }
+        let started = !up.rbuf.is_empty();
+        match timeout_at(deadline, up.rbuf.fill(&mut up.stream, MAX_RESPONSE_HEAD)).await {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Ok(0)) => return Err(Failure::Closed { started }),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
+                return Err(Failure::Invalid("upstream response head too large"));
+            }
+            Ok(Err(_)) => return Err(Failure::Closed { started }),
+        }
+    }
+}
+
+/// An HTTP/2 upstream's response, with its stream's claim on the
+/// connection and the task still moving the client's body up.
+pub(crate) struct Http2Answer {
+    pub response: Response<RecvStream>,
+    pub lease: super::client::Lease,
+    /// Resolves to the body bytes sent up.
+    pub pump: Option<monoio::task::JoinHandle<u64>>,
+}
+
+/// Tries on HTTP/2 endpoints for an HTTP/2 client.
+struct ToHttp2<'a> {
+    worker: &'a Worker,
+    generation: &'a Generation,
+    cluster: ClusterId,
+    up_out: &'a [u8],
+    te_trailers: bool,
+    max_body: Option<u64>,
+    body: Option<RecvStream>,
+    log: &'a mut RequestLog,
+}
+
+impl Exchange for ToHttp2<'_> {
+    type Answer = Http2Answer;
+
+    async fn attempt(&mut self, to: Try<'_>) -> Result<(Http2Answer, u16), Failure> {
+        let tls = self.generation.upstream_tls(self.cluster);
+        let scheme = if to.cluster.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let (request, _) = convert::upstream_request(self.up_out, scheme, self.te_trailers)
+            .map_err(Failure::Invalid)?;
+        let (send, lease) = self.worker.h2.stream(to, tls).await?;
+        let mut send = send.ready().await.map_err(|e| h2_failure(&e))?;
+        let end_now = self.body.as_ref().is_none_or(RecvStream::is_end_stream);
+        let sent_at = Instant::now();
+        let (response, up_send) = send
+            .send_request(request, end_now)
+            .map_err(|e| h2_failure(&e))?;
+        let pump = match self.body.take() {
+            Some(body) if !end_now => Some(monoio::spawn(pump_body(
+                body,
+                up_send,
+                to.timeout,
+                self.max_body,
+            ))),
+            _ => None,
+        };
+        let response = match timeout(to.timeout, response).await {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Err(e)) => return Err(h2_failure(&e)),
+            Ok(Ok(r)) => r,
+        };
+        self.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
+        let status = response.status().as_u16();
+        Ok((
+            Http2Answer {
+                response,
+                lease,
+                pump,
+            },
+            status,
+        ))
+    }
+
+    async fn discard(&mut self, answer: Http2Answer, _to: Try<'_>) {
+        // Dropping the stream's handles resets it (CANCEL).
+        drop(answer);
+    }
+}
+
+/// Moves a client's request body to the upstream stream; the byte count.
+async fn pump_body(
+    mut from: RecvStream,
+    mut to: SendStream<Bytes>,
+    timeout: Duration,
+    max_body: Option<u64>,
+) -> u64 {
+    let mut bytes = 0;
+    if relay_h2_body(&mut from, &mut to, timeout, &mut bytes).await
+        && max_body.is_some_and(|max| bytes > max)
+    {
+        to.send_reset(Reason::CANCEL);
+    }
+    bytes
+}
+
+/// The failure an h2 error means for a try. A stream the upstream refused
+/// (REFUSED_STREAM, or beyond a GOAWAY's last stream) was not processed
+/// and may be sent again.
+pub(crate) fn h2_failure(e: &h2::Error) -> Failure {
+    if e.reason() == Some(Reason::REFUSED_STREAM) {
+        return Failure::Closed { started: false };
+    }
+    if e.is_go_away() && e.is_remote() && e.reason() == Some(Reason::NO_ERROR) {
+        return Failure::Closed { started: false };
+    }
+    if e.is_io() {
+        return Failure::Closed { started: false };
+    }
+    Failure::Closed { started: true }
+}
