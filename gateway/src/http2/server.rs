@@ -225,10 +225,6 @@ impl Stream {
             (false, Some(n)) => Framing::Length(n),
             (false, None) => Framing::Chunked,
         };
-        let te_trailers = parts
-            .headers
-            .get(http::header::TE)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         let view = request::Request {
             method: parts.method.as_str(),
             target,
@@ -281,7 +277,6 @@ impl Stream {
                     route,
                     cluster,
                     key_hash,
-                    te_trailers,
                 };
                 self.proxy(generation, request, body).await;
             }
@@ -392,7 +387,7 @@ impl Stream {
                     generation,
                     cluster: cluster_id,
                     up_out: &self.up_out,
-                    te_trailers: request.te_trailers,
+                    te_trailers: request.plan.te_trailers,
                     max_body: request.plan.max_body,
                     body: Some(body),
                     log: &mut self.log,
@@ -545,7 +540,6 @@ struct ProxyRequest {
     route: usize,
     cluster: Option<ClusterId>,
     key_hash: Option<u64>,
-    te_trailers: bool,
 }
 
 /// Moves an HTTP/2 body from `from` to `to` under both sides' flow

@@ -14,7 +14,9 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout, timeout_at};
 use ringway_balancer::hash_key;
-use ringway_config::{Action, Cluster, ClusterId, HashKey, HeaderRules, Listener};
+use ringway_config::{
+    Action, Cluster, ClusterId, HashKey, HeaderRules, Listener, UpstreamProtocol,
+};
 
 use crate::access_log;
 use crate::buffer::{BUF_SIZE, ReadBuf, write_all};
@@ -28,6 +30,7 @@ use crate::tls;
 use crate::trace::{self, SpanRecord, TraceContext};
 use crate::worker::{Generation, Worker};
 
+mod to_h2;
 pub(crate) mod tries;
 use tries::Try;
 
@@ -211,6 +214,9 @@ pub(crate) struct Plan {
     /// Safe to send twice (RFC 9110 §9.2.2).
     pub(crate) idempotent: bool,
     pub(crate) minor_version: u8,
+    /// The client accepts trailers (`TE: trailers`); an HTTP/2 upstream
+    /// is told so (gRPC servers insist).
+    pub(crate) te_trailers: bool,
     /// Largest body the route accepts.
     pub(crate) max_body: Option<u64>,
 }
@@ -990,6 +996,35 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             key_hash,
         };
         let mut upstream = None;
+        if cluster.protocol == UpstreamProtocol::Http2 {
+            let chosen = {
+                let mut exchange = to_h2::H1ToH2 {
+                    session: self,
+                    plan,
+                    body: &mut body,
+                    tls: generation.upstream_tls(cluster_id),
+                };
+                tries::run(
+                    &mut exchange,
+                    &worker,
+                    route,
+                    cluster,
+                    state,
+                    request,
+                    &mut upstream,
+                )
+                .await
+            };
+            self.log.upstream = upstream;
+            return match chosen {
+                Ok(chosen) => {
+                    let rules = &route.policy.response_headers;
+                    self.finish_h2(chosen.answer, plan, &body, rules, chosen.timeout)
+                        .await
+                }
+                Err(failure) => self.fail(plan, failure, body.is_done()).await,
+            };
+        }
         let chosen = {
             let mut exchange = H1Exchange {
                 session: self,
@@ -1388,6 +1423,12 @@ pub(crate) fn plan_request(
         framing: req.framing,
         keep_alive: req.keep_alive && !worker.drain.is_draining(),
         expect_continue: req.expect_continue,
+        te_trailers: req.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("te")
+                && h.value
+                    .split(|&b| b == b',')
+                    .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"))
+        }),
         is_head: req.is_head(),
         idempotent: matches!(
             req.method,
