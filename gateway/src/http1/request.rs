@@ -243,6 +243,28 @@ pub struct Forwarded<'a> {
     /// The `traceparent` that makes ringway's span the upstream's parent;
     /// replaces the client's. Empty: none.
     pub traceparent: &'a [u8],
+    /// The protocol the client asks to switch to (`Upgrade: websocket`),
+    /// passed on with `Connection: upgrade`; `None` drops any upgrade.
+    pub upgrade: Option<&'a [u8]>,
+}
+
+/// The protocol a request asks to switch to, when it is one the gateway
+/// tunnels: a GET with `Connection: upgrade` and `Upgrade: websocket`
+/// (RFC 6455 §4.1). Other upgrades (h2c, say) are dropped as hop-by-hop.
+pub fn websocket_upgrade<'b>(req: &Request<'_, 'b>) -> Option<&'b [u8]> {
+    if req.method != "GET" || req.minor_version == 0 {
+        return None;
+    }
+    let asks = super::connection_tokens(req.headers).any(|t| t.eq_ignore_ascii_case(b"upgrade"));
+    let upgrade = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("upgrade"))?
+        .value;
+    let websocket = upgrade
+        .split(|&b| b == b',')
+        .any(|p| super::trim_ows(p).eq_ignore_ascii_case(b"websocket"));
+    (asks && websocket).then_some(super::trim_ows(upgrade))
 }
 
 /// Writes the request head for the upstream into `out` (cleared first):
@@ -323,6 +345,10 @@ pub fn write_upstream_head(
     }
     if let Some(id) = fwd.request_id {
         write_header(out, b"x-request-id", id);
+    }
+    if let Some(protocol) = fwd.upgrade {
+        write_header(out, b"upgrade", protocol);
+        write_header(out, b"connection", b"upgrade");
     }
     if let Some((name, Some(value))) = fwd.identity {
         write_header(out, name.as_bytes(), value);

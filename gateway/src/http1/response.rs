@@ -220,6 +220,30 @@ pub fn write_client_head(
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes the head of a `101 Switching Protocols` for the client into
+/// `out` (cleared first): the upstream's fields less hop-by-hop ones, with
+/// the `Upgrade` and `Connection` that make the switch.
+pub fn write_switching_head(out: &mut Vec<u8>, resp: &Response<'_, '_>, rules: &HeaderRules) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+    let mut upgrade: &[u8] = b"websocket";
+    for h in resp.headers {
+        if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = trim_ows(h.value);
+            continue;
+        }
+        if is_hop_by_hop_here(h.name, resp.headers) || rules.drops(h.name) {
+            continue;
+        }
+        write_header(out, h.name.as_bytes(), h.value);
+    }
+    for (name, value) in rules.set.iter().chain(&rules.add) {
+        write_header(out, name.as_bytes(), value.as_bytes());
+    }
+    write_header(out, b"upgrade", upgrade);
+    out.extend_from_slice(b"connection: upgrade\r\n\r\n");
+}
+
 /// Writes a complete response that ringway makes itself (an error or a
 /// direct response) into `out` (cleared first). `head_only` leaves the
 /// body out, for HEAD.

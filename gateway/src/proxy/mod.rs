@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout, timeout_at};
 use ringway_balancer::hash_key;
@@ -32,6 +32,7 @@ use crate::worker::{Generation, Worker};
 
 mod to_h2;
 pub(crate) mod tries;
+mod tunnel;
 use tries::Try;
 
 /// Largest upstream response head accepted.
@@ -100,7 +101,7 @@ pub async fn serve(
             Sniffed::Closed => return,
         }
     }
-    session.run().await;
+    session.serve().await;
 }
 
 /// How a plain connection opens.
@@ -183,7 +184,7 @@ pub async fn serve_tls(
 }
 
 /// Serves a client connection over any byte stream until it closes.
-async fn serve_stream<S: AsyncReadRent + AsyncWriteRent>(
+async fn serve_stream<S: AsyncReadRent + AsyncWriteRent + Split + 'static>(
     worker: Rc<Worker>,
     listener: Rc<Listener>,
     client: S,
@@ -193,7 +194,7 @@ async fn serve_stream<S: AsyncReadRent + AsyncWriteRent>(
 ) {
     let _count = ConnectionCount::new(&worker);
     Session::new(worker, listener, client, peer, proto, identity)
-        .run()
+        .serve()
         .await;
 }
 
@@ -214,6 +215,9 @@ pub(crate) struct Plan {
     /// Safe to send twice (RFC 9110 §9.2.2).
     pub(crate) idempotent: bool,
     pub(crate) minor_version: u8,
+    /// A WebSocket upgrade: a `101` answer turns the connection into a
+    /// tunnel.
+    pub(crate) upgrade: bool,
     /// The client accepts trailers (`TE: trailers`); an HTTP/2 upstream
     /// is told so (gRPC servers insist).
     pub(crate) te_trailers: bool,
@@ -391,6 +395,8 @@ struct Session<S> {
     location: String,
     /// The request's text and ids, for the upstream, the log and the span.
     text: RequestText,
+    /// The upstream of a switched (WebSocket) connection, to tunnel to.
+    tunnel: Option<UpstreamConn>,
 }
 
 /// What a request said and which ids it carries, copied out of the read
@@ -659,6 +665,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             key: String::with_capacity(64),
             location: String::new(),
             text: RequestText::new(),
+            tunnel: None,
         }
     }
 
@@ -1102,6 +1109,15 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         timeout: Duration,
     ) -> Next {
         self.log.status = reply.status;
+        if reply.status == 101 {
+            // The head goes out now; the bytes follow in the tunnel, once
+            // this request is recorded.
+            if self.write_out().await.is_err() {
+                return Next::Close;
+            }
+            self.tunnel = Some(up);
+            return Next::Close;
+        }
         match self.relay_body(&mut up, reply, timeout).await {
             Ok(()) => {
                 if reply.upstream_keep_alive && request_sent && up.rbuf.is_empty() {
@@ -1158,6 +1174,19 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
             let informational = match response::parse(up.rbuf.data(), &mut headers, plan.is_head) {
+                Ok(Some(resp)) if resp.status == 101 && plan.upgrade => {
+                    response::write_switching_head(&mut self.out, &resp, rules);
+                    up.rbuf.consume(resp.head_len);
+                    self.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
+                    let reply = Reply {
+                        status: 101,
+                        framing: Framing::Empty,
+                        relay: Relay::PassThrough,
+                        upstream_keep_alive: false,
+                        close_client: true,
+                    };
+                    return Ok((reply, request_sent));
+                }
                 Ok(Some(resp)) if resp.status == 101 => {
                     return Err(Failure::Invalid("upstream switched protocols unasked"));
                 }
@@ -1423,6 +1452,7 @@ pub(crate) fn plan_request(
         framing: req.framing,
         keep_alive: req.keep_alive && !worker.drain.is_draining(),
         expect_continue: req.expect_continue,
+        upgrade: request::websocket_upgrade(req).is_some(),
         te_trailers: req.headers.iter().any(|h| {
             h.name.eq_ignore_ascii_case("te")
                 && h.value
@@ -1485,6 +1515,10 @@ pub(crate) fn plan_request(
                 identity: headers.identity,
                 request_id: text.generated_id.then_some(text.request_id.as_bytes()),
                 traceparent: &text.traceparent,
+                upgrade: plan
+                    .upgrade
+                    .then(|| request::websocket_upgrade(req))
+                    .flatten(),
             };
             request::write_upstream_head(up_out, req, fwd, policy);
             plan.max_body = policy.max_body;

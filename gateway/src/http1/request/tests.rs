@@ -138,6 +138,7 @@ fn upstream_head(raw: &[u8]) -> String {
         request_id: None,
         traceparent: b"",
         identity: None,
+        upgrade: websocket_upgrade(&req),
     };
     write_upstream_head(&mut out, &req, fwd, &ringway_config::RoutePolicy::default());
     String::from_utf8(out).unwrap()
@@ -170,4 +171,24 @@ fn upstream_head_appends_to_forwarding_lists() {
         !head.to_ascii_lowercase().contains("content-length"),
         "{head}"
     );
+}
+
+#[test]
+fn websocket_upgrades_pass_and_other_upgrades_are_dropped() {
+    let head = upstream_head(
+        b"GET /chat HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+    );
+    assert!(
+        head.contains("upgrade: websocket\r\nconnection: upgrade\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("Sec-WebSocket-Key: k\r\n"), "{head}");
+    let head = upstream_head(
+        b"GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: x\r\n\r\n",
+    );
+    assert!(!head.to_ascii_lowercase().contains("upgrade"), "{head}");
+    assert!(!head.contains("HTTP2-Settings"), "{head}");
+    // Without `Connection: upgrade` the header is only hop-by-hop noise.
+    let head = upstream_head(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
+    assert!(!head.to_ascii_lowercase().contains("upgrade"), "{head}");
 }
