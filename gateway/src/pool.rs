@@ -11,15 +11,88 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use monoio::BufResult;
+use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 
 use crate::buffer::ReadBuf;
+
+/// The byte stream to an upstream endpoint: plain TCP, or TLS when its
+/// cluster says so.
+#[derive(Debug)]
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+}
+
+impl UpstreamStream {
+    /// Resolves when the socket has bytes to read (or has closed), without
+    /// reading them. Over TLS it never does: monoio-rustls does not lend
+    /// its socket, so an early answer from a TLS upstream is seen once the
+    /// request body is sent, or its write fails.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            UpstreamStream::Plain(s) => s.readable(false).await,
+            UpstreamStream::Tls(_) => std::future::pending().await,
+        }
+    }
+}
+
+// Both kinds may be read and written at once from two halves.
+unsafe impl Split for UpstreamStream {}
+
+impl AsyncReadRent for UpstreamStream {
+    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpstreamStream::Plain(s) => s.read(buf).await,
+            UpstreamStream::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpstreamStream::Plain(s) => s.readv(buf).await,
+            UpstreamStream::Tls(s) => s.readv(buf).await,
+        }
+    }
+}
+
+impl AsyncWriteRent for UpstreamStream {
+    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpstreamStream::Plain(s) => s.write(buf).await,
+            UpstreamStream::Tls(s) => s.write(buf).await,
+        }
+    }
+
+    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
+        match self {
+            UpstreamStream::Plain(s) => s.writev(buf).await,
+            UpstreamStream::Tls(s) => s.writev(buf).await,
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            UpstreamStream::Plain(s) => s.flush().await,
+            UpstreamStream::Tls(s) => s.flush().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> std::io::Result<()> {
+        match self {
+            UpstreamStream::Plain(s) => s.shutdown().await,
+            UpstreamStream::Tls(s) => s.shutdown().await,
+        }
+    }
+}
 
 /// A connection to an upstream endpoint and its read buffer.
 #[derive(Debug)]
 pub struct UpstreamConn {
     /// The socket.
-    pub stream: TcpStream,
+    pub stream: UpstreamStream,
     /// Bytes read from it and not yet used.
     pub rbuf: ReadBuf,
     /// Taken from the pool rather than freshly connected: the upstream may
@@ -27,6 +100,9 @@ pub struct UpstreamConn {
     pub reused: bool,
     /// Counts the connection against its cluster's limit while it lives.
     pub tally: Option<crate::cluster::Tally>,
+    /// The TLS settings it was opened with (`tls::fingerprint`), 0 for
+    /// plain TCP: only a cluster with the same settings may reuse it.
+    pub tls: u64,
 }
 
 #[derive(Debug)]
@@ -45,19 +121,16 @@ pub struct Pool {
 
 impl Pool {
     /// An idle connection to `addr`, if one is left that has not expired.
-    pub fn take(&self, addr: SocketAddr) -> Option<UpstreamConn> {
+    pub fn take(&self, addr: SocketAddr, tls: u64) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let now = Instant::now();
-        while let Some(conn) = list.pop() {
-            if conn.expires > now {
-                self.reused.set(self.reused.get() + 1);
-                let mut conn = conn.conn;
-                conn.reused = true;
-                return Some(conn);
-            }
-        }
-        None
+        list.retain(|c| c.expires > now);
+        let at = list.iter().rposition(|c| c.conn.tls == tls)?;
+        self.reused.set(self.reused.get() + 1);
+        let mut conn = list.remove(at).conn;
+        conn.reused = true;
+        Some(conn)
     }
 
     /// Counts a freshly opened connection.

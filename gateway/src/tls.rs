@@ -203,6 +203,26 @@ pub fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, rustls::Err
     Ok(Arc::new(config))
 }
 
+/// A number that tells clusters' TLS settings apart, so that a pooled
+/// connection is only reused by a cluster that would have opened the same
+/// one (same trust, name, client certificate and protocols). 0 is plain TCP.
+pub fn fingerprint(tls: &UpstreamTls) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for root in &tls.roots {
+        root.as_ref().hash(&mut h);
+    }
+    tls.server_name.hash(&mut h);
+    if let Some(id) = &tls.client_identity {
+        for c in &id.cert {
+            c.as_ref().hash(&mut h);
+        }
+    }
+    tls.alpn.hash(&mut h);
+    (tls.min_version as u8).hash(&mut h);
+    h.finish() | 1
+}
+
 /// The name to send (SNI) and verify for an endpoint written as
 /// `endpoint_host`: the cluster's `server_name` if set, else the host
 /// itself (an IP literal is verified against the certificate's IP SANs and

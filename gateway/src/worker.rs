@@ -84,12 +84,20 @@ pub struct Generation {
     tls: HashMap<String, Arc<rustls::ServerConfig>>,
     /// Per cluster: this worker's rustls client configuration, for clusters
     /// reached over TLS.
-    upstream_tls: Vec<Option<Arc<rustls::ClientConfig>>>,
+    upstream_tls: Vec<Option<UpstreamTls>>,
     /// Access log and span export.
     pub sinks: Sinks,
     /// Span names: each route's name, and one for requests no route took,
     /// shared so that a span costs no allocation for its name.
     span_names: Vec<Arc<str>>,
+}
+
+/// A worker's TLS client settings for one cluster.
+#[derive(Debug)]
+pub struct UpstreamTls {
+    pub config: Arc<rustls::ClientConfig>,
+    /// Tells pooled connections of different settings apart.
+    pub fingerprint: u64,
 }
 
 /// Where a generation's telemetry goes.
@@ -171,11 +179,15 @@ impl Generation {
             .iter()
             .map(|c| {
                 let t = c.tls.as_ref()?;
-                crate::tls::client_config(t)
+                let config = crate::tls::client_config(t)
                     .inspect_err(|e| {
                         eprintln!("ringway: worker {}: cluster {}: {e}", worker.id, c.name);
                     })
-                    .ok()
+                    .ok()?;
+                Some(UpstreamTls {
+                    config,
+                    fingerprint: crate::tls::fingerprint(t),
+                })
             })
             .collect();
         let span_names = snapshot
@@ -199,8 +211,8 @@ impl Generation {
 
     /// This worker's TLS client configuration for `cluster`, when it is
     /// reached over TLS.
-    pub fn upstream_tls(&self, cluster: ClusterId) -> Option<Arc<rustls::ClientConfig>> {
-        self.upstream_tls.get(cluster.0 as usize)?.clone()
+    pub fn upstream_tls(&self, cluster: ClusterId) -> Option<&UpstreamTls> {
+        self.upstream_tls.get(cluster.0 as usize)?.as_ref()
     }
 
     /// The span name for a request on `route` (`None`: no route matched).

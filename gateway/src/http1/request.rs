@@ -59,6 +59,8 @@ pub struct Request<'h, 'b> {
     pub host: &'b [u8],
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
+    /// It came as an HTTP/2 stream (seen through this view).
+    pub http2: bool,
     /// The header fields, in order.
     pub headers: &'h [httparse::Header<'b>],
     /// Length of the head in the buffer, CRLFCRLF included.
@@ -193,6 +195,7 @@ pub fn parse<'h, 'b>(
         target,
         host,
         minor_version,
+        http2: false,
         headers,
         head_len,
         framing,
@@ -362,7 +365,9 @@ pub fn write_upstream_head(
     out.extend_from_slice(req.host);
     out.extend_from_slice(b"\r\nvia: ");
     write_list_prefix(out, "via", req.headers);
-    out.extend_from_slice(if req.minor_version == 0 {
+    out.extend_from_slice(if req.http2 {
+        b"2 ringway\r\n"
+    } else if req.minor_version == 0 {
         b"1.0 ringway\r\n"
     } else {
         b"1.1 ringway\r\n"

@@ -8,7 +8,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -31,6 +30,8 @@ struct Conn {
     /// When its last stream ended.
     idle_since: Cell<Instant>,
     idle_timeout: Duration,
+    /// Its TLS settings' fingerprint, 0 for h2c.
+    tls: u64,
     /// Counts it against the cluster's connection limit while it lives.
     _tally: Tally,
 }
@@ -59,13 +60,9 @@ pub struct Pool {
 impl Pool {
     /// A connection to `to`'s endpoint with room for one more stream,
     /// opening one when none has room.
-    pub(crate) async fn stream(
-        &self,
-        to: Try<'_>,
-        tls: Option<Arc<rustls::ClientConfig>>,
-    ) -> Result<(SendRequest<Bytes>, Lease), Failure> {
+    pub(crate) async fn stream(&self, to: Try<'_>) -> Result<(SendRequest<Bytes>, Lease), Failure> {
         let limit = to.cluster.max_streams_per_connection;
-        if let Some(found) = self.lease(to.addr, limit) {
+        if let Some(found) = self.lease(to.addr, to.tls_fingerprint(), limit) {
             return Ok(found);
         }
         if let Some(overflow) = to.state.connect_overflow() {
@@ -73,7 +70,7 @@ impl Pool {
         }
         let connecting = Tally::new(&to.state.breakers.pending);
         let host = &to.cluster.endpoints[to.endpoint].host;
-        let result = timeout(to.cluster.connect_timeout, connect(to, host, tls)).await;
+        let result = timeout(to.cluster.connect_timeout, connect(to, host)).await;
         drop(connecting);
         let (send, closed) = match result {
             Err(_) => return Err(Failure::ConnectTimeout),
@@ -86,6 +83,7 @@ impl Pool {
             closed,
             idle_since: Cell::new(Instant::now()),
             idle_timeout: to.cluster.idle_timeout,
+            tls: to.tls_fingerprint(),
             _tally: Tally::new(&to.state.breakers.connections),
         });
         self.conns
@@ -96,11 +94,14 @@ impl Pool {
         Ok((send, Lease(conn)))
     }
 
-    fn lease(&self, addr: SocketAddr, limit: u32) -> Option<(SendRequest<Bytes>, Lease)> {
+    fn lease(&self, addr: SocketAddr, tls: u64, limit: u32) -> Option<(SendRequest<Bytes>, Lease)> {
         let mut conns = self.conns.borrow_mut();
         let list = conns.get_mut(&addr)?;
         list.retain(|c| !c.closed.get());
         let conn = list.iter().find(|c| {
+            if c.tls != tls {
+                return false;
+            }
             let peer_limit = u32::try_from(c.send.current_max_send_streams()).unwrap_or(u32::MAX);
             c.open.get() < limit.min(peer_limit.max(1))
         })?;
@@ -134,11 +135,7 @@ impl Pool {
 
 /// Opens an HTTP/2 connection (over TLS when the cluster says so) and
 /// starts the task that drives it.
-async fn connect(
-    to: Try<'_>,
-    host: &str,
-    tls: Option<Arc<rustls::ClientConfig>>,
-) -> Result<(SendRequest<Bytes>, Rc<Cell<bool>>), Failure> {
+async fn connect(to: Try<'_>, host: &str) -> Result<(SendRequest<Bytes>, Rc<Cell<bool>>), Failure> {
     let stream = monoio::net::TcpStream::connect_addr(to.addr)
         .await
         .map_err(|e| Failure::Connect(e.kind()))?;
@@ -150,36 +147,38 @@ async fn connect(
         .max_send_buffer_size(64 * 1024)
         .enable_push(false);
     let closed = Rc::new(Cell::new(false));
-    let send = match (tls, &to.cluster.tls) {
-        (Some(config), Some(settings)) => {
+    let send = match (to.tls, &to.cluster.tls) {
+        (Some(tls), Some(settings)) => {
             let name = crate::tls::server_name_for(settings, host)
                 .map_err(|_| Failure::Invalid("upstream TLS name is not valid"))?;
-            let (io, conn) = crate::tls::connect(stream, config, name)
+            let (io, conn) = crate::tls::connect(stream, tls.config.clone(), name)
                 .await
                 .map_err(|_| Failure::TlsHandshake)?;
-            let (send, connection) = builder
-                .handshake::<_, Bytes>(TlsIo::new(io, conn))
-                .await
-                .map_err(|_| Failure::Closed { started: false })?;
-            let flag = closed.clone();
-            monoio::spawn(async move {
-                let _ = connection.await;
-                flag.set(true);
-            });
-            send
+            start(&builder, TlsIo::new(io, conn), &closed).await?
         }
-        _ => {
-            let (send, connection) = builder
-                .handshake::<_, Bytes>(compat(stream))
-                .await
-                .map_err(|_| Failure::Closed { started: false })?;
-            let flag = closed.clone();
-            monoio::spawn(async move {
-                let _ = connection.await;
-                flag.set(true);
-            });
-            send
-        }
+        _ => start(&builder, compat(stream), &closed).await?,
     };
     Ok((send, closed))
+}
+
+/// Opens HTTP/2 on `io` and spawns the task that drives the connection
+/// until it ends (then `closed` is set).
+async fn start<T>(
+    builder: &h2::client::Builder,
+    io: T,
+    closed: &Rc<Cell<bool>>,
+) -> Result<SendRequest<Bytes>, Failure>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let (send, connection) = builder
+        .handshake::<_, Bytes>(io)
+        .await
+        .map_err(|_| Failure::Closed { started: false })?;
+    let flag = closed.clone();
+    monoio::spawn(async move {
+        let _ = connection.await;
+        flag.set(true);
+    });
+    Ok(send)
 }

@@ -230,6 +230,7 @@ impl Stream {
             target,
             host,
             minor_version: 1,
+            http2: true,
             headers: &headers,
             head_len: 0,
             framing,
@@ -352,6 +353,7 @@ impl Stream {
         };
         let route = &generation.snapshot.routes[request.route];
         let mut upstream = None;
+        let tls = generation.upstream_tls(cluster_id);
         match cluster.protocol {
             UpstreamProtocol::Http1 => {
                 let mut exchange = ToHttp1 {
@@ -368,6 +370,7 @@ impl Stream {
                     cluster,
                     state,
                     retry,
+                    tls,
                     &mut upstream,
                 )
                 .await;
@@ -384,8 +387,6 @@ impl Stream {
             UpstreamProtocol::Http2 => {
                 let mut exchange = ToHttp2 {
                     worker: &worker,
-                    generation,
-                    cluster: cluster_id,
                     up_out: &self.up_out,
                     te_trailers: request.plan.te_trailers,
                     max_body: request.plan.max_body,
@@ -399,6 +400,7 @@ impl Stream {
                     cluster,
                     state,
                     retry,
+                    tls,
                     &mut upstream,
                 )
                 .await;
@@ -787,8 +789,6 @@ pub(crate) struct Http2Answer {
 /// Tries on HTTP/2 endpoints for an HTTP/2 client.
 struct ToHttp2<'a> {
     worker: &'a Worker,
-    generation: &'a Generation,
-    cluster: ClusterId,
     up_out: &'a [u8],
     te_trailers: bool,
     max_body: Option<u64>,
@@ -800,7 +800,6 @@ impl Exchange for ToHttp2<'_> {
     type Answer = Http2Answer;
 
     async fn attempt(&mut self, to: Try<'_>) -> Result<(Http2Answer, u16), Failure> {
-        let tls = self.generation.upstream_tls(self.cluster);
         let scheme = if to.cluster.tls.is_some() {
             "https"
         } else {
@@ -808,7 +807,7 @@ impl Exchange for ToHttp2<'_> {
         };
         let (request, _) = convert::upstream_request(self.up_out, scheme, self.te_trailers)
             .map_err(Failure::Invalid)?;
-        let (send, lease) = self.worker.h2.stream(to, tls).await?;
+        let (send, lease) = self.worker.h2.stream(to).await?;
         let mut send = send.ready().await.map_err(|e| h2_failure(&e))?;
         let end_now = self.body.as_ref().is_none_or(RecvStream::is_end_stream);
         let sent_at = Instant::now();

@@ -25,7 +25,7 @@ use crate::http1::framing::{BodyReader, Framing, FramingError, chunk_header};
 use crate::http1::request::{self, Forwarded};
 use crate::http1::response::{self, ClientBody};
 use crate::metrics::SeriesLabels;
-use crate::pool::UpstreamConn;
+use crate::pool::{UpstreamConn, UpstreamStream};
 use crate::tls;
 use crate::trace::{self, SpanRecord, TraceContext};
 use crate::worker::{Generation, Worker};
@@ -1003,13 +1003,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             key_hash,
         };
         let mut upstream = None;
+        let tls = generation.upstream_tls(cluster_id);
         if cluster.protocol == UpstreamProtocol::Http2 {
             let chosen = {
                 let mut exchange = to_h2::H1ToH2 {
                     session: self,
                     plan,
                     body: &mut body,
-                    tls: generation.upstream_tls(cluster_id),
                 };
                 tries::run(
                     &mut exchange,
@@ -1018,6 +1018,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                     cluster,
                     state,
                     request,
+                    tls,
                     &mut upstream,
                 )
                 .await
@@ -1045,6 +1046,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                 cluster,
                 state,
                 request,
+                tls,
                 &mut upstream,
             )
             .await
@@ -1286,7 +1288,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                         Err(_) => return Err(Failure::ClientTimeout),
                         Ok(_) => return Err(Failure::ClientGone),
                     },
-                    _ = up.stream.readable(false) => return Ok(false),
+                    _ = up.stream.readable() => return Ok(false),
                 }
             }
             let p = body
@@ -1679,14 +1681,29 @@ pub(crate) async fn upstream_conn(
     to: Try<'_>,
     fresh_only: bool,
 ) -> Result<UpstreamConn, Failure> {
-    if !fresh_only && let Some(up) = worker.pool.take(to.addr) {
+    if !fresh_only && let Some(up) = worker.pool.take(to.addr, to.tls_fingerprint()) {
         return Ok(up);
     }
     if let Some(overflow) = to.state.connect_overflow() {
         return Err(Failure::Overflow(overflow));
     }
     let connecting = Tally::new(&to.state.breakers.pending);
+    let started = Instant::now();
     let stream = connect(to.addr, to.cluster.connect_timeout).await?;
+    let stream = match (to.tls, &to.cluster.tls) {
+        (Some(tls), Some(settings)) => {
+            let host = &to.cluster.endpoints[to.endpoint].host;
+            let name = crate::tls::server_name_for(settings, host)
+                .map_err(|_| Failure::Invalid("upstream TLS name is not valid"))?;
+            let left = to.cluster.connect_timeout.saturating_sub(started.elapsed());
+            let (io, conn) = timeout(left, crate::tls::connect(stream, tls.config.clone(), name))
+                .await
+                .map_err(|_| Failure::ConnectTimeout)?
+                .map_err(|_| Failure::TlsHandshake)?;
+            UpstreamStream::Tls(Box::new(monoio_rustls::ClientTlsStream::new(io, conn)))
+        }
+        _ => UpstreamStream::Plain(stream),
+    };
     drop(connecting);
     worker.pool.note_opened();
     Ok(UpstreamConn {
@@ -1694,6 +1711,7 @@ pub(crate) async fn upstream_conn(
         rbuf: ReadBuf::new(),
         reused: false,
         tally: Some(Tally::new(&to.state.breakers.connections)),
+        tls: to.tls_fingerprint(),
     })
 }
 

@@ -4,7 +4,6 @@
 //! body chunked (or length-delimited when the upstream said so) and any
 //! trailers in the chunked trailer section.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,7 +26,6 @@ pub(super) struct H1ToH2<'s, S> {
     pub session: &'s mut Session<S>,
     pub plan: Plan,
     pub body: &'s mut BodyReader,
-    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl<S: AsyncReadRent + AsyncWriteRent> Exchange for H1ToH2<'_, S> {
@@ -49,7 +47,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Exchange for H1ToH2<'_, S> {
         BodyReader::new(self.plan.framing)
             .advance(&session.up_out[head_len..], Some(&mut payload))
             .map_err(|_| Failure::ClientBody)?;
-        let (send, lease) = session.worker.h2.stream(to, self.tls.clone()).await?;
+        let (send, lease) = session.worker.h2.stream(to).await?;
         let mut send = send.ready().await.map_err(|e| h2_failure(&e))?;
         let done = self.body.is_done();
         let sent_at = Instant::now();

@@ -14,7 +14,7 @@ use ringway_config::{Cluster, HeaderRules, Route};
 
 use super::{Counted, Failure, MAX_ATTEMPTS, bump};
 use crate::cluster::{Active, ClusterState, Tally};
-use crate::worker::Worker;
+use crate::worker::{UpstreamTls, Worker};
 
 /// Where one try goes and under what terms.
 #[derive(Clone, Copy)]
@@ -26,9 +26,19 @@ pub(crate) struct Try<'a> {
     pub state: &'a ClusterState,
     /// Response header rules of the route.
     pub rules: &'a HeaderRules,
+    /// This worker's TLS client settings for the cluster, when it is
+    /// reached over TLS.
+    pub tls: Option<&'a UpstreamTls>,
     /// The whole request is at hand to send again.
     pub replayable: bool,
     pub timeout: Duration,
+}
+
+impl Try<'_> {
+    /// Which pooled connections this try may use: 0 for plain TCP.
+    pub fn tls_fingerprint(&self) -> u64 {
+        self.tls.map_or(0, |t| t.fingerprint)
+    }
 }
 
 /// Sends a request to one endpoint and reads the response head.
@@ -76,6 +86,7 @@ pub(crate) async fn run<E: Exchange>(
     cluster: &Cluster,
     state: &ClusterState,
     request: Request,
+    tls: Option<&UpstreamTls>,
     upstream: &mut Option<SocketAddr>,
 ) -> Result<Chosen<E::Answer>, Failure> {
     let policy = &route.retry;
@@ -127,6 +138,7 @@ pub(crate) async fn run<E: Exchange>(
             cluster,
             state,
             rules: &route.policy.response_headers,
+            tls,
             replayable: request.replayable,
             timeout: try_timeout,
         };

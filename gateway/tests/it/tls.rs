@@ -497,3 +497,70 @@ fn bad_tls_settings_are_refused_with_their_location() {
         "{stderr}"
     );
 }
+
+/// A gateway in front of a mesh gateway that requires client certificates:
+/// clusters reached over TLS verify the endpoint against the CA bundle and
+/// the name, present the client certificate, and speak HTTP/1.1 or h2 as
+/// ALPN settles.
+#[test]
+fn upstream_tls_verifies_the_endpoint_and_presents_the_mesh_identity() {
+    let pki = Pki::standard();
+    let up = Upstream::start("up");
+    let mesh = InProcess::start(&mtls_config(&pki, up.addr));
+    let (ca, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("client.pem"),
+        pki.path("client.key"),
+    );
+    let mesh_addr = mesh.addr();
+    let front = InProcess::start(&format!(
+        "{EDGE}\
+         [[route]]\nmatch = {{ path_prefix = \"/h1\" }}\ncluster = \"mesh\"\n\
+         [[route]]\nmatch = {{ path_prefix = \"/h2\" }}\ncluster = \"mesh2\"\n\
+         [[route]]\nmatch = {{ path_prefix = \"/nocert\" }}\ncluster = \"nocert\"\n\
+         [[route]]\nmatch = {{ path_prefix = \"/wrongname\" }}\ncluster = \"wrongname\"\n\
+         [cluster.mesh]\nendpoints = [\"{mesh_addr}\"]\n\
+         tls = {{ ca = {ca:?}, server_name = \"localhost\", client_cert = {cert:?}, client_key = {key:?} }}\n\
+         [cluster.mesh2]\nendpoints = [\"{mesh_addr}\"]\nprotocol = \"h2\"\n\
+         tls = {{ ca = {ca:?}, server_name = \"localhost\", client_cert = {cert:?}, client_key = {key:?} }}\n\
+         [cluster.nocert]\nendpoints = [\"{mesh_addr}\"]\n\
+         tls = {{ ca = {ca:?}, server_name = \"localhost\" }}\n\
+         [cluster.wrongname]\nendpoints = [\"{mesh_addr}\"]\n\
+         tls = {{ ca = {ca:?}, server_name = \"wrong.test\", client_cert = {cert:?}, client_key = {key:?} }}\n"
+    ));
+    let url = |path: &str| format!("http://{}{path}", front.addr());
+
+    for (path, version) in [("/h1/a", "HTTP/1.1"), ("/h2/a", "HTTP/2")] {
+        let (ok, body) = curl(&["-sS", "--fail", &url(path)]);
+        assert!(ok, "{path}: {}", String::from_utf8_lossy(&body));
+        assert_eq!(String::from_utf8_lossy(&body), format!("up GET {path}"));
+        let seen = up.seen();
+        let last = seen.last().unwrap();
+        let san = last
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("x-client-san"))
+            .map(|(_, v)| v.as_str());
+        assert_eq!(san, Some("spiffe://cluster/ns/web"), "{path}");
+        // The mesh gateway says which protocol reached it.
+        let via = last
+            .headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("via"))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
+        let expected = if version == "HTTP/2" {
+            "2 ringway"
+        } else {
+            "1.1 ringway"
+        };
+        assert!(via.contains(expected), "{path}: via {via}");
+    }
+    // No client certificate: the mesh refuses the handshake. A name the
+    // certificate does not carry: the front refuses it.
+    for path in ["/nocert/a", "/wrongname/a"] {
+        let (_, body) = curl(&["-sS", "-o", "/dev/null", "-w", "%{http_code}", &url(path)]);
+        assert_eq!(String::from_utf8_lossy(&body), "502", "{path}");
+        assert_eq!(up.count(path), 0);
+    }
+}
