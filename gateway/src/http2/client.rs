@@ -16,6 +16,7 @@ use monoio::time::timeout;
 
 use super::io::{TlsIo, compat};
 use crate::cluster::Tally;
+use crate::drain::Signal;
 use crate::proxy::Failure;
 use crate::proxy::tries::Try;
 
@@ -54,6 +55,8 @@ impl Drop for Lease {
 #[derive(Debug, Default)]
 pub struct Pool {
     conns: RefCell<HashMap<SocketAddr, Vec<Rc<Conn>>>>,
+    /// Connections being opened, by endpoint and TLS settings.
+    opening: RefCell<HashMap<(SocketAddr, u64), Rc<Signal>>>,
     opened: Cell<u64>,
 }
 
@@ -62,9 +65,29 @@ impl Pool {
     /// opening one when none has room.
     pub(crate) async fn stream(&self, to: Try<'_>) -> Result<(SendRequest<Bytes>, Lease), Failure> {
         let limit = to.cluster.max_streams_per_connection;
-        if let Some(found) = self.lease(to.addr, to.tls_fingerprint(), limit) {
-            return Ok(found);
+        let key = (to.addr, to.tls_fingerprint());
+        loop {
+            if let Some(found) = self.lease(to.addr, key.1, limit) {
+                return Ok(found);
+            }
+            // While a connection is being opened, the streams that want one
+            // wait for it rather than each opening their own.
+            let opening = self.opening.borrow().get(&key).cloned();
+            match opening {
+                Some(signal) => signal.fired().await,
+                None => break,
+            }
         }
+        let signal = Rc::new(Signal::default());
+        self.opening.borrow_mut().insert(key, signal.clone());
+        let opened = self.open(to).await;
+        self.opening.borrow_mut().remove(&key);
+        signal.fire();
+        opened
+    }
+
+    /// Opens a connection to `to`'s endpoint, with one stream leased.
+    async fn open(&self, to: Try<'_>) -> Result<(SendRequest<Bytes>, Lease), Failure> {
         if let Some(overflow) = to.state.connect_overflow() {
             return Err(Failure::Overflow(overflow));
         }

@@ -95,7 +95,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Replay<T> {
 pub struct TlsIo<C> {
     io: CompatTcp,
     conn: C,
+    /// Plaintext written and not yet handed to rustls. h2 writes a frame
+    /// head (9 bytes) and its payload separately; encrypting each write as
+    /// it comes would make a TLS record of each. Gathered here until a
+    /// flush (h2 flushes after each batch of frames), records come out
+    /// full-sized.
+    plain: Vec<u8>,
 }
+
+/// Plaintext gathered before it goes to rustls regardless of a flush.
+const PLAIN_BATCH: usize = 64 * 1024;
 
 impl<C> std::fmt::Debug for TlsIo<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -109,6 +118,7 @@ impl<C> TlsIo<C> {
         TlsIo {
             io: compat(io),
             conn,
+            plain: Vec::with_capacity(PLAIN_BATCH),
         }
     }
 }
@@ -164,6 +174,27 @@ where
         }
     }
 
+    /// Hands the gathered plaintext to rustls and sends the records; ready
+    /// once all of it is on its way to the socket.
+    fn poll_push(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if !self.plain.is_empty() {
+                // rustls takes what its outgoing buffer has room for.
+                let n = self.conn.writer().write(&self.plain)?;
+                self.plain.drain(..n);
+            }
+            if !self.conn.wants_write() {
+                if self.plain.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            if ready!(self.poll_send_tls(cx))? == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+        }
+    }
+
     /// Reads TLS records from the socket into rustls; `Ready(Ok(0))` at
     /// the end of the stream.
     fn poll_receive_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -203,6 +234,17 @@ where
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
+            // rustls may hold whole records it has not decrypted yet (it
+            // stops when its plaintext buffer fills): those first, or the
+            // socket read below could wait for bytes that never come.
+            match this.conn.process_new_packets() {
+                Ok(state) if state.plaintext_bytes_to_read() > 0 => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = this.poll_send_tls(cx);
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                }
+            }
             // Answers rustls owes the peer (key updates) go out first.
             while this.conn.wants_write() {
                 match this.poll_send_tls(cx) {
@@ -230,46 +272,24 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let mut taken = 0;
-        loop {
-            taken += this.conn.writer().write(&buf[taken..])?;
-            let mut blocked = false;
-            while this.conn.wants_write() {
-                match this.poll_send_tls(cx) {
-                    Poll::Ready(Ok(0)) | Poll::Pending => {
-                        blocked = true;
-                        break;
-                    }
-                    Poll::Ready(Ok(_)) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                }
-            }
-            if taken == buf.len() {
-                return Poll::Ready(Ok(taken));
-            }
-            if blocked {
-                return if taken == 0 {
-                    Poll::Pending
-                } else {
-                    Poll::Ready(Ok(taken))
-                };
-            }
+        if this.plain.len() >= PLAIN_BATCH {
+            ready!(this.poll_push(cx))?;
         }
+        let room = PLAIN_BATCH.saturating_sub(this.plain.len()).max(1);
+        let take = buf.len().min(room);
+        this.plain.extend_from_slice(&buf[..take]);
+        Poll::Ready(Ok(take))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.conn.writer().flush()?;
-        while this.conn.wants_write() {
-            if ready!(this.poll_send_tls(cx))? == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-        }
+        ready!(this.poll_push(cx))?;
         Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        ready!(this.poll_push(cx))?;
         this.conn.send_close_notify();
         while this.conn.wants_write() {
             if ready!(this.poll_send_tls(cx))? == 0 {

@@ -171,7 +171,12 @@ async fn handle(open: Open, request: Request<RecvStream>, respond: SendResponse<
         location: String::new(),
     };
     stream.log.seen = true;
-    stream.serve(&generation, request).await;
+    // A stream the client reset before its task ran (a rapid-reset burst
+    // leaves many) is not worth any upstream work.
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if stream.respond.poll_reset(&mut cx).is_pending() {
+        stream.serve(&generation, request).await;
+    }
     let served = Served {
         worker: &stream.conn.worker,
         listener: &stream.conn.listener,

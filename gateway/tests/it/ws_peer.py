@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""A real WebSocket echo server and clients (`pip install websockets`).
+
+    ws_peer.py serve             prints `listening PORT`; echoes every
+                                 message; prints `closed CODE` when a
+                                 connection ends
+    ws_peer.py echo URL          text, binary and 1 MiB messages, then a
+                                 client close; one JSON object
+    ws_peer.py idle URL ACTIVE WAIT
+                                 keeps the tunnel busy for ACTIVE seconds
+                                 (a message every 0.3 s), then sends nothing
+                                 and measures how long until it is closed
+                                 (waiting at most WAIT seconds)
+
+Keep-alive pings are off on both sides so that an idle tunnel is really
+idle.
+"""
+
+import json
+import logging
+import sys
+import threading
+import time
+
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+from websockets.sync.server import serve as ws_serve
+
+DEADLINE = 10.0
+
+
+def serve():
+    logging.basicConfig(level=logging.CRITICAL)
+
+    def handler(ws):
+        try:
+            for message in ws:
+                ws.send(message)
+        except ConnectionClosed:
+            pass
+        code = ws.close_code if ws.close_code is not None else "none"
+        print("closed %s" % code, flush=True)
+
+    server = ws_serve(handler, "127.0.0.1", 0, ping_interval=None, max_size=16 << 20)
+    print("listening %d" % server.socket.getsockname()[1], flush=True)
+    threading.Thread(target=lambda: (sys.stdin.read(), server.shutdown()), daemon=True).start()
+    server.serve_forever()
+
+
+def open_ws(url):
+    return connect(
+        url,
+        open_timeout=DEADLINE,
+        close_timeout=5,
+        ping_interval=None,
+        max_size=16 << 20,
+        additional_headers={"x-ws-test": "1"},
+    )
+
+
+def echo(url):
+    with open_ws(url) as ws:
+        echo_on(ws)
+
+
+def echo_on(ws):
+    out = {}
+    out["upgrade_header"] = ws.response.headers.get("upgrade")
+    out["status"] = ws.response.status_code
+    ws.send("hello websocket")
+    out["text"] = ws.recv(timeout=DEADLINE)
+    payload = bytes(range(256)) * 4
+    ws.send(payload)
+    got = ws.recv(timeout=DEADLINE)
+    out["binary_same"] = got == payload
+    out["binary_type"] = type(got).__name__
+    big = bytes((i * 7 + 3) % 251 for i in range(1 << 20))
+    ws.send(big)
+    got = ws.recv(timeout=DEADLINE)
+    out["big_len"] = len(got)
+    out["big_same"] = got == big
+    # Many small messages in one burst, answered in order.
+    for i in range(200):
+        ws.send("n%d" % i)
+    out["burst_in_order"] = all(ws.recv(timeout=DEADLINE) == "n%d" % i for i in range(200))
+    start = time.monotonic()
+    ws.close(code=1000, reason="done")
+    out["close_seconds"] = time.monotonic() - start
+    out["close_code"] = ws.close_code
+    out["close_rcvd"] = ws.protocol.close_rcvd.code if ws.protocol.close_rcvd else None
+    print(json.dumps(out), flush=True)
+
+
+def idle(url, active, wait):
+    with open_ws(url) as ws:
+        idle_on(ws, active, wait)
+
+
+def idle_on(ws, active, wait):
+    out = {}
+    start = time.monotonic()
+    last = start
+    n = 0
+    try:
+        while True:
+            ws.send("tick%d" % n)
+            if ws.recv(timeout=DEADLINE) != "tick%d" % n:
+                out["bad_echo"] = n
+            last = time.monotonic()
+            n += 1
+            if last - start >= active:
+                break
+            time.sleep(0.3)
+        out["active_ok"] = True
+    except ConnectionClosed as e:
+        out["active_ok"] = False
+        out["closed_while_active_after"] = time.monotonic() - start
+        out["close"] = str(e)
+    out["ticks"] = n
+    # Idleness starts with the last byte moved: the last echo's arrival.
+    idle_from = last
+    try:
+        ws.recv(timeout=wait)
+        out["idle_closed"] = False
+        out["unexpected_message"] = True
+    except ConnectionClosed:
+        out["idle_closed"] = True
+    except TimeoutError:
+        out["idle_closed"] = False
+    out["idle_seconds"] = time.monotonic() - idle_from
+    print(json.dumps(out), flush=True)
+
+
+def main():
+    cmd = sys.argv[1]
+    if cmd == "serve":
+        serve()
+    elif cmd == "echo":
+        echo(sys.argv[2])
+    elif cmd == "idle":
+        idle(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
+    else:
+        raise SystemExit("usage: ws_peer.py serve | echo URL | idle URL ACTIVE WAIT")
+
+
+if __name__ == "__main__":
+    main()
