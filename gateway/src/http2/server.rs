@@ -19,6 +19,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{Method, Request, Response};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::time::{Instant as MonoInstant, sleep, timeout, timeout_at};
 use ringway_config::{ClusterId, Listener, UpstreamProtocol};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -104,7 +105,8 @@ pub async fn serve<T>(
         .max_header_list_size(u32::try_from(listener.max_header_bytes).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(settings.max_pending_reset_streams)
         .max_local_error_reset_streams(Some(settings.max_local_error_resets))
-        .max_send_buffer_size(64 * 1024);
+        .max_send_buffer_size(64 * 1024)
+        .enable_connect_protocol();
     let mut conn = match timeout(listener.header_timeout, builder.handshake::<_, Bytes>(io)).await {
         Ok(Ok(conn)) => conn,
         _ => return,
@@ -204,11 +206,36 @@ struct Stream {
 impl Stream {
     async fn serve(&mut self, generation: &Rc<Generation>, request: Request<RecvStream>) {
         let (parts, body) = request.into_parts();
-        if parts.method == Method::CONNECT {
-            // Extended CONNECT is not offered, so this is a tunnel request.
-            return self.answer(501, &[], b"CONNECT is not supported\n").await;
+        // WebSocket over HTTP/2 (RFC 8441): an extended CONNECT, passed to
+        // an HTTP/1.1 upstream as the GET that upgrades.
+        let websocket = parts.method == Method::CONNECT
+            && parts
+                .extensions
+                .get::<h2::ext::Protocol>()
+                .is_some_and(|p| p.as_str().eq_ignore_ascii_case("websocket"));
+        if parts.method == Method::CONNECT && !websocket {
+            return self
+                .answer(501, &[], b"CONNECT is only offered for WebSocket\n")
+                .await;
         }
-        let headers = convert::header_view(&parts.headers);
+        let mut headers = convert::header_view(&parts.headers);
+        let key = websocket.then(|| websocket_key(&self.conn.worker));
+        if let Some(key) = &key {
+            headers.extend([
+                httparse::Header {
+                    name: "connection",
+                    value: b"upgrade",
+                },
+                httparse::Header {
+                    name: "upgrade",
+                    value: b"websocket",
+                },
+                httparse::Header {
+                    name: "sec-websocket-key",
+                    value: key.as_bytes(),
+                },
+            ]);
+        }
         let host = parts
             .uri
             .authority()
@@ -225,13 +252,17 @@ impl Stream {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let framing = match (body.is_end_stream(), length) {
+        let framing = match (body.is_end_stream() || websocket, length) {
             (true, _) => Framing::Empty,
             (false, Some(n)) => Framing::Length(n),
             (false, None) => Framing::Chunked,
         };
         let view = request::Request {
-            method: parts.method.as_str(),
+            method: if websocket {
+                "GET"
+            } else {
+                parts.method.as_str()
+            },
             target,
             host,
             minor_version: 1,
@@ -351,8 +382,19 @@ impl Stream {
         }
         let _request = Tally::new(&state.breakers.requests);
         let _active = Counted::new(&worker.active_requests);
+        // A WebSocket's stream carries the tunnel's bytes, not a body.
+        let (body, tunnel) = if request.plan.upgrade {
+            if cluster.protocol != UpstreamProtocol::Http1 {
+                return self
+                    .answer(501, &[], b"WebSocket needs an HTTP/1.1 upstream\n")
+                    .await;
+            }
+            (None, Some(body))
+        } else {
+            (Some(body), None)
+        };
         let retry = tries::Request {
-            replayable: body.is_end_stream(),
+            replayable: body.as_ref().is_none_or(RecvStream::is_end_stream),
             idempotent: request.plan.idempotent,
             key_hash: request.key_hash,
         };
@@ -365,7 +407,7 @@ impl Stream {
                     worker: &worker,
                     up_out: &self.up_out,
                     plan: request.plan,
-                    body: Some(body),
+                    body,
                     log: &mut self.log,
                 };
                 let chosen = tries::run(
@@ -381,6 +423,12 @@ impl Stream {
                 .await;
                 self.log.upstream = upstream;
                 match chosen {
+                    Ok(chosen) if chosen.answer.switched => {
+                        let idle = self.conn.listener.idle_timeout;
+                        if let Some(tunnel) = tunnel {
+                            self.tunnel(chosen.answer, tunnel, idle).await;
+                        }
+                    }
                     Ok(chosen) => {
                         let timeout = chosen.timeout;
                         self.relay_from_http1(chosen.answer, chosen.addr, cluster, timeout)
@@ -395,7 +443,7 @@ impl Stream {
                     up_out: &self.up_out,
                     te_trailers: request.plan.te_trailers,
                     max_body: request.plan.max_body,
-                    body: Some(body),
+                    body,
                     log: &mut self.log,
                 };
                 let chosen = tries::run(
@@ -440,6 +488,7 @@ impl Stream {
             head,
             framing,
             keep_alive,
+            ..
         } = answer;
         self.log.status = head.status().as_u16();
         let end_now = framing == Framing::Empty;
@@ -507,6 +556,63 @@ impl Stream {
         }
     }
 
+    /// Joins a WebSocket's HTTP/2 stream and its upstream connection until
+    /// either side ends or nothing moves for `idle`.
+    async fn tunnel(&mut self, answer: Http1Answer, mut from_client: RecvStream, idle: Duration) {
+        self.log.status = 200;
+        let Ok(mut to_client) = self.respond.send_response(answer.head, false) else {
+            return;
+        };
+        self.sent = true;
+        let early = answer.up.rbuf.data().to_vec();
+        let (mut up_read, mut up_write) = answer.up.stream.into_split();
+        let last = Rc::new(Cell::new(MonoInstant::now()));
+        let down = async {
+            if !early.is_empty()
+                && send_data(&mut to_client, Bytes::from(early), false)
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+            let mut buf = Vec::with_capacity(BUF_SIZE);
+            loop {
+                let (res, b) = up_read.read(buf).await;
+                buf = b;
+                match res {
+                    Ok(n) if n > 0 => {}
+                    _ => break,
+                }
+                last.set(MonoInstant::now());
+                let data = Bytes::copy_from_slice(&buf);
+                buf.clear();
+                if send_data(&mut to_client, data, false).await.is_err() {
+                    return;
+                }
+            }
+            let _ = to_client.send_data(Bytes::new(), true);
+        };
+        let up = async {
+            while let Some(Ok(data)) = from_client.data().await {
+                last.set(MonoInstant::now());
+                let len = data.len();
+                let (res, _) = up_write.write_all(data).await;
+                if res.is_err() {
+                    break;
+                }
+                let _ = from_client.flow_control().release_capacity(len);
+            }
+            let _ = up_write.shutdown().await;
+        };
+        let both = async {
+            monoio::join!(down, up);
+        };
+        monoio::select! {
+            _ = both => {}
+            _ = crate::proxy::idle_for(&last, idle) => {}
+        }
+    }
+
     /// Relays an HTTP/2 upstream's response to this stream: head, data
     /// under both sides' flow control, trailers; a reset either way is
     /// passed to the other side.
@@ -547,6 +653,26 @@ struct ProxyRequest {
     route: usize,
     cluster: Option<ClusterId>,
     key_hash: Option<u64>,
+}
+
+/// A fresh `Sec-WebSocket-Key` for the upstream: 16 random bytes in
+/// base64 (RFC 6455 §4.1).
+fn websocket_key(worker: &Worker) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut bytes = [0u8; 18];
+    bytes[..8].copy_from_slice(&worker.random_u64().to_be_bytes());
+    bytes[8..16].copy_from_slice(&worker.random_u64().to_be_bytes());
+    let mut key = String::with_capacity(24);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16) | (u32::from(chunk[1]) << 8) | u32::from(chunk[2]);
+        for shift in [18, 12, 6, 0] {
+            key.push(char::from(ALPHABET[(n >> shift) as usize & 63]));
+        }
+    }
+    // 16 bytes are 22 characters and `==`.
+    key.truncate(22);
+    key.push_str("==");
+    key
 }
 
 /// Moves an HTTP/2 body from `from` to `to` under both sides' flow
@@ -629,6 +755,8 @@ struct Http1Answer {
     head: Response<()>,
     framing: Framing,
     keep_alive: bool,
+    /// The upstream switched to WebSocket (its `101`, as a `200` here).
+    switched: bool,
 }
 
 /// Tries on HTTP/1.1 endpoints for an HTTP/2 client.
@@ -660,12 +788,12 @@ impl Exchange for ToHttp1<'_> {
             if let Some(mut body) = self.body.take().filter(|b| !b.is_end_stream()) {
                 self.send_body(&mut up, &mut body).await?;
             }
-            match read_h1_head(&mut up, self.plan.is_head, to).await {
+            match read_h1_head(&mut up, self.plan, to).await {
                 Err(Failure::Closed { started: false }) if up.reused && to.replayable => {
                     fresh_only = true;
                 }
                 Err(f) => return Err(f),
-                Ok((head, framing, keep_alive)) => {
+                Ok((head, framing, keep_alive, switched)) => {
                     self.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
                     let status = head.status().as_u16();
                     let answer = Http1Answer {
@@ -673,6 +801,7 @@ impl Exchange for ToHttp1<'_> {
                         head,
                         framing,
                         keep_alive,
+                        switched,
                     };
                     return Ok((answer, status));
                 }
@@ -742,13 +871,23 @@ impl ToHttp1<'_> {
 /// dropping informational responses.
 async fn read_h1_head(
     up: &mut UpstreamConn,
-    is_head: bool,
+    plan: Plan,
     to: Try<'_>,
-) -> Result<(Response<()>, Framing, bool), Failure> {
+) -> Result<(Response<()>, Framing, bool, bool), Failure> {
     let deadline = MonoInstant::now() + to.timeout;
     loop {
         let mut headers = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
-        let consumed = match response::parse(up.rbuf.data(), &mut headers, is_head) {
+        let consumed = match response::parse(up.rbuf.data(), &mut headers, plan.is_head) {
+            Ok(Some(resp)) if resp.status == 101 && plan.upgrade => {
+                // The HTTP/2 client is told 200 (RFC 8441 §5); the key's
+                // answer is this hop's business.
+                let mut head =
+                    convert::response_from_h1(&resp, to.rules).map_err(Failure::Invalid)?;
+                *head.status_mut() = http::StatusCode::OK;
+                head.headers_mut().remove("sec-websocket-accept");
+                up.rbuf.consume(resp.head_len);
+                return Ok((head, Framing::Empty, false, true));
+            }
             Ok(Some(resp)) if resp.status == 101 => {
                 return Err(Failure::Invalid("upstream switched protocols unasked"));
             }
@@ -757,7 +896,7 @@ async fn read_h1_head(
                 let head = convert::response_from_h1(&resp, to.rules).map_err(Failure::Invalid)?;
                 let (framing, keep_alive, len) = (resp.framing, resp.keep_alive, resp.head_len);
                 up.rbuf.consume(len);
-                return Ok((head, framing, keep_alive));
+                return Ok((head, framing, keep_alive, false));
             }
             Ok(None) => None,
             Err(e) => return Err(Failure::Invalid(e.0)),

@@ -34,6 +34,7 @@ mod to_h2;
 pub(crate) mod tries;
 mod tunnel;
 use tries::Try;
+pub(crate) use tunnel::idle_for;
 
 /// Largest upstream response head accepted.
 pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;

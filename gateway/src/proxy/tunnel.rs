@@ -39,7 +39,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split + 'static> Session<S> {
 }
 
 /// Resolves once nothing has moved for `idle`.
-async fn idle_for(last: &Cell<Instant>, idle: Duration) {
+pub(crate) async fn idle_for(last: &Cell<Instant>, idle: Duration) {
     loop {
         let due = last.get() + idle;
         if Instant::now() >= due {

@@ -113,3 +113,22 @@ fn idle_websocket_tunnel_is_closed_after_the_idle_timeout() {
         "closed {idle:.2} s into idleness, timeout 1 s: {out}"
     );
 }
+
+/// WebSocket over HTTP/2 (RFC 8441): the listener offers extended CONNECT,
+/// and a CONNECT with `:protocol = websocket` reaches the HTTP/1.1 echo
+/// server as the GET that upgrades; the client gets 200 and frames flow.
+#[test]
+fn websocket_over_h2_extended_connect_reaches_an_http1_server() {
+    let (_server, addr) = ws_server();
+    let gw = gateway(addr, "");
+    let out = python_json(
+        "ws_peer.py",
+        &["h2", &gw.addr().to_string(), "/chat"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out["enable_connect_protocol"], 1, "{out}");
+    assert_eq!(out["status"], "200", "{out}");
+    assert_eq!(out["echo"], "hello over h2", "{out}");
+    // An unmasked text frame from the server, as RFC 6455 says.
+    assert_eq!(out["echo_header"][0], 0x81, "{out}");
+}

@@ -12,6 +12,11 @@
                                  and measures how long until it is closed
                                  (waiting at most WAIT seconds)
 
+    ws_peer.py h2 HOST:PORT PATH
+                                 WebSocket over HTTP/2 (RFC 8441) with
+                                 hyper-h2: extended CONNECT, one masked
+                                 text frame, its echo; one JSON object
+
 Keep-alive pings are off on both sides so that an idle tunnel is really
 idle.
 """
@@ -131,6 +136,78 @@ def idle_on(ws, active, wait):
     print(json.dumps(out), flush=True)
 
 
+def h2_connect(addr, path):
+    import os
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    host, port = addr.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=DEADLINE)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sock.sendall(conn.data_to_send())
+    out = {}
+
+    def events_until(done):
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                out["closed"] = True
+                return None
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RemoteSettingsChanged):
+                    setting = event.changed_settings.get(
+                        h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL
+                    )
+                    if setting is not None:
+                        out["enable_connect_protocol"] = setting.new_value
+                if isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                if done(event):
+                    sock.sendall(conn.data_to_send())
+                    return event
+            sock.sendall(conn.data_to_send())
+
+    events_until(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(
+        stream,
+        [
+            (":method", "CONNECT"),
+            (":protocol", "websocket"),
+            (":scheme", "http"),
+            (":path", path),
+            (":authority", addr),
+            ("sec-websocket-version", "13"),
+        ],
+    )
+    sock.sendall(conn.data_to_send())
+    response = events_until(lambda e: isinstance(e, h2.events.ResponseReceived))
+    out["status"] = dict(response.headers).get(b":status", b"").decode() if response else None
+    if out["status"] == "200":
+        payload = b"hello over h2"
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        conn.send_data(stream, bytes([0x81, 0x80 | len(payload)]) + mask + masked)
+        sock.sendall(conn.data_to_send())
+        got = b""
+        while len(got) < 2 + len(payload):
+            event = events_until(lambda e: isinstance(e, h2.events.DataReceived))
+            if event is None:
+                break
+            got += event.data
+        out["echo"] = got[2:].decode(errors="replace")
+        out["echo_header"] = list(got[:2])
+    print(json.dumps(out), flush=True)
+    sock.close()
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "serve":
@@ -139,6 +216,8 @@ def main():
         echo(sys.argv[2])
     elif cmd == "idle":
         idle(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
+    elif cmd == "h2":
+        h2_connect(sys.argv[2], sys.argv[3])
     else:
         raise SystemExit("usage: ws_peer.py serve | echo URL | idle URL ACTIVE WAIT")
 
