@@ -239,6 +239,32 @@ pub fn server_name_for(
     ServerName::try_from(name.to_owned())
 }
 
+/// Logs a failed upstream handshake, with rustls's reason: at most one
+/// line per worker every ten seconds (a broken upstream would otherwise
+/// log one per request); every failure answers 502 regardless.
+pub fn log_upstream_failure(cluster: &str, addr: std::net::SocketAddr, error: &io::Error) {
+    thread_local! {
+        static LOGGED: std::cell::Cell<Option<std::time::Instant>> =
+            const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    let due = LOGGED.with(|last| {
+        let due = last
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(10));
+        if due {
+            last.set(Some(now));
+        }
+        due
+    });
+    if due {
+        eprintln!(
+            "ringway: cluster {cluster}: TLS handshake with {addr} failed: {error} \
+             (further failures for 10s not logged)"
+        );
+    }
+}
+
 /// Runs the client side of a handshake on `io`, verifying the endpoint
 /// as `name`. Returns the raw parts for the caller to wrap (the ALPN
 /// protocol chosen is `conn.alpn_protocol()`); a refused handshake (an

@@ -176,7 +176,10 @@ async fn connect(to: Try<'_>, host: &str) -> Result<(SendRequest<Bytes>, Rc<Cell
                 .map_err(|_| Failure::Invalid("upstream TLS name is not valid"))?;
             let (io, conn) = crate::tls::connect(stream, tls.config.clone(), name)
                 .await
-                .map_err(|_| Failure::TlsHandshake)?;
+                .map_err(|e| {
+                    crate::tls::log_upstream_failure(&to.cluster.name, to.addr, &e);
+                    Failure::TlsHandshake
+                })?;
             start(&builder, TlsIo::new(io, conn), &closed).await?
         }
         _ => start(&builder, compat(stream), &closed).await?,

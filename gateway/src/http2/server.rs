@@ -10,7 +10,6 @@
 
 use std::cell::Cell;
 use std::future::poll_fn;
-use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -32,8 +31,8 @@ use crate::http1::{request, response};
 use crate::pool::UpstreamConn;
 use crate::proxy::tries::{self, Exchange, Try};
 use crate::proxy::{
-    ClientFacts, Counted, Failure, MAX_RESPONSE_HEAD, Plan, RequestLog, RequestText, Served,
-    Target, bump, discard_upstream_body, local_answer, plan_request, upstream_conn,
+    ClientFacts, Counted, Failure, Plan, RequestLog, RequestText, Served, Target, bump,
+    discard_upstream_body, local_answer, plan_request, read_more_head, upstream_conn,
 };
 use crate::worker::{Generation, Worker};
 
@@ -400,7 +399,13 @@ impl Stream {
         };
         let route = &generation.snapshot.routes[request.route];
         let mut upstream = None;
-        let tls = generation.upstream_tls(cluster_id);
+        let destination = tries::Destination {
+            worker: &worker,
+            route,
+            cluster,
+            state,
+            tls: generation.upstream_tls(cluster_id),
+        };
         match cluster.protocol {
             UpstreamProtocol::Http1 => {
                 let mut exchange = ToHttp1 {
@@ -410,17 +415,7 @@ impl Stream {
                     body,
                     log: &mut self.log,
                 };
-                let chosen = tries::run(
-                    &mut exchange,
-                    &worker,
-                    route,
-                    cluster,
-                    state,
-                    retry,
-                    tls,
-                    &mut upstream,
-                )
-                .await;
+                let chosen = tries::run(&mut exchange, destination, retry, &mut upstream).await;
                 self.log.upstream = upstream;
                 match chosen {
                     Ok(chosen) if chosen.answer.switched => {
@@ -446,17 +441,7 @@ impl Stream {
                     body,
                     log: &mut self.log,
                 };
-                let chosen = tries::run(
-                    &mut exchange,
-                    &worker,
-                    route,
-                    cluster,
-                    state,
-                    retry,
-                    tls,
-                    &mut upstream,
-                )
-                .await;
+                let chosen = tries::run(&mut exchange, destination, retry, &mut upstream).await;
                 self.log.upstream = upstream;
                 match chosen {
                     Ok(chosen) => {
@@ -905,19 +890,7 @@ async fn read_h1_head(
             up.rbuf.consume(len);
             continue;
         }
-        if up.rbuf.data().len() >= MAX_RESPONSE_HEAD {
-            return Err(Failure::Invalid("upstream response head too large"));
-        }
-        let started = !up.rbuf.is_empty();
-        match timeout_at(deadline, up.rbuf.fill(&mut up.stream, MAX_RESPONSE_HEAD)).await {
-            Err(_) => return Err(Failure::Timeout),
-            Ok(Ok(0)) => return Err(Failure::Closed { started }),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
-                return Err(Failure::Invalid("upstream response head too large"));
-            }
-            Ok(Err(_)) => return Err(Failure::Closed { started }),
-        }
+        read_more_head(up, deadline).await?;
     }
 }
 

@@ -37,7 +37,7 @@ use tries::Try;
 pub(crate) use tunnel::idle_for;
 
 /// Largest upstream response head accepted.
-pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Largest request body read and dropped to keep a connection after a
 /// direct or error response; a larger one closes the connection instead.
 pub(crate) const DISCARD_LIMIT: u64 = 1024 * 1024;
@@ -1004,7 +1004,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             key_hash,
         };
         let mut upstream = None;
-        let tls = generation.upstream_tls(cluster_id);
+        let destination = tries::Destination {
+            worker: &worker,
+            route,
+            cluster,
+            state,
+            tls: generation.upstream_tls(cluster_id),
+        };
         if cluster.protocol == UpstreamProtocol::Http2 {
             let chosen = {
                 let mut exchange = to_h2::H1ToH2 {
@@ -1012,17 +1018,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                     plan,
                     body: &mut body,
                 };
-                tries::run(
-                    &mut exchange,
-                    &worker,
-                    route,
-                    cluster,
-                    state,
-                    request,
-                    tls,
-                    &mut upstream,
-                )
-                .await
+                tries::run(&mut exchange, destination, request, &mut upstream).await
             };
             self.log.upstream = upstream;
             return match chosen {
@@ -1040,17 +1036,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                 plan,
                 body: &mut body,
             };
-            tries::run(
-                &mut exchange,
-                &worker,
-                route,
-                cluster,
-                state,
-                request,
-                tls,
-                &mut upstream,
-            )
-            .await
+            tries::run(&mut exchange, destination, request, &mut upstream).await
         };
         self.log.upstream = upstream;
         match chosen {
@@ -1247,19 +1233,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                 }
                 continue;
             }
-            if up.rbuf.data().len() >= MAX_RESPONSE_HEAD {
-                return Err(Failure::Invalid("upstream response head too large"));
-            }
-            let started = !up.rbuf.is_empty();
-            match timeout_at(deadline, up.rbuf.fill(&mut up.stream, MAX_RESPONSE_HEAD)).await {
-                Err(_) => return Err(Failure::Timeout),
-                Ok(Ok(0)) => return Err(Failure::Closed { started }),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
-                    return Err(Failure::Invalid("upstream response head too large"));
-                }
-                Ok(Err(_)) => return Err(Failure::Closed { started }),
-            }
+            read_more_head(up, deadline).await?;
         }
     }
 
@@ -1675,6 +1649,27 @@ pub(crate) async fn discard_upstream_body(
     }
 }
 
+/// Reads more of an upstream response head, by `deadline`, within the
+/// head size limit.
+pub(crate) async fn read_more_head(
+    up: &mut UpstreamConn,
+    deadline: Instant,
+) -> Result<(), Failure> {
+    if up.rbuf.data().len() >= MAX_RESPONSE_HEAD {
+        return Err(Failure::Invalid("upstream response head too large"));
+    }
+    let started = !up.rbuf.is_empty();
+    match timeout_at(deadline, up.rbuf.fill(&mut up.stream, MAX_RESPONSE_HEAD)).await {
+        Err(_) => Err(Failure::Timeout),
+        Ok(Ok(0)) => Err(Failure::Closed { started }),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::OutOfMemory => {
+            Err(Failure::Invalid("upstream response head too large"))
+        }
+        Ok(Err(_)) => Err(Failure::Closed { started }),
+    }
+}
+
 /// A pooled HTTP/1.1 connection to `to`'s endpoint, or a new one
 /// (`fresh_only` skips the pool).
 pub(crate) async fn upstream_conn(
@@ -1700,7 +1695,10 @@ pub(crate) async fn upstream_conn(
             let (io, conn) = timeout(left, crate::tls::connect(stream, tls.config.clone(), name))
                 .await
                 .map_err(|_| Failure::ConnectTimeout)?
-                .map_err(|_| Failure::TlsHandshake)?;
+                .map_err(|e| {
+                    crate::tls::log_upstream_failure(&to.cluster.name, to.addr, &e);
+                    Failure::TlsHandshake
+                })?;
             UpstreamStream::Tls(Box::new(monoio_rustls::ClientTlsStream::new(io, conn)))
         }
         _ => UpstreamStream::Plain(stream),

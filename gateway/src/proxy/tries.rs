@@ -73,22 +73,36 @@ pub(crate) struct Request {
     pub key_hash: Option<u64>,
 }
 
+/// Where a request's tries go: the route, its cluster (a split's arm
+/// chosen) and this worker's state for it.
+#[derive(Clone, Copy)]
+pub(crate) struct Destination<'a> {
+    pub worker: &'a Worker,
+    pub route: &'a Route,
+    pub cluster: &'a Cluster,
+    pub state: &'a ClusterState,
+    /// This worker's TLS client settings for the cluster, if TLS.
+    pub tls: Option<&'a UpstreamTls>,
+}
+
 /// Tries endpoints of `cluster` for `route` until one answers with a
 /// response worth relaying, the retry policy or budget says stop, or time
 /// runs out. The caller holds the request's breaker tally and its
 /// `active_requests` count while it relays. `upstream` is set to each
 /// endpoint tried.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run<E: Exchange>(
     exchange: &mut E,
-    worker: &Worker,
-    route: &Route,
-    cluster: &Cluster,
-    state: &ClusterState,
+    to: Destination<'_>,
     request: Request,
-    tls: Option<&UpstreamTls>,
     upstream: &mut Option<SocketAddr>,
 ) -> Result<Chosen<E::Answer>, Failure> {
+    let Destination {
+        worker,
+        route,
+        cluster,
+        state,
+        tls,
+    } = to;
     let policy = &route.retry;
     let mut retry_tally: Option<Tally> = None;
     let mut retrying: Option<Counted<'_>> = None;
