@@ -7,11 +7,13 @@
 //! panics when h2 reads and writes at once (both halves share one buffer;
 //! see STACK-NOTES), and tokio-rustls cannot adopt a finished handshake.
 
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::ops::DerefMut;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
 use monoio_compat::StreamWrapper;
 use rustls::ConnectionCommon;
@@ -90,18 +92,29 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Replay<T> {
     }
 }
 
-/// TLS over a compat stream with an established rustls connection
-/// (server or client side).
+/// TLS over an io_uring socket with an established rustls connection
+/// (server or client side), for the h2 crate.
+///
+/// Reads go through monoio-compat's wrapper on the socket's read half.
+/// Writes are this type's own: plaintext is gathered until h2 flushes (h2
+/// writes a frame head of 9 bytes and its payload separately; encrypting
+/// each write would make a TLS record of each), then rustls seals it into
+/// full-sized records, and all the records of a flush go to the socket in
+/// one owned-buffer write.
 pub struct TlsIo<C> {
-    io: CompatTcp,
+    read: StreamWrapper<OwnedReadHalf<TcpStream>>,
     conn: C,
-    /// Plaintext written and not yet handed to rustls. h2 writes a frame
-    /// head (9 bytes) and its payload separately; encrypting each write as
-    /// it comes would make a TLS record of each. Gathered here until a
-    /// flush (h2 flushes after each batch of frames), records come out
-    /// full-sized.
+    /// Plaintext written and not yet handed to rustls.
     plain: Vec<u8>,
+    /// Sealed records waiting for the socket.
+    sealed: Vec<u8>,
+    /// The write half, while no write is in flight.
+    write_half: Option<OwnedWriteHalf<TcpStream>>,
+    /// The write in flight; it gives back the half and the buffer.
+    writing: Option<Pin<Box<dyn Future<Output = WriteDone>>>>,
 }
+
+type WriteDone = (io::Result<()>, OwnedWriteHalf<TcpStream>, Vec<u8>);
 
 /// Plaintext gathered before it goes to rustls regardless of a flush.
 const PLAIN_BATCH: usize = 64 * 1024;
@@ -115,22 +128,26 @@ impl<C> std::fmt::Debug for TlsIo<C> {
 impl<C> TlsIo<C> {
     /// Wraps a stream whose handshake `conn` has completed.
     pub fn new(io: TcpStream, conn: C) -> TlsIo<C> {
+        let (read, write) = io.into_split();
         TlsIo {
-            io: compat(io),
+            read: StreamWrapper::new_with_buffer_size(read, 32 * 1024, 0),
             conn,
             plain: Vec::with_capacity(PLAIN_BATCH),
+            sealed: Vec::with_capacity(PLAIN_BATCH + 4096),
+            write_half: Some(write),
+            writing: None,
         }
     }
 }
 
-/// rustls's synchronous reads and writes, over a non-blocking stream:
-/// `Pending` becomes `WouldBlock`.
-struct SyncIo<'a, 'b> {
-    io: &'a mut CompatTcp,
+/// rustls's synchronous reads over the non-blocking read half: `Pending`
+/// becomes `WouldBlock`.
+struct SyncRead<'a, 'b> {
+    io: &'a mut StreamWrapper<OwnedReadHalf<TcpStream>>,
     cx: &'a mut Context<'b>,
 }
 
-impl Read for SyncIo<'_, '_> {
+impl Read for SyncRead<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut buf = ReadBuf::new(buf);
         match Pin::new(&mut *self.io).poll_read(self.cx, &mut buf) {
@@ -141,41 +158,44 @@ impl Read for SyncIo<'_, '_> {
     }
 }
 
-impl Write for SyncIo<'_, '_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match Pin::new(&mut *self.io).poll_write(self.cx, buf) {
-            Poll::Ready(r) => r,
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match Pin::new(&mut *self.io).poll_flush(self.cx) {
-            Poll::Ready(r) => r,
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
 impl<C, D> TlsIo<C>
 where
     C: DerefMut<Target = ConnectionCommon<D>> + Unpin,
 {
-    /// Sends what rustls has ready; `Ready(Ok(0))` when the socket took
-    /// nothing.
-    fn poll_send_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let mut sync = SyncIo {
-            io: &mut self.io,
-            cx,
-        };
-        match self.conn.write_tls(&mut sync) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
-            r => Poll::Ready(r),
+    /// Sends every record rustls has sealed; ready when all of them are
+    /// written to the socket.
+    fn poll_send_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            if let Some(writing) = &mut self.writing {
+                let (result, half, mut buf) = ready!(writing.as_mut().poll(cx));
+                self.writing = None;
+                self.write_half = Some(half);
+                result?;
+                buf.clear();
+                if self.sealed.is_empty() {
+                    // Keep the larger buffer for the next records.
+                    std::mem::swap(&mut self.sealed, &mut buf);
+                }
+            }
+            while self.conn.wants_write() {
+                self.conn.write_tls(&mut self.sealed)?;
+            }
+            if self.sealed.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let Some(mut half) = self.write_half.take() else {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            };
+            let buf = std::mem::take(&mut self.sealed);
+            self.writing = Some(Box::pin(async move {
+                let (result, buf) = half.write_all(buf).await;
+                (result.map(|_| ()), half, buf)
+            }));
         }
     }
 
     /// Hands the gathered plaintext to rustls and sends the records; ready
-    /// once all of it is on its way to the socket.
+    /// once all of it is written.
     fn poll_push(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             if !self.plain.is_empty() {
@@ -183,14 +203,9 @@ where
                 let n = self.conn.writer().write(&self.plain)?;
                 self.plain.drain(..n);
             }
-            if !self.conn.wants_write() {
-                if self.plain.is_empty() {
-                    return Poll::Ready(Ok(()));
-                }
-                continue;
-            }
-            if ready!(self.poll_send_tls(cx))? == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            ready!(self.poll_send_tls(cx))?;
+            if self.plain.is_empty() {
+                return Poll::Ready(Ok(()));
             }
         }
     }
@@ -198,8 +213,8 @@ where
     /// Reads TLS records from the socket into rustls; `Ready(Ok(0))` at
     /// the end of the stream.
     fn poll_receive_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let mut sync = SyncIo {
-            io: &mut self.io,
+        let mut sync = SyncRead {
+            io: &mut self.read,
             cx,
         };
         let n = match self.conn.read_tls(&mut sync) {
@@ -245,13 +260,9 @@ where
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
                 }
             }
-            // Answers rustls owes the peer (key updates) go out first.
-            while this.conn.wants_write() {
-                match this.poll_send_tls(cx) {
-                    Poll::Ready(Ok(0)) | Poll::Pending => break,
-                    Poll::Ready(Ok(_)) => {}
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                }
+            // Answers rustls owes the peer (key updates) go out meanwhile.
+            if let Poll::Ready(Err(e)) = this.poll_send_tls(cx) {
+                return Poll::Ready(Err(e));
             }
             if ready!(this.poll_receive_tls(cx))? == 0 {
                 // The peer closed; rustls now knows, and the next read
@@ -282,20 +293,21 @@ where
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_push(cx))?;
-        Pin::new(&mut this.io).poll_flush(cx)
+        self.get_mut().poll_push(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_push(cx))?;
-        this.conn.send_close_notify();
-        while this.conn.wants_write() {
-            if ready!(this.poll_send_tls(cx))? == 0 {
-                break;
-            }
+        if this.write_half.is_some() {
+            this.conn.send_close_notify();
         }
-        Pin::new(&mut this.io).poll_shutdown(cx)
+        ready!(this.poll_send_tls(cx))?;
+        if let Some(half) = &mut this.write_half {
+            // Best effort: the peer may be gone already.
+            let mut shutdown = std::pin::pin!(half.shutdown());
+            let _ = shutdown.as_mut().poll(cx);
+        }
+        Poll::Ready(Ok(()))
     }
 }
