@@ -14,7 +14,7 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use monoio::time::timeout;
 
-use super::io::{TlsIo, compat};
+use super::io::{PlainIo, TlsIo};
 use crate::cluster::Tally;
 use crate::drain::Signal;
 use crate::proxy::Failure;
@@ -182,7 +182,7 @@ async fn connect(to: Try<'_>, host: &str) -> Result<(SendRequest<Bytes>, Rc<Cell
                 })?;
             start(&builder, TlsIo::new(io, conn), &closed).await?
         }
-        _ => start(&builder, compat(stream), &closed).await?,
+        _ => start(&builder, PlainIo::new(stream), &closed).await?,
     };
     Ok((send, closed))
 }

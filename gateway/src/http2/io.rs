@@ -1,11 +1,13 @@
 //! Byte streams for the h2 crate, which speaks tokio's I/O traits.
 //!
-//! monoio-compat's `StreamWrapper` turns a monoio (io_uring) socket into a
-//! tokio `AsyncRead + AsyncWrite` without a tokio runtime. TLS is layered
-//! on top of that here, over the rustls connection the gateway's own
+//! No tokio runtime is involved: reads go through monoio-compat's
+//! `StreamWrapper` on the socket's read half (io_uring reads into an owned
+//! buffer), and writes through [`Writer`] on the write half, which gathers
+//! what h2 writes until it flushes and sends it in one owned-buffer write.
+//! TLS is layered in between over the rustls connection the gateway's own
 //! handshake produced: monoio-rustls's stream under the compat wrapper
-//! panics when h2 reads and writes at once (both halves share one buffer;
-//! see STACK-NOTES), and tokio-rustls cannot adopt a finished handshake.
+//! panics when h2 reads and writes at once (see STACK-NOTES), and
+//! tokio-rustls cannot adopt a finished handshake.
 
 use std::future::Future;
 use std::io::{self, Read, Write};
@@ -18,15 +20,6 @@ use monoio::net::TcpStream;
 use monoio_compat::StreamWrapper;
 use rustls::ConnectionCommon;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-
-/// A monoio TCP stream seen through tokio's traits.
-pub type CompatTcp = StreamWrapper<TcpStream>;
-
-/// Wraps a monoio TCP stream for the h2 crate.
-pub fn compat(stream: TcpStream) -> CompatTcp {
-    // Frames of up to 16 KiB plus headers move in one read or write.
-    StreamWrapper::new_with_buffer_size(stream, 32 * 1024, 32 * 1024)
-}
 
 /// A stream that first replays bytes already read from it (the part of
 /// the h2c preface that was read while looking for an HTTP/1.1 request).
@@ -106,15 +99,139 @@ pub struct TlsIo<C> {
     conn: C,
     /// Plaintext written and not yet handed to rustls.
     plain: Vec<u8>,
-    /// Sealed records waiting for the socket.
-    sealed: Vec<u8>,
+    /// Sealed records on their way to the socket.
+    out: Writer,
+}
+
+/// The write side of a socket for h2: bytes gathered in `pending` go out
+/// in one owned-buffer write per flush (monoio-compat's wrapper keeps one
+/// write of at most its buffer in flight, and h2 writes a frame's head and
+/// payload apart: a write each).
+struct Writer {
+    /// Bytes waiting for the socket.
+    pending: Vec<u8>,
     /// The write half, while no write is in flight.
-    write_half: Option<OwnedWriteHalf<TcpStream>>,
+    half: Option<OwnedWriteHalf<TcpStream>>,
     /// The write in flight; it gives back the half and the buffer.
     writing: Option<Pin<Box<dyn Future<Output = WriteDone>>>>,
 }
 
 type WriteDone = (io::Result<()>, OwnedWriteHalf<TcpStream>, Vec<u8>);
+
+impl Writer {
+    fn new(half: OwnedWriteHalf<TcpStream>) -> Writer {
+        Writer {
+            pending: Vec::with_capacity(PLAIN_BATCH + 4096),
+            half: Some(half),
+            writing: None,
+        }
+    }
+
+    /// Ready once the write in flight is done; the error it met, if any.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(writing) = &mut self.writing else {
+            return Poll::Ready(Ok(()));
+        };
+        let (result, half, mut buf) = ready!(writing.as_mut().poll(cx));
+        self.writing = None;
+        self.half = Some(half);
+        buf.clear();
+        if self.pending.is_empty() {
+            // Keep the larger buffer for what comes next.
+            std::mem::swap(&mut self.pending, &mut buf);
+        }
+        Poll::Ready(result)
+    }
+
+    /// Writes everything pending; ready when it is all on the socket.
+    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            ready!(self.poll_idle(cx))?;
+            if self.pending.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            let Some(mut half) = self.half.take() else {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            };
+            let buf = std::mem::take(&mut self.pending);
+            self.writing = Some(Box::pin(async move {
+                let (result, buf) = half.write_all(buf).await;
+                (result.map(|_| ()), half, buf)
+            }));
+        }
+    }
+
+    /// Half-closes the socket once everything pending is written.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_write_out(cx))?;
+        if let Some(half) = &mut self.half {
+            // A plain shutdown(2): it does not wait. Best effort, the peer
+            // may be gone already.
+            let mut shutdown = std::pin::pin!(half.shutdown());
+            let _ = shutdown.as_mut().poll(cx);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A plain socket for h2 (h2c): reads through monoio-compat's wrapper,
+/// writes gathered until a flush.
+pub struct PlainIo {
+    read: StreamWrapper<OwnedReadHalf<TcpStream>>,
+    out: Writer,
+}
+
+impl std::fmt::Debug for PlainIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlainIo").finish_non_exhaustive()
+    }
+}
+
+impl PlainIo {
+    /// Wraps a TCP stream.
+    pub fn new(io: TcpStream) -> PlainIo {
+        let (read, write) = io.into_split();
+        PlainIo {
+            read: StreamWrapper::new_with_buffer_size(read, 32 * 1024, 0),
+            out: Writer::new(write),
+        }
+    }
+}
+
+impl AsyncRead for PlainIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PlainIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let out = &mut self.get_mut().out;
+        if out.pending.len() >= PLAIN_BATCH {
+            ready!(out.poll_write_out(cx))?;
+        }
+        let room = PLAIN_BATCH.saturating_sub(out.pending.len()).max(1);
+        let take = buf.len().min(room);
+        out.pending.extend_from_slice(&buf[..take]);
+        Poll::Ready(Ok(take))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().out.poll_write_out(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().out.poll_close(cx)
+    }
+}
 
 /// Plaintext gathered before it goes to rustls regardless of a flush.
 const PLAIN_BATCH: usize = 64 * 1024;
@@ -133,9 +250,7 @@ impl<C> TlsIo<C> {
             read: StreamWrapper::new_with_buffer_size(read, 32 * 1024, 0),
             conn,
             plain: Vec::with_capacity(PLAIN_BATCH),
-            sealed: Vec::with_capacity(PLAIN_BATCH + 4096),
-            write_half: Some(write),
-            writing: None,
+            out: Writer::new(write),
         }
     }
 }
@@ -166,31 +281,14 @@ where
     /// written to the socket.
     fn poll_send_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
-            if let Some(writing) = &mut self.writing {
-                let (result, half, mut buf) = ready!(writing.as_mut().poll(cx));
-                self.writing = None;
-                self.write_half = Some(half);
-                result?;
-                buf.clear();
-                if self.sealed.is_empty() {
-                    // Keep the larger buffer for the next records.
-                    std::mem::swap(&mut self.sealed, &mut buf);
-                }
-            }
+            ready!(self.out.poll_idle(cx))?;
             while self.conn.wants_write() {
-                self.conn.write_tls(&mut self.sealed)?;
+                self.conn.write_tls(&mut self.out.pending)?;
             }
-            if self.sealed.is_empty() {
+            ready!(self.out.poll_write_out(cx))?;
+            if !self.conn.wants_write() {
                 return Poll::Ready(Ok(()));
             }
-            let Some(mut half) = self.write_half.take() else {
-                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-            };
-            let buf = std::mem::take(&mut self.sealed);
-            self.writing = Some(Box::pin(async move {
-                let (result, buf) = half.write_all(buf).await;
-                (result.map(|_| ()), half, buf)
-            }));
         }
     }
 
@@ -299,15 +397,10 @@ where
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_push(cx))?;
-        if this.write_half.is_some() {
+        if this.out.half.is_some() {
             this.conn.send_close_notify();
         }
         ready!(this.poll_send_tls(cx))?;
-        if let Some(half) = &mut this.write_half {
-            // Best effort: the peer may be gone already.
-            let mut shutdown = std::pin::pin!(half.shutdown());
-            let _ = shutdown.as_mut().poll(cx);
-        }
-        Poll::Ready(Ok(()))
+        this.out.poll_close(cx)
     }
 }

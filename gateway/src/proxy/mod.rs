@@ -94,7 +94,7 @@ pub async fn serve(
                 } = session;
                 let io = crate::http2::io::Replay::new(
                     rbuf.data().to_vec(),
-                    crate::http2::io::compat(client),
+                    crate::http2::io::PlainIo::new(client),
                 );
                 crate::http2::server::serve(worker, listener, io, peer, "http", None).await;
                 return;
