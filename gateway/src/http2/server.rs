@@ -410,7 +410,7 @@ impl Stream {
             UpstreamProtocol::Http1 => {
                 let mut exchange = ToHttp1 {
                     worker: &worker,
-                    up_out: &self.up_out,
+                    up_out: &mut self.up_out,
                     plan: request.plan,
                     body,
                     log: &mut self.log,
@@ -493,7 +493,8 @@ impl Stream {
             return;
         }
         let mut body = BodyReader::new(framing);
-        let mut payload = Vec::with_capacity(BUF_SIZE);
+        // Sized by what each read brings: most bodies fit one.
+        let mut payload = Vec::new();
         loop {
             let Ok(p) = body.advance(up.rbuf.data(), Some(&mut payload)) else {
                 send.send_reset(Reason::PROTOCOL_ERROR);
@@ -502,10 +503,7 @@ impl Stream {
             up.rbuf.consume(p.consumed);
             if !payload.is_empty() || p.done {
                 self.log.bytes_out += payload.len() as u64;
-                let data = Bytes::from(std::mem::replace(
-                    &mut payload,
-                    Vec::with_capacity(BUF_SIZE),
-                ));
+                let data = Bytes::from(std::mem::take(&mut payload));
                 if send_data(&mut send, data, p.done).await.is_err() {
                     return;
                 }
@@ -747,7 +745,8 @@ struct Http1Answer {
 /// Tries on HTTP/1.1 endpoints for an HTTP/2 client.
 struct ToHttp1<'a> {
     worker: &'a Worker,
-    up_out: &'a [u8],
+    /// The request head; lent to each write and given back.
+    up_out: &'a mut Vec<u8>,
     plan: Plan,
     /// The client's body, until the first try that sends it.
     body: Option<RecvStream>,
@@ -761,8 +760,7 @@ impl Exchange for ToHttp1<'_> {
         let mut fresh_only = false;
         loop {
             let mut up = upstream_conn(self.worker, to, fresh_only).await?;
-            let mut head = self.up_out.to_vec();
-            if write_all(&mut up.stream, &mut head).await.is_err() {
+            if write_all(&mut up.stream, self.up_out).await.is_err() {
                 if up.reused && to.replayable {
                     fresh_only = true;
                     continue;
