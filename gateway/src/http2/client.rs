@@ -41,6 +41,14 @@ struct Conn {
 #[derive(Debug)]
 pub struct Lease(Rc<Conn>);
 
+impl Lease {
+    /// Takes the connection out of use (its peer sent GOAWAY): streams
+    /// already on it finish, new ones go to another.
+    pub fn retire(&self) {
+        self.0.closed.set(true);
+    }
+}
+
 impl Drop for Lease {
     fn drop(&mut self) {
         let open = self.0.open.get().saturating_sub(1);

@@ -915,6 +915,25 @@ impl Exchange for ToHttp2<'_> {
     type Answer = Http2Answer;
 
     async fn attempt(&mut self, to: Try<'_>) -> Result<(Http2Answer, u16), Failure> {
+        // A stream the upstream's GOAWAY left unprocessed goes once more,
+        // on a new connection, without counting as another try.
+        let mut resent = false;
+        loop {
+            match self.attempt_on_connection(to).await {
+                Err(Failure::GoneAway) if to.replayable && !resent => resent = true,
+                other => return other,
+            }
+        }
+    }
+
+    async fn discard(&mut self, answer: Http2Answer, _to: Try<'_>) {
+        // Dropping the stream's handles resets it (CANCEL).
+        drop(answer);
+    }
+}
+
+impl ToHttp2<'_> {
+    async fn attempt_on_connection(&mut self, to: Try<'_>) -> Result<(Http2Answer, u16), Failure> {
         let scheme = if to.cluster.tls.is_some() {
             "https"
         } else {
@@ -923,12 +942,18 @@ impl Exchange for ToHttp2<'_> {
         let (request, _) = convert::upstream_request(self.up_out, scheme, self.te_trailers)
             .map_err(Failure::Invalid)?;
         let (send, lease) = self.worker.h2.stream(to).await?;
-        let mut send = send.ready().await.map_err(|e| h2_failure(&e))?;
+        // A connection that went away takes no more streams.
+        let failed = |e: h2::Error| {
+            let failure = h2_failure(&e);
+            if failure == Failure::GoneAway {
+                lease.retire();
+            }
+            failure
+        };
+        let mut send = send.ready().await.map_err(failed)?;
         let end_now = self.body.as_ref().is_none_or(RecvStream::is_end_stream);
         let sent_at = Instant::now();
-        let (response, up_send) = send
-            .send_request(request, end_now)
-            .map_err(|e| h2_failure(&e))?;
+        let (response, up_send) = send.send_request(request, end_now).map_err(failed)?;
         let pump = match self.body.take() {
             Some(body) if !end_now => Some(monoio::spawn(pump_body(
                 body,
@@ -940,7 +965,7 @@ impl Exchange for ToHttp2<'_> {
         };
         let response = match timeout(to.timeout, response).await {
             Err(_) => return Err(Failure::Timeout),
-            Ok(Err(e)) => return Err(h2_failure(&e)),
+            Ok(Err(e)) => return Err(failed(e)),
             Ok(Ok(r)) => r,
         };
         self.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
@@ -953,11 +978,6 @@ impl Exchange for ToHttp2<'_> {
             },
             status,
         ))
-    }
-
-    async fn discard(&mut self, answer: Http2Answer, _to: Try<'_>) {
-        // Dropping the stream's handles resets it (CANCEL).
-        drop(answer);
     }
 }
 
@@ -981,11 +1001,11 @@ async fn pump_body(
 /// (REFUSED_STREAM, or beyond a GOAWAY's last stream) was not processed
 /// and may be sent again.
 pub(crate) fn h2_failure(e: &h2::Error) -> Failure {
-    if e.reason() == Some(Reason::REFUSED_STREAM) {
-        return Failure::Closed { started: false };
+    if e.is_go_away() && e.is_remote() {
+        return Failure::GoneAway;
     }
-    if e.is_go_away() && e.is_remote() && e.reason() == Some(Reason::NO_ERROR) {
-        return Failure::Closed { started: false };
+    if e.is_reset() && e.reason() == Some(Reason::REFUSED_STREAM) {
+        return Failure::Refused;
     }
     if e.is_io() {
         return Failure::Closed { started: false };

@@ -301,6 +301,12 @@ pub(crate) enum Failure {
     Overflow(Overflow),
     /// The upstream's TLS handshake failed (certificate, name, protocol).
     TlsHandshake,
+    /// The upstream refused the HTTP/2 stream unprocessed (REFUSED_STREAM):
+    /// load shedding, safe to send again, even to the same endpoint.
+    Refused,
+    /// The HTTP/2 connection went away (GOAWAY) before the stream was
+    /// processed: safe to send again on a new connection.
+    GoneAway,
 }
 
 impl Failure {
@@ -329,7 +335,7 @@ impl Failure {
             Failure::ClientGone => None,
             Failure::BodyTooLarge => Some(413),
             Failure::Overflow(_) => Some(503),
-            Failure::TlsHandshake => Some(502),
+            Failure::TlsHandshake | Failure::Refused | Failure::GoneAway => Some(502),
         }
     }
 
@@ -348,6 +354,8 @@ impl Failure {
             Failure::BodyTooLarge => "request body larger than this route accepts",
             Failure::Overflow(_) => "upstream cluster is at its limit",
             Failure::TlsHandshake => "upstream TLS handshake failed",
+            Failure::Refused => "upstream refused the stream",
+            Failure::GoneAway => "upstream connection went away before the request was processed",
         }
     }
 }

@@ -32,6 +32,28 @@ impl<S: AsyncReadRent + AsyncWriteRent> Exchange for H1ToH2<'_, S> {
     type Answer = (http::Response<RecvStream>, Lease);
 
     async fn attempt(&mut self, to: Try<'_>) -> Result<(Self::Answer, u16), Failure> {
+        // A stream the upstream's GOAWAY left unprocessed goes once more,
+        // on a new connection, without counting as another try.
+        let mut resent = false;
+        loop {
+            match self.attempt_on_connection(to).await {
+                Err(Failure::GoneAway) if to.replayable && !resent => resent = true,
+                other => return other,
+            }
+        }
+    }
+
+    async fn discard(&mut self, answer: Self::Answer, _to: Try<'_>) {
+        // Dropping the stream's handles resets it (CANCEL).
+        drop(answer);
+    }
+}
+
+impl<S: AsyncReadRent + AsyncWriteRent> H1ToH2<'_, S> {
+    async fn attempt_on_connection(
+        &mut self,
+        to: Try<'_>,
+    ) -> Result<((http::Response<RecvStream>, Lease), u16), Failure> {
         let session = &mut *self.session;
         let scheme = if to.cluster.tls.is_some() {
             "https"
@@ -48,16 +70,24 @@ impl<S: AsyncReadRent + AsyncWriteRent> Exchange for H1ToH2<'_, S> {
             .advance(&session.up_out[head_len..], Some(&mut payload))
             .map_err(|_| Failure::ClientBody)?;
         let (send, lease) = session.worker.h2.stream(to).await?;
-        let mut send = send.ready().await.map_err(|e| h2_failure(&e))?;
+        // A connection that went away takes no more streams.
+        let failed = |e: h2::Error| {
+            let failure = h2_failure(&e);
+            if failure == Failure::GoneAway {
+                lease.retire();
+            }
+            failure
+        };
+        let mut send = send.ready().await.map_err(failed)?;
         let done = self.body.is_done();
         let sent_at = Instant::now();
         let (response, mut up) = send
             .send_request(request, done && payload.is_empty())
-            .map_err(|e| h2_failure(&e))?;
+            .map_err(failed)?;
         if !payload.is_empty() {
             send_data(&mut up, Bytes::from(payload), done)
                 .await
-                .map_err(|e| h2_failure(&e))?;
+                .map_err(failed)?;
         }
         if !done {
             if self.plan.expect_continue {
@@ -101,22 +131,17 @@ impl<S: AsyncReadRent + AsyncWriteRent> Exchange for H1ToH2<'_, S> {
                 }
                 send_data(&mut up, Bytes::from(piece), p.done)
                     .await
-                    .map_err(|e| h2_failure(&e))?;
+                    .map_err(failed)?;
             }
         }
         let response = match timeout(to.timeout, response).await {
             Err(_) => return Err(Failure::Timeout),
-            Ok(Err(e)) => return Err(h2_failure(&e)),
+            Ok(Err(e)) => return Err(failed(e)),
             Ok(Ok(r)) => r,
         };
         session.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
         let status = response.status().as_u16();
         Ok(((response, lease), status))
-    }
-
-    async fn discard(&mut self, answer: Self::Answer, _to: Try<'_>) {
-        // Dropping the stream's handles resets it (CANCEL).
-        drop(answer);
     }
 }
 

@@ -132,7 +132,13 @@ pub(crate) async fn run<E: Exchange>(
             retrying.get_or_insert_with(|| Counted::new(&worker.active_retries));
             bump(&worker.metrics.retries);
         }
-        let Some(endpoint) = state.pick(request.key_hash, &tried[..tries]) else {
+        // A stream refused unprocessed may go to the same endpoint again
+        // when no other is left.
+        let unprocessed = matches!(last, Failure::Refused | Failure::GoneAway);
+        let picked = state
+            .pick(request.key_hash, &tried[..tries])
+            .or_else(|| unprocessed.then(|| state.pick(request.key_hash, &[]))?);
+        let Some(endpoint) = picked else {
             break;
         };
         tried[tries] = endpoint;
@@ -185,6 +191,8 @@ pub(crate) async fn run<E: Exchange>(
                     // Nothing was sent: safe for any request.
                     Failure::Connect(_) | Failure::ConnectTimeout => policy.on_connect_failure,
                     Failure::Closed { started: false } => policy.on_reset && may_resend,
+                    // Not processed: safe whatever the method.
+                    Failure::Refused | Failure::GoneAway => policy.on_reset && request.replayable,
                     Failure::Timeout => policy.on_statuses.contains(&504) && may_resend,
                     _ => false,
                 };

@@ -103,3 +103,34 @@ fn grpc_calls_pass_through_tls_with_alpn_h2() {
     let results = client(&target, &[&ca_file, "localhost"]);
     assert_all_calls(&results, true);
 }
+
+/// Calls Endless through `target` as call `id`, cancels it after two
+/// messages, and waits for the server to report how the call ended.
+fn cancel_reaches_the_server(server: &Peer, target: &str, id: &str) {
+    let got = python_json(
+        "grpc_peer.py",
+        &["cancel", target, id],
+        Duration::from_secs(30),
+    );
+    assert_eq!(got["received"], json!(["tick-0", "tick-1"]), "{got}");
+    assert_eq!(got["code"], "CANCELLED", "{got}");
+    // The stream would go on for 20 s: the server must hear of the
+    // cancellation well before.
+    let prefix = format!("ended {id} ");
+    let ended = server
+        .wait_line(Duration::from_secs(5), |l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("the server did not see call {id} end within 5 s"));
+    assert!(ended.contains("finished=False"), "{ended}");
+    assert!(ended.contains("active=False"), "{ended}");
+}
+
+#[test]
+fn grpc_client_cancel_reaches_the_server() {
+    let (server, addr) = grpc_server();
+    // The peers alone first: a cancelled call is seen by the server.
+    cancel_reaches_the_server(&server, &addr.to_string(), "direct");
+    // Through the gateway: the client's RST_STREAM(CANCEL) must reach the
+    // upstream stream, or the server streams on for nobody.
+    let gw = gateway("", addr);
+    cancel_reaches_the_server(&server, &gw.addr().to_string(), "via-gateway");
+}

@@ -9,6 +9,8 @@ serializers.
                                             (over TLS trusting CA, for
                                             server name NAME, when given)
                                             and prints one JSON object
+    grpc_peer.py cancel ADDR ID             calls Endless with ID, cancels
+                                            after 2 messages, prints JSON
 
 Service `test.Echo`:
   Unary         answers the request back
@@ -17,6 +19,10 @@ Service `test.Echo`:
   ClientStream  answers `count=N bytes=B` for the messages it got
   Bidi          answers every message with `echo:` + message, as it comes
   Fail          sets trailing metadata, then fails with NOT_FOUND "nope"
+  Endless       request `ID`: answers `tick-0`, `tick-1`, ... every 20 ms
+                for 20 s; when the call ends, the server prints
+                `ended ID finished=BOOL active=BOOL sent=N` on stdout
+                (finished=False: it ended before the last tick, cancelled)
 """
 
 import json
@@ -72,6 +78,31 @@ def fail(request, context):
     context.abort(grpc.StatusCode.NOT_FOUND, "nope")
 
 
+def endless(request, context):
+    call_id = request.decode()
+    ended = threading.Event()
+    state = {"sent": 0, "finished": False}
+
+    def on_end():
+        # Runs when the RPC terminates: by cancellation (the client's
+        # RST_STREAM reached this server) or after the last tick.
+        print(
+            "ended %s finished=%s active=%s sent=%d"
+            % (call_id, state["finished"], context.is_active(), state["sent"]),
+            flush=True,
+        )
+        ended.set()
+
+    context.add_callback(on_end)
+    for i in range(1000):
+        yield b"tick-%d" % i
+        state["sent"] = i + 1
+        # The pace of the stream; a cancellation ends the wait at once.
+        if ended.wait(0.02):
+            return
+    state["finished"] = True
+
+
 def serve():
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
@@ -80,6 +111,7 @@ def serve():
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
         "Fail": grpc.unary_unary_rpc_method_handler(fail),
+        "Endless": grpc.unary_stream_rpc_method_handler(endless),
     }
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=16),
@@ -215,16 +247,36 @@ def client(addr, ca=None, name=None):
     print(json.dumps(results), flush=True)
 
 
+def cancel(addr, call_id):
+    """Starts Endless, reads two messages, cancels the call: the client
+    sends RST_STREAM(CANCEL)."""
+    channel = grpc.insecure_channel(addr, options=[("grpc.enable_http_proxy", 0)])
+    grpc.channel_ready_future(channel).result(timeout=DEADLINE)
+    call = method(channel, "unary_stream", "Endless")(call_id.encode(), timeout=30.0)
+    received = [next(call).decode(), next(call).decode()]
+    call.cancel()
+    try:
+        for _ in call:
+            pass
+        code = "OK"
+    except grpc.RpcError as e:
+        code = e.code().name
+    channel.close()
+    print(json.dumps({"received": received, "code": code}), flush=True)
+
+
 def main():
     if sys.argv[1] == "serve":
         serve()
+    elif sys.argv[1] == "cancel":
+        cancel(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == "client":
         if len(sys.argv) > 3:
             client(sys.argv[2], sys.argv[3], sys.argv[4])
         else:
             client(sys.argv[2])
     else:
-        raise SystemExit("usage: grpc_peer.py serve | client ADDR [CA NAME]")
+        raise SystemExit("usage: grpc_peer.py serve | client ADDR [CA NAME] | cancel ADDR ID")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,14 @@ gateway's tests, built on hyper-h2 (`pip install h2`) and raw frames.
                                              one header block of BYTES, sent
                                              as HEADERS and CONTINUATION
                                              frames of PIECE bytes
-    h2_attacks.py get ADDR PATH              one plain request
+    h2_attacks.py get ADDR PATH              one plain request: its status,
+                                             body, and the code of a reset
+                                             of its stream, if any
+    h2_attacks.py repeat ADDR PATH COUNT     COUNT requests one after the
+                                             other on one connection
+    h2_attacks.py reset-midway ADDR CODE KEY a response reset by the origin
+                                             (h2_origin.py) with CODE once
+                                             its start was received
 
 Each prints one JSON object on stdout. Every read has a deadline: a server
 that neither answers nor closes is reported as such (`"timeout": true`, or
@@ -161,9 +168,10 @@ def settings(addr):
     return {"settings": got, "closed": closed, "timeout": timed_out}
 
 
-def get(addr, path):
-    sock = connect(addr)
-    conn = new_conn()
+def exchange(sock, conn, addr, path):
+    """One GET on an open connection, read to its end: its status, body,
+    and the error code of a reset of the stream (None when it ended
+    cleanly) or of a GOAWAY that ended the connection."""
     sid = conn.get_next_available_stream_id()
     conn.send_headers(sid, request_headers(addr, path), end_stream=True)
     sock.sendall(conn.data_to_send())
@@ -171,16 +179,121 @@ def get(addr, path):
     body = b""
 
     def done(ev):
-        return isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset, h2.events.ConnectionTerminated))
+        if isinstance(ev, h2.events.ConnectionTerminated):
+            return True
+        return isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)) and ev.stream_id == sid
 
     events, closed, timed_out = pump(sock, conn, done)
+    reset = None
+    goaway = None
+    ended = False
     for ev in events:
-        if isinstance(ev, h2.events.ResponseReceived):
+        if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == sid:
             status = int(dict(ev.headers)[":status"])
-        if isinstance(ev, h2.events.DataReceived):
+        if isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
             body += ev.data
+            conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+        if isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+            ended = True
+        if isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
+            reset = int(ev.error_code)
+        if isinstance(ev, h2.events.ConnectionTerminated):
+            goaway = {"last_stream_id": ev.last_stream_id, "error_code": int(ev.error_code)}
+    out = conn.data_to_send()
+    if out:
+        sock.sendall(out)
+    return {
+        "status": status,
+        "body": body.decode("utf-8", "replace"),
+        "body_len": len(body),
+        "ended": ended,
+        "reset": reset,
+        "goaway": goaway,
+        "closed": closed,
+        "timeout": timed_out,
+    }
+
+
+def get(addr, path):
+    sock = connect(addr)
+    conn = new_conn()
+    result = exchange(sock, conn, addr, path)
     sock.close()
-    return {"status": status, "body_len": len(body), "closed": closed, "timeout": timed_out}
+    return result
+
+
+def reset_midway(addr, code, key):
+    """A response the client sees start, then reset: GET
+    /reset-on-trigger/CODE/KEY (h2_origin.py answers its head and a first
+    piece of body, then waits), and once that first piece is here, GET
+    /trigger/KEY on a second stream, which makes the origin reset the
+    first with CODE."""
+    sock = connect(addr)
+    conn = new_conn()
+    first = conn.get_next_available_stream_id()
+    conn.send_headers(first, request_headers(addr, "/reset-on-trigger/%s/%s" % (code, key)), end_stream=True)
+    sock.sendall(conn.data_to_send())
+    got = {"status": None, "body": "", "reset": None, "ended": False, "trigger_status": None}
+
+    def started(ev):
+        if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == first:
+            got["status"] = int(dict(ev.headers)[":status"])
+        if isinstance(ev, h2.events.DataReceived) and ev.stream_id == first:
+            got["body"] += ev.data.decode("utf-8", "replace")
+            conn.acknowledge_received_data(ev.flow_controlled_length, first)
+        if isinstance(ev, h2.events.StreamEnded) and ev.stream_id == first:
+            got["ended"] = True
+        if isinstance(ev, h2.events.StreamReset) and ev.stream_id == first:
+            got["reset"] = int(ev.error_code)
+        return isinstance(ev, (h2.events.DataReceived, h2.events.StreamEnded, h2.events.StreamReset, h2.events.ConnectionTerminated))
+
+    _, closed, timed_out = pump(sock, conn, started)
+    got["started"] = {"status": got["status"], "body": got["body"], "closed": closed, "timeout": timed_out}
+    if closed or timed_out or got["ended"] or got["reset"] is not None:
+        sock.close()
+        return got
+    trigger = conn.get_next_available_stream_id()
+    conn.send_headers(trigger, request_headers(addr, "/trigger/%s" % key), end_stream=True)
+    sock.sendall(conn.data_to_send())
+    trigger_done = [False]
+
+    def finished(ev):
+        started(ev)
+        if isinstance(ev, h2.events.ResponseReceived) and ev.stream_id == trigger:
+            got["trigger_status"] = int(dict(ev.headers)[":status"])
+        if isinstance(ev, (h2.events.StreamEnded, h2.events.StreamReset)) and ev.stream_id == trigger:
+            trigger_done[0] = True
+        if isinstance(ev, h2.events.ConnectionTerminated):
+            return True
+        first_done = got["ended"] or got["reset"] is not None
+        return first_done and trigger_done[0]
+
+    _, closed, timed_out = pump(sock, conn, finished)
+    sock.close()
+    got["closed"] = closed
+    got["timeout"] = timed_out
+    return got
+
+
+def repeat(addr, path, count):
+    """`count` GETs one after the other on one connection, each read to
+    its end before the next is sent. Stops early when the connection
+    ends."""
+    sock = connect(addr)
+    conn = new_conn()
+    results = []
+    for _ in range(count):
+        result = exchange(sock, conn, addr, path)
+        results.append(result)
+        if result["closed"] or result["timeout"] or result["goaway"]:
+            break
+    sock.close()
+    return {
+        "statuses": [r["status"] for r in results],
+        "resets": [r["reset"] for r in results if r["reset"] is not None],
+        "bodies": [r["body"] for r in results],
+        "unfinished": [i for i, r in enumerate(results) if not r["ended"]],
+    }
 
 
 def rapid_reset(addr, streams):
@@ -310,6 +423,10 @@ def main():
         out = continuation(addr, int(sys.argv[3]), int(sys.argv[4]))
     elif cmd == "get":
         out = get(addr, sys.argv[3])
+    elif cmd == "reset-midway":
+        out = reset_midway(addr, sys.argv[3], sys.argv[4])
+    elif cmd == "repeat":
+        out = repeat(addr, sys.argv[3], int(sys.argv[4]))
     else:
         raise SystemExit("unknown command " + cmd)
     print(json.dumps(out), flush=True)

@@ -10,6 +10,7 @@ mod bodies;
 mod errors;
 mod governance;
 mod grpc;
+mod h2_resets;
 mod http2;
 mod lifecycle;
 mod observability;
