@@ -120,6 +120,7 @@ pub async fn serve<T>(
         idle_since: Cell::new(Instant::now()),
     });
     let mut closing = false;
+    let mut flushing = None;
     loop {
         let drain = async {
             if closing {
@@ -138,12 +139,17 @@ pub async fn serve<T>(
                     let open = Open::new(&shared);
                     monoio::spawn(handle(open, request, respond));
                 }
-                // A connection error: h2 has sent GOAWAY; nothing more to serve.
+                // A connection error (h2 has sent GOAWAY), or no more
+                // streams to come (after a GOAWAY either way).
                 Some(Err(_)) | None => break,
             },
             Event::Drain => {
                 conn.graceful_shutdown();
                 closing = true;
+                // A stream's last frames are written by this task after
+                // the stream's own task is done: the drain waits for the
+                // connection to close, not only for the streams.
+                flushing = Some(worker.drain.request());
             }
             Event::Tick => {
                 let idle = shared.open.get() == 0
@@ -155,6 +161,10 @@ pub async fn serve<T>(
             }
         }
     }
+    // The streams in flight still need the connection driven (their
+    // frames go out through it) until they end and it closes.
+    let _ = poll_fn(|cx| conn.poll_closed(cx)).await;
+    drop(flushing);
 }
 
 /// Serves one stream and records it.

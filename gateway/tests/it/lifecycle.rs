@@ -252,3 +252,34 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
         "{rest}"
     );
 }
+
+/// A drain tells HTTP/2 clients with GOAWAY (NO_ERROR) and still finishes
+/// the streams in flight. (curl, because hyper-h2 refuses the PING that
+/// follows h2's graceful GOAWAY.)
+#[test]
+fn sigterm_sends_goaway_to_h2_clients_and_finishes_their_streams() {
+    let up = Upstream::start("app");
+    let mut gw = Binary::start(
+        &proxy_config(&up, "[runtime]\ndrain_timeout = \"10s\""),
+        &["--workers", "1"],
+    );
+    let url = format!("http://{}/delay/1500", gw.addr);
+    let slow = std::thread::spawn(move || {
+        Command::new("curl")
+            .args(["-sv", "--max-time", "20", "--http2-prior-knowledge", &url])
+            .output()
+            .expect("curl is installed")
+    });
+    assert!(wait_until(Duration::from_secs(10), || up
+        .seen()
+        .iter()
+        .any(|s| s.target == "/delay/1500")));
+    gw.signal(libc::SIGTERM);
+    let out = slow.join().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("GOAWAY, error=0"), "{log}");
+    assert!(log.contains("< HTTP/2 200"), "{log}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "slow");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+}
