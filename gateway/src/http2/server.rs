@@ -629,7 +629,14 @@ impl Stream {
         };
         self.sent = true;
         if !end_now {
-            relay_h2_body(&mut up_body, &mut send, timeout, &mut self.log.bytes_out).await;
+            relay_h2_body(
+                &mut up_body,
+                &mut send,
+                timeout,
+                None,
+                &mut self.log.bytes_out,
+            )
+            .await;
         }
         if let Some(pump) = pump {
             self.log.body_in += pump.await;
@@ -669,12 +676,15 @@ fn websocket_key(worker: &Worker) -> String {
 }
 
 /// Moves an HTTP/2 body from `from` to `to` under both sides' flow
-/// control, then the trailers; a reset on either side resets the other.
-/// Returns false when the stream was reset.
+/// control, then the trailers; a reset on either side resets the other,
+/// and a body past `limit` is cut off with CANCEL (dropping `from` then
+/// cancels the sender's stream too). Returns false when the stream was
+/// reset.
 pub(crate) async fn relay_h2_body(
     from: &mut RecvStream,
     to: &mut SendStream<Bytes>,
     timeout: Duration,
+    limit: Option<u64>,
     bytes: &mut u64,
 ) -> bool {
     loop {
@@ -690,6 +700,10 @@ pub(crate) async fn relay_h2_body(
             Ok(Some(Ok(data))) => {
                 let len = data.len();
                 *bytes += len as u64;
+                if limit.is_some_and(|max| *bytes > max) {
+                    to.send_reset(Reason::CANCEL);
+                    return false;
+                }
                 if send_data(to, data, false).await.is_err() {
                     return false;
                 }
@@ -999,11 +1013,7 @@ async fn pump_body(
     max_body: Option<u64>,
 ) -> u64 {
     let mut bytes = 0;
-    if relay_h2_body(&mut from, &mut to, timeout, &mut bytes).await
-        && max_body.is_some_and(|max| bytes > max)
-    {
-        to.send_reset(Reason::CANCEL);
-    }
+    relay_h2_body(&mut from, &mut to, timeout, max_body, &mut bytes).await;
     bytes
 }
 
