@@ -44,7 +44,11 @@ impl Signal {
                 return Poll::Ready(());
             }
             let mut waiters = self.waiters.borrow_mut();
-            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            // Compared by data pointer: `will_wake` also compares vtable
+            // addresses, which differ for the same task when the vtable is
+            // duplicated across codegen units, and then every poll would
+            // add another waker.
+            if !waiters.iter().any(|w| w.data() == cx.waker().data()) {
                 waiters.push(cx.waker().clone());
             }
             Poll::Pending
@@ -113,5 +117,43 @@ impl Drop for InFlight {
         if n == 0 && self.0.is_draining() {
             self.0.started.wake_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::task::{Context, RawWaker, RawWakerVTable, Waker};
+
+    use super::*;
+
+    fn raw(data: *const ()) -> RawWaker {
+        RawWaker::new(data, &VTABLE_A)
+    }
+    fn noop(_: *const ()) {}
+    static VTABLE_A: RawWakerVTable = RawWakerVTable::new(raw, noop, noop, noop);
+    static VTABLE_B: RawWakerVTable = RawWakerVTable::new(raw, noop, noop, noop);
+
+    /// The same task's waker may come with another copy of its vtable (one
+    /// per codegen unit); polling again must not add another waiter.
+    #[test]
+    fn a_task_polling_again_is_one_waiter() {
+        let signal = Signal::default();
+        let task = 0x1000 as *const ();
+        // SAFETY: the vtables' functions do nothing with the data pointer.
+        let (a, b) = unsafe {
+            (
+                Waker::from_raw(RawWaker::new(task, &VTABLE_A)),
+                Waker::from_raw(RawWaker::new(task, &VTABLE_B)),
+            )
+        };
+        for waker in [&a, &b, &a, &b] {
+            let mut cx = Context::from_waker(waker);
+            let mut fired = std::pin::pin!(signal.fired());
+            assert!(fired.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(signal.waiters.borrow().len(), 1);
+        signal.fire();
+        assert!(signal.waiters.borrow().is_empty());
     }
 }

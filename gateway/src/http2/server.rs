@@ -122,6 +122,9 @@ pub async fn serve<T>(
     let mut closing = false;
     let mut flushing = None;
     loop {
+        // The drain is waited on, not polled for at a tick: the streams in
+        // flight when it starts must keep the worker up until this
+        // connection has sent their last frames.
         let drain = async {
             if closing {
                 std::future::pending::<()>().await;
