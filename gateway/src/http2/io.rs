@@ -114,6 +114,9 @@ struct Writer {
     half: Option<OwnedWriteHalf<TcpStream>>,
     /// The write in flight; it gives back the half and the buffer.
     writing: Option<Pin<Box<dyn Future<Output = WriteDone>>>>,
+    /// A flush let the worker's other ready tasks run first (see
+    /// [`Writer::poll_corked`]).
+    yielded: bool,
 }
 
 type WriteDone = (io::Result<()>, OwnedWriteHalf<TcpStream>, Vec<u8>);
@@ -124,7 +127,22 @@ impl Writer {
             pending: Vec::with_capacity(PLAIN_BATCH + 4096),
             half: Some(half),
             writing: None,
+            yielded: false,
         }
+    }
+
+    /// Lets the other ready tasks of the worker run once before a flush
+    /// writes: the streams answered in the same turn of the event loop then
+    /// leave in one write (and, over TLS, in full records) rather than a
+    /// write each. Ready when the flush may go ahead.
+    fn poll_corked(&mut self, cx: &mut Context<'_>, has_data: bool) -> Poll<()> {
+        if !has_data || self.writing.is_some() || self.yielded {
+            self.yielded = false;
+            return Poll::Ready(());
+        }
+        self.yielded = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Ready once the write in flight is done; the error it met, if any.
@@ -225,7 +243,10 @@ impl AsyncWrite for PlainIo {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().out.poll_write_out(cx)
+        let out = &mut self.get_mut().out;
+        let has_data = !out.pending.is_empty();
+        ready!(out.poll_corked(cx, has_data));
+        out.poll_write_out(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -391,7 +412,9 @@ where
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_push(cx)
+        let this = self.get_mut();
+        ready!(this.out.poll_corked(cx, !this.plain.is_empty()));
+        this.poll_push(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
