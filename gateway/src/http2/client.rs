@@ -88,7 +88,9 @@ impl Pool {
         }
         let signal = Rc::new(Signal::default());
         self.opening.borrow_mut().insert(key, signal.clone());
-        let opened = self.open(to).await;
+        // Boxed: opening (TCP, TLS, h2 handshake) is rare, and its large
+        // future would otherwise be part of every stream's.
+        let opened = Box::pin(self.open(to)).await;
         self.opening.borrow_mut().remove(&key);
         signal.fire();
         opened

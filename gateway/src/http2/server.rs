@@ -434,7 +434,9 @@ impl Stream {
                     Ok(chosen) if chosen.answer.switched => {
                         let idle = self.conn.listener.idle_timeout;
                         if let Some(tunnel) = tunnel {
-                            self.tunnel(chosen.answer, tunnel, idle).await;
+                            // Boxed: a tunnel's future is large and rare,
+                            // and every stream's future would carry it.
+                            Box::pin(self.tunnel(chosen.answer, tunnel, idle)).await;
                         }
                     }
                     Ok(chosen) => {
@@ -886,36 +888,47 @@ async fn read_h1_head(
 ) -> Result<(Response<()>, Framing, bool, bool), Failure> {
     let deadline = MonoInstant::now() + to.timeout;
     loop {
+        if let Some(head) = parse_h1_head(up, plan, to.rules)? {
+            return Ok(head);
+        }
+        read_more_head(up, deadline).await?;
+    }
+}
+
+/// The final response head in `up`'s buffer, if it is all there (1xx
+/// heads before it are dropped). Synchronous, so that the parser's header
+/// array (4 KiB) is not kept in the stream's future across a read.
+fn parse_h1_head(
+    up: &mut UpstreamConn,
+    plan: Plan,
+    rules: &ringway_config::HeaderRules,
+) -> Result<Option<(Response<()>, Framing, bool, bool)>, Failure> {
+    loop {
         let mut headers = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
-        let consumed = match response::parse(up.rbuf.data(), &mut headers, plan.is_head) {
+        let informational = match response::parse(up.rbuf.data(), &mut headers, plan.is_head) {
             Ok(Some(resp)) if resp.status == 101 && plan.upgrade => {
                 // The HTTP/2 client is told 200 (RFC 8441 §5); the key's
                 // answer is this hop's business.
-                let mut head =
-                    convert::response_from_h1(&resp, to.rules).map_err(Failure::Invalid)?;
+                let mut head = convert::response_from_h1(&resp, rules).map_err(Failure::Invalid)?;
                 *head.status_mut() = http::StatusCode::OK;
                 head.headers_mut().remove("sec-websocket-accept");
                 up.rbuf.consume(resp.head_len);
-                return Ok((head, Framing::Empty, false, true));
+                return Ok(Some((head, Framing::Empty, false, true)));
             }
             Ok(Some(resp)) if resp.status == 101 => {
                 return Err(Failure::Invalid("upstream switched protocols unasked"));
             }
-            Ok(Some(resp)) if resp.status < 200 => Some(resp.head_len),
+            Ok(Some(resp)) if resp.status < 200 => resp.head_len,
             Ok(Some(resp)) => {
-                let head = convert::response_from_h1(&resp, to.rules).map_err(Failure::Invalid)?;
+                let head = convert::response_from_h1(&resp, rules).map_err(Failure::Invalid)?;
                 let (framing, keep_alive, len) = (resp.framing, resp.keep_alive, resp.head_len);
                 up.rbuf.consume(len);
-                return Ok((head, framing, keep_alive, false));
+                return Ok(Some((head, framing, keep_alive, false)));
             }
-            Ok(None) => None,
+            Ok(None) => return Ok(None),
             Err(e) => return Err(Failure::Invalid(e.0)),
         };
-        if let Some(len) = consumed {
-            up.rbuf.consume(len);
-            continue;
-        }
-        read_more_head(up, deadline).await?;
+        up.rbuf.consume(informational);
     }
 }
 

@@ -1688,6 +1688,13 @@ pub(crate) async fn upstream_conn(
     if !fresh_only && let Some(up) = worker.pool.take(to.addr, to.tls_fingerprint()) {
         return Ok(up);
     }
+    // Boxed: connecting (and a TLS handshake) is the rare case, and its
+    // future would otherwise be part of every request's.
+    Box::pin(open_upstream_conn(worker, to)).await
+}
+
+/// Opens a new HTTP/1.1 connection to `to`'s endpoint.
+async fn open_upstream_conn(worker: &Worker, to: Try<'_>) -> Result<UpstreamConn, Failure> {
     if let Some(overflow) = to.state.connect_overflow() {
         return Err(Failure::Overflow(overflow));
     }
