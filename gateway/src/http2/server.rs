@@ -805,7 +805,12 @@ impl Exchange for ToHttp1<'_> {
                     fresh_only = true;
                 }
                 Err(f) => return Err(f),
-                Ok((head, framing, keep_alive, switched)) => {
+                Ok(H1Head {
+                    head,
+                    framing,
+                    keep_alive,
+                    switched,
+                }) => {
                     self.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
                     let status = head.status().as_u16();
                     let answer = Http1Answer {
@@ -881,11 +886,7 @@ impl ToHttp1<'_> {
 
 /// Reads an HTTP/1.1 response head from `up` for an HTTP/2 client,
 /// dropping informational responses.
-async fn read_h1_head(
-    up: &mut UpstreamConn,
-    plan: Plan,
-    to: Try<'_>,
-) -> Result<(Response<()>, Framing, bool, bool), Failure> {
+async fn read_h1_head(up: &mut UpstreamConn, plan: Plan, to: Try<'_>) -> Result<H1Head, Failure> {
     let deadline = MonoInstant::now() + to.timeout;
     loop {
         if let Some(head) = parse_h1_head(up, plan, to.rules)? {
@@ -895,6 +896,15 @@ async fn read_h1_head(
     }
 }
 
+/// An HTTP/1.1 response head, translated for an HTTP/2 client.
+struct H1Head {
+    head: Response<()>,
+    framing: Framing,
+    keep_alive: bool,
+    /// A `101` to a WebSocket upgrade (told as `200`).
+    switched: bool,
+}
+
 /// The final response head in `up`'s buffer, if it is all there (1xx
 /// heads before it are dropped). Synchronous, so that the parser's header
 /// array (4 KiB) is not kept in the stream's future across a read.
@@ -902,7 +912,7 @@ fn parse_h1_head(
     up: &mut UpstreamConn,
     plan: Plan,
     rules: &ringway_config::HeaderRules,
-) -> Result<Option<(Response<()>, Framing, bool, bool)>, Failure> {
+) -> Result<Option<H1Head>, Failure> {
     loop {
         let mut headers = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
         let informational = match response::parse(up.rbuf.data(), &mut headers, plan.is_head) {
@@ -913,7 +923,12 @@ fn parse_h1_head(
                 *head.status_mut() = http::StatusCode::OK;
                 head.headers_mut().remove("sec-websocket-accept");
                 up.rbuf.consume(resp.head_len);
-                return Ok(Some((head, Framing::Empty, false, true)));
+                return Ok(Some(H1Head {
+                    head,
+                    framing: Framing::Empty,
+                    keep_alive: false,
+                    switched: true,
+                }));
             }
             Ok(Some(resp)) if resp.status == 101 => {
                 return Err(Failure::Invalid("upstream switched protocols unasked"));
@@ -923,7 +938,12 @@ fn parse_h1_head(
                 let head = convert::response_from_h1(&resp, rules).map_err(Failure::Invalid)?;
                 let (framing, keep_alive, len) = (resp.framing, resp.keep_alive, resp.head_len);
                 up.rbuf.consume(len);
-                return Ok(Some((head, framing, keep_alive, false)));
+                return Ok(Some(H1Head {
+                    head,
+                    framing,
+                    keep_alive,
+                    switched: false,
+                }));
             }
             Ok(None) => return Ok(None),
             Err(e) => return Err(Failure::Invalid(e.0)),
