@@ -944,12 +944,33 @@ impl TestCa {
 
     /// Writes `NAME.pem` and `NAME.key`: a leaf for the DNS names `names`.
     pub fn leaf(&self, name: &str, names: &[&str]) {
+        let sans = names
+            .iter()
+            .map(|n| rcgen::SanType::DnsName((*n).to_owned().try_into().unwrap()))
+            .collect();
+        self.leaf_with(name, "ringway-test-leaf", sans, None);
+    }
+
+    /// Writes `NAME.pem` and `NAME.key`: a leaf with common name `cn` and
+    /// the given SANs, valid until the start of `not_after_year` if given.
+    pub fn leaf_with(
+        &self,
+        name: &str,
+        cn: &str,
+        sans: Vec<rcgen::SanType>,
+        not_after_year: Option<i32>,
+    ) {
         let key = rcgen::KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
-        let cert = rcgen::CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = sans;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        if let Some(year) = not_after_year {
+            params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+            params.not_after = rcgen::date_time_ymd(year, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
         std::fs::write(self.dir.path.join(format!("{name}.pem")), cert.pem()).unwrap();
         std::fs::write(
             self.dir.path.join(format!("{name}.key")),

@@ -9,73 +9,33 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::SanType;
 
 use crate::support::*;
 
-/// A test PKI in a temporary folder: `ca.pem`, and `NAME.pem`/`NAME.key`
-/// per leaf.
-struct Pki {
-    dir: TempDir,
-    issuer: Issuer<'static, KeyPair>,
+/// The test CA of the support module, with the leaves this suite needs.
+struct Pki(TestCa);
+
+impl std::ops::Deref for Pki {
+    type Target = TestCa;
+    fn deref(&self) -> &TestCa {
+        &self.0
+    }
 }
 
 impl Pki {
-    fn new() -> Pki {
-        let dir = TempDir::new();
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "ringway test CA");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = params.self_signed(&key).unwrap();
-        std::fs::write(dir.path.join("ca.pem"), ca.pem()).unwrap();
-        Pki {
-            dir,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.path.join(file).display().to_string()
-    }
-
-    /// Writes `NAME.pem` and `NAME.key`: a leaf with common name `cn`
-    /// and the given SANs, signed by the CA.
-    fn leaf(&self, name: &str, cn: &str, sans: Vec<SanType>, not_after_year: Option<i32>) {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.subject_alt_names = sans;
-        params.distinguished_name.push(DnType::CommonName, cn);
-        if let Some(year) = not_after_year {
-            params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
-            params.not_after = rcgen::date_time_ymd(year, 1, 1);
-        }
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        std::fs::write(self.dir.path.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(
-            self.dir.path.join(format!("{name}.key")),
-            key.serialize_pem(),
-        )
-        .unwrap();
-    }
-
     /// The usual set: `server` (localhost, *.example.test), `other`
     /// (other.test) and `client` (a SPIFFE URI).
     fn standard() -> Pki {
-        let pki = Pki::new();
-        pki.leaf(
+        let pki = Pki(TestCa::new());
+        pki.leaf_with(
             "server",
             "ringway-test-server",
             vec![dns("localhost"), dns("*.example.test")],
             None,
         );
-        pki.leaf("other", "ringway-test-other", vec![dns("other.test")], None);
-        pki.leaf(
+        pki.leaf_with("other", "ringway-test-other", vec![dns("other.test")], None);
+        pki.leaf_with(
             "client",
             "ringway-test-client",
             vec![SanType::URI(
@@ -376,7 +336,7 @@ fn a_renewed_certificate_is_served_after_reload() {
     };
     assert!(subject(gw.addr()).contains("ringway-test-server"));
     // Same config text, new files on disk.
-    pki.leaf(
+    pki.leaf_with(
         "server",
         "ringway-test-renewed",
         vec![dns("localhost"), dns("*.example.test")],
@@ -426,7 +386,7 @@ fn a_garbage_handshake_is_closed_counted_and_the_worker_serves_on() {
 #[test]
 fn bad_tls_settings_are_refused_with_their_location() {
     let pki = Pki::standard();
-    pki.leaf(
+    pki.leaf_with(
         "expired",
         "ringway-test-expired",
         vec![dns("localhost")],
