@@ -288,18 +288,12 @@ impl Stream {
         let worker = self.conn.worker.clone();
         self.text
             .capture(&worker, generation.snapshot.tracing.sample_rate, &view);
-        let identity_header = self
-            .conn
-            .listener
-            .tls
-            .as_ref()
-            .and_then(|t| t.identity_header.as_deref());
-        let client = ClientFacts {
-            peer: self.conn.peer,
-            proto: self.conn.proto,
-            identity_header,
-            identity: self.conn.identity.as_deref(),
-        };
+        let client = ClientFacts::new(
+            &self.conn.listener,
+            self.conn.peer,
+            self.conn.proto,
+            self.conn.identity.as_deref(),
+        );
         let (plan, target, _) = plan_request(
             &worker,
             generation,

@@ -775,16 +775,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                 Ok(Some(req)) => {
                     let sample_rate = generation.snapshot.tracing.sample_rate;
                     self.text.capture(&self.worker, sample_rate, &req);
-                    let client = ClientFacts {
-                        peer: self.peer,
-                        proto: self.proto,
-                        identity_header: self
-                            .listener
-                            .tls
-                            .as_ref()
-                            .and_then(|t| t.identity_header.as_deref()),
-                        identity: self.identity.as_deref(),
-                    };
+                    let client = ClientFacts::new(
+                        &self.listener,
+                        self.peer,
+                        self.proto,
+                        self.identity.as_deref(),
+                    );
                     break plan_request(
                         &self.worker,
                         generation,
@@ -1422,6 +1418,27 @@ pub(crate) struct ClientFacts<'a> {
     pub(crate) identity_header: Option<&'a str>,
     /// The verified client certificate's identity.
     pub(crate) identity: Option<&'a str>,
+}
+
+impl<'a> ClientFacts<'a> {
+    /// The facts of a client of `listener` (whose TLS settings name the
+    /// identity header, if any).
+    pub(crate) fn new(
+        listener: &'a Listener,
+        peer: SocketAddr,
+        proto: &'static str,
+        identity: Option<&'a str>,
+    ) -> ClientFacts<'a> {
+        ClientFacts {
+            peer,
+            proto,
+            identity_header: listener
+                .tls
+                .as_ref()
+                .and_then(|t| t.identity_header.as_deref()),
+            identity,
+        }
+    }
 }
 
 pub(crate) fn plan_request(
