@@ -34,4 +34,6 @@ pub use snapshot::{
     RateLimit, Redirect, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, Tracing,
     UpstreamProtocol, WeightedCluster, Workers,
 };
-pub use tls::{ClientAuth, Tls, TlsCertificate, TlsVersion, UpstreamTls, client_identity};
+pub use tls::{
+    ClientAuth, Tls, TlsCertificate, TlsVersion, UpstreamTls, client_identity, crypto_provider,
+};

@@ -49,7 +49,7 @@ fn ticketer() -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
     if let Some(t) = TICKETER.get() {
         return Ok(t.clone());
     }
-    let t = rustls::crypto::ring::Ticketer::new()?;
+    let t = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     Ok(TICKETER.get_or_init(|| t).clone())
 }
 
@@ -74,7 +74,7 @@ pub fn server_config(
     tls: &Tls,
     cache: Arc<dyn StoresServerSessions>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(ringway_config::crypto_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions(tls.min_version))?;
     let builder = match &tls.client_auth {
@@ -185,7 +185,7 @@ pub async fn handshake(mut io: TcpStream, config: Arc<ServerConfig>) -> io::Resu
 /// rustls's in-memory cache, which belongs to the returned config: build one
 /// per worker so that no handshake waits on another core.
 pub fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(ringway_config::crypto_provider());
     let mut roots = RootCertStore::empty();
     for ca in &tls.roots {
         roots.add(ca.clone())?;
@@ -389,7 +389,7 @@ mod tests {
             .signed_by(&key, &issuer)
             .unwrap();
         let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-        let provider = rustls::crypto::ring::default_provider();
+        let provider = ringway_config::crypto_provider();
         let certified = CertifiedKey::from_der(vec![leaf.der().clone()], der, &provider).unwrap();
         (ca.der().clone(), Arc::new(certified))
     }

@@ -14,7 +14,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use crate::{Error, Result};
 
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {

@@ -39,8 +39,22 @@ fn metrics_count_exactly_the_requests_sent_and_pass_promtool() {
     for _ in 0..3 {
         assert_eq!(get(gw.addr, "a", "/hello").status, 200);
     }
-    let (status, text) = gw.admin("GET", "/metrics");
-    assert_eq!(status, 200);
+    // A worker counts a request just after writing its response, so the
+    // scrape waits until all 45 are counted (the other worker may still be
+    // between the two), then checks every figure.
+    let mut text = String::new();
+    let counted = wait_until(Duration::from_secs(5), || {
+        let (status, body) = gw.admin("GET", "/metrics");
+        assert_eq!(status, 200);
+        text = body;
+        let total: f64 = samples(&text)
+            .iter()
+            .filter(|(k, _)| k.starts_with("ringway_requests_total{"))
+            .map(|(_, v)| v)
+            .sum();
+        total >= 45.0
+    });
+    assert!(counted, "45 requests were not all counted:\n{text}");
     let m = samples(&text);
     let api = "listener=\"edge\",route=\"api\",cluster=\"app\"";
     assert_eq!(
