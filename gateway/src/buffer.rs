@@ -2,6 +2,7 @@
 //! buffer owns, so reads take the buffer and give it back.
 
 use std::io;
+use std::os::fd::RawFd;
 
 use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -92,4 +93,35 @@ pub async fn write_all<W: AsyncWriteRentExt>(io: &mut W, out: &mut Vec<u8>) -> i
     let (res, buf) = io.write_all(buf).await;
     *out = buf;
     res.map(|_| ())
+}
+
+/// Writes what the socket `fd` takes of `bytes` now, with a plain
+/// non-blocking `send(2)`: the count, 0 when it has no room.
+///
+/// For small writes that should leave before the worker's turn ends: an
+/// io_uring write goes to the kernel only when the worker next submits,
+/// after every other ready task has run, and its completion takes another
+/// turn to be seen.
+pub fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    if bytes.is_empty() {
+        return Ok(0);
+    }
+    // SAFETY: a send(2) from a live buffer; `fd` is a socket the caller's
+    // stream owns and keeps open for the call.
+    let n = unsafe {
+        libc::send(
+            fd,
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+        _ => Err(e),
+    }
 }

@@ -32,7 +32,8 @@ use crate::pool::UpstreamConn;
 use crate::proxy::tries::{self, Exchange, Try};
 use crate::proxy::{
     ClientFacts, Counted, Failure, Plan, RequestLog, RequestText, Served, Target, bump,
-    discard_upstream_body, local_answer, plan_request, read_more_head, upstream_conn,
+    discard_upstream_body, local_answer, plan_request, read_more_head, send_and_read_head,
+    upstream_conn,
 };
 use crate::worker::{Generation, Worker};
 
@@ -783,18 +784,23 @@ impl Exchange for ToHttp1<'_> {
         let mut fresh_only = false;
         loop {
             let mut up = upstream_conn(self.worker, to, fresh_only).await?;
-            if write_all(&mut up.stream, self.up_out).await.is_err() {
-                if up.reused && to.replayable {
-                    fresh_only = true;
-                    continue;
-                }
-                return Err(Failure::Closed { started: false });
-            }
             let sent_at = Instant::now();
-            if let Some(mut body) = self.body.take().filter(|b| !b.is_end_stream()) {
-                self.send_body(&mut up, &mut body).await?;
-            }
-            match read_h1_head(&mut up, self.plan, to).await {
+            let body = self.body.take().filter(|b| !b.is_end_stream());
+            let sent = match body {
+                None => {
+                    let deadline = MonoInstant::now() + to.timeout;
+                    send_and_read_head(&mut up, self.up_out, deadline).await
+                }
+                Some(mut body) => match write_all(&mut up.stream, self.up_out).await {
+                    Ok(()) => self.send_body(&mut up, &mut body).await,
+                    Err(_) => Err(Failure::Closed { started: false }),
+                },
+            };
+            let head = match sent {
+                Ok(()) => read_h1_head(&mut up, self.plan, to).await,
+                Err(f) => Err(f),
+            };
+            match head {
                 Err(Failure::Closed { started: false }) if up.reused && to.replayable => {
                     fresh_only = true;
                 }

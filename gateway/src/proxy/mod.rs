@@ -7,6 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use ringway_config::{
 };
 
 use crate::access_log;
-use crate::buffer::{BUF_SIZE, ReadBuf, write_all};
+use crate::buffer::{BUF_SIZE, ReadBuf, send_now, write_all};
 use crate::cluster::{Overflow, Tally};
 use crate::http1::framing::{BodyReader, Framing, FramingError, chunk_header};
 use crate::http1::request::{self, Forwarded};
@@ -1149,7 +1150,10 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
     ) -> Result<(Reply, bool), Failure> {
         let sent_at = std::time::Instant::now();
         let mut request_sent = true;
-        if write_all(&mut up.stream, &mut self.up_out).await.is_err() {
+        if body.is_done() {
+            let deadline = Instant::now() + timeout;
+            send_and_read_head(up, &mut self.up_out, deadline).await?;
+        } else if write_all(&mut up.stream, &mut self.up_out).await.is_err() {
             return Err(Failure::Closed { started: false });
         }
         if !body.is_done() {
@@ -1672,6 +1676,40 @@ pub(crate) async fn discard_upstream_body(
             _ => return false,
         }
     }
+}
+
+/// Sends a request that is all in `out` (no body left to stream) and reads
+/// the start of the response, by `deadline`.
+///
+/// Over plain TCP the head goes out with a plain `send(2)` when the socket
+/// has room (it nearly always has): the upstream gets it at once rather
+/// than when the worker next submits its io_uring operations at the end of
+/// the turn, so its answer is back sooner, and there is no completion to
+/// wait a turn for. io_uring is used for what has to wait: the rest of a
+/// head the socket would not take, and the read.
+pub(crate) async fn send_and_read_head(
+    up: &mut UpstreamConn,
+    out: &mut Vec<u8>,
+    deadline: Instant,
+) -> Result<(), Failure> {
+    let unsent = Failure::Closed { started: false };
+    let sent = match &up.stream {
+        UpstreamStream::Plain(tcp) => send_now(tcp.as_raw_fd(), out).map_err(|_| unsent)?,
+        UpstreamStream::Tls(_) => 0,
+    };
+    if sent < out.len() {
+        let mut rest = if sent == 0 {
+            std::mem::take(out)
+        } else {
+            out[sent..].to_vec()
+        };
+        let written = write_all(&mut up.stream, &mut rest).await;
+        if sent == 0 {
+            *out = rest;
+        }
+        written.map_err(|_| unsent)?;
+    }
+    read_more_head(up, deadline).await
 }
 
 /// Reads more of an upstream response head, by `deadline`, within the
