@@ -8,7 +8,7 @@
 //! this side must send because the peer misbehaves, are both capped and
 //! end the connection with GOAWAY when exceeded.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -51,6 +51,31 @@ struct Connection {
     open: Cell<u32>,
     /// When the last stream ended (or the connection started).
     idle_since: Cell<Instant>,
+    /// Buffers of streams that ended, for the next streams to fill.
+    spare: RefCell<Vec<Scratch>>,
+}
+
+/// A stream's buffers: its request's text, the upstream head, a redirect's
+/// location and the metric key. Kept by the connection from stream to
+/// stream (at most as many as ran at once), as the HTTP/1.1 session keeps
+/// its own, rather than allocated for each stream.
+#[derive(Debug)]
+struct Scratch {
+    text: RequestText,
+    up_out: Vec<u8>,
+    location: String,
+    key: String,
+}
+
+impl Scratch {
+    fn new() -> Scratch {
+        Scratch {
+            text: RequestText::new(),
+            up_out: Vec::with_capacity(1024),
+            location: String::new(),
+            key: String::with_capacity(64),
+        }
+    }
 }
 
 /// A stream being served, counted on its connection.
@@ -119,9 +144,13 @@ pub async fn serve<T>(
         identity,
         open: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
+        spare: RefCell::new(Vec::new()),
     });
     let mut closing = false;
     let mut flushing = None;
+    // One timer for the idle check, not one per stream accepted.
+    let tick_every = listener.idle_timeout.min(Duration::from_secs(1));
+    let mut tick = std::pin::pin!(sleep(tick_every));
     loop {
         // The drain is waited on, not polled for at a tick: the streams in
         // flight when it starts must keep the worker up until this
@@ -135,7 +164,7 @@ pub async fn serve<T>(
         let event = monoio::select! {
             next = conn.accept() => Event::Stream(Box::new(next)),
             _ = drain => Event::Drain,
-            _ = sleep(listener.idle_timeout.min(Duration::from_secs(1))) => Event::Tick,
+            _ = &mut tick => Event::Tick,
         };
         match event {
             Event::Stream(next) => match *next {
@@ -156,6 +185,7 @@ pub async fn serve<T>(
                 flushing = Some(worker.drain.request());
             }
             Event::Tick => {
+                tick.set(sleep(tick_every));
                 let idle = shared.open.get() == 0
                     && shared.idle_since.get().elapsed() >= listener.idle_timeout;
                 if idle && !closing {
@@ -176,14 +206,21 @@ async fn handle(open: Open, request: Request<RecvStream>, respond: SendResponse<
     let conn = open.0.clone();
     let _in_flight = conn.worker.drain.request();
     let generation = conn.worker.current();
+    let Scratch {
+        mut text,
+        up_out,
+        location,
+        mut key,
+    } = conn.spare.borrow_mut().pop().unwrap_or_else(Scratch::new);
+    text.wall_start = std::time::SystemTime::now();
     let mut stream = Stream {
         conn,
         respond,
         sent: false,
         log: RequestLog::new(),
-        text: RequestText::new(),
-        up_out: Vec::with_capacity(1024),
-        location: String::new(),
+        text,
+        up_out,
+        location,
     };
     stream.log.seen = true;
     // A stream the client reset before its task ran (a rapid-reset burst
@@ -199,8 +236,20 @@ async fn handle(open: Open, request: Request<RecvStream>, respond: SendResponse<
         log: &stream.log,
         text: &stream.text,
     };
-    let mut key = String::with_capacity(64);
     served.record(&generation, &mut key);
+    let Stream {
+        conn,
+        text,
+        up_out,
+        location,
+        ..
+    } = stream;
+    conn.spare.borrow_mut().push(Scratch {
+        text,
+        up_out,
+        location,
+        key,
+    });
     drop(open);
 }
 
