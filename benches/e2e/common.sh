@@ -5,7 +5,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-loadtest}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 RINGLOAD=${RINGLOAD:-$TARGET_DIR/release/ringload}
 RINGWAY=${RINGWAY:-$TARGET_DIR/release/ringway}
 WORK=$(mktemp -d /tmp/ringway-e2e.XXXXXX)
