@@ -1,6 +1,7 @@
 //! A switched connection (WebSocket over HTTP/1.1): after the `101`, the
 //! gateway copies bytes both ways until either side closes, and closes
-//! both when neither has sent anything for the listener's idle timeout.
+//! both when neither has sent anything for the listener's idle timeout or
+//! a drain's deadline passes.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -20,6 +21,11 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split + 'static> Session<S> {
         let Some(up) = self.tunnel.take() else {
             return;
         };
+        // A tunnel is a request still in flight: a drain lets it run until
+        // either side closes or the drain deadline ends the worker, as it
+        // does for a WebSocket over HTTP/2 (its stream counts) and for any
+        // slow response.
+        let _in_flight = self.worker.drain.request();
         let idle = self.listener.idle_timeout;
         let client_early = self.rbuf.data().to_vec();
         let upstream_early = up.rbuf.data().to_vec();

@@ -82,14 +82,7 @@ fn websocket_upgrade_is_101_and_carries_raw_frames() {
     );
 
     // A masked text frame "raw" up; the echo comes back unmasked.
-    let mask = [0x37, 0xfa, 0x21, 0x3d];
-    let mut frame = vec![0x81, 0x80 | 3];
-    frame.extend_from_slice(&mask);
-    frame.extend(b"raw".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    conn.reader.get_mut().write_all(&frame).unwrap();
-    let mut echo = [0u8; 5];
-    conn.reader.read_exact(&mut echo).unwrap();
-    assert_eq!(&echo, b"\x81\x03raw");
+    assert_eq!(echo_raw(&mut conn, b"raw"), b"raw");
 }
 
 #[test]
@@ -112,6 +105,75 @@ fn idle_websocket_tunnel_is_closed_after_the_idle_timeout() {
         (0.8..4.0).contains(&idle),
         "closed {idle:.2} s into idleness, timeout 1 s: {out}"
     );
+}
+
+/// Opens a WebSocket through `gw` by a raw Upgrade and checks one echo.
+fn open_raw_tunnel(gw: SocketAddr) -> Conn {
+    let mut conn = Conn::open(gw);
+    conn.send(
+        b"GET /raw HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    let resp = conn.response(false);
+    assert_eq!(resp.status, 101, "{resp:?}");
+    assert_eq!(echo_raw(&mut conn, b"raw"), b"raw");
+    conn
+}
+
+/// Sends `text` (under 126 bytes) in a masked text frame and reads the
+/// echoed frame's text, which comes back unmasked.
+fn echo_raw(conn: &mut Conn, text: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    conn.reader.get_mut().write_all(&frame).unwrap();
+    let mut echo = vec![0u8; 2 + text.len()];
+    conn.reader.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo[..2], &[0x81, text.len() as u8]);
+    echo.split_off(2)
+}
+
+/// A drain lets an open WebSocket run on (it is a request in flight) and
+/// the worker ends it at the drain deadline, then exits cleanly.
+#[test]
+fn a_drain_keeps_websocket_tunnels_until_its_deadline() {
+    let (_server, addr) = ws_server();
+    let mut gw = Binary::start(
+        &format!(
+            "[runtime]\ndrain_timeout = \"2s\"\n{EDGE}[[route]]\ncluster = \"ws\"\n{}",
+            cluster("ws", &[addr])
+        ),
+        &["--workers", "1"],
+    );
+    let mut conn = open_raw_tunnel(gw.addr);
+    let signalled = std::time::Instant::now();
+    gw.signal(libc::SIGTERM);
+    assert!(
+        wait_until(Duration::from_secs(5), || std::net::TcpStream::connect(
+            gw.addr
+        )
+        .is_err()),
+        "still accepting after SIGTERM"
+    );
+    // Draining, and the tunnel still carries frames.
+    assert_eq!(echo_raw(&mut conn, b"draining"), b"draining");
+    // The deadline closes it and the process exits.
+    conn.reader
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = conn.reader.read_to_end(&mut rest);
+    let closed_after = signalled.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(1500),
+        "tunnel closed {closed_after:?} after SIGTERM, before the 2 s deadline"
+    );
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+    let mut log = String::new();
+    let _ = gw.stderr.read_to_string(&mut log);
+    assert!(log.contains("drain deadline passed"), "{log}");
 }
 
 /// WebSocket over HTTP/2 (RFC 8441): the listener offers extended CONNECT,
