@@ -198,7 +198,10 @@ async fn connect(to: Try<'_>, host: &str) -> Result<(SendRequest<Bytes>, Rc<Cell
 }
 
 /// Opens HTTP/2 on `io` and spawns the task that drives the connection
-/// until it ends (then `closed` is set).
+/// until it ends (then `closed` is set). Ready once the server's SETTINGS
+/// are in (a PING answered: the server's SETTINGS is the first frame it
+/// sends), so the first streams already see its limits and whether it
+/// offers extended CONNECT.
 async fn start<T>(
     builder: &h2::client::Builder,
     io: T,
@@ -207,14 +210,20 @@ async fn start<T>(
 where
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
 {
-    let (send, connection) = builder
+    let (send, mut connection) = builder
         .handshake::<_, Bytes>(io)
         .await
         .map_err(|_| Failure::Closed { started: false })?;
+    let ping = connection.ping_pong();
     let flag = closed.clone();
     monoio::spawn(async move {
         let _ = connection.await;
         flag.set(true);
     });
+    if let Some(mut ping) = ping {
+        ping.ping(h2::Ping::opaque())
+            .await
+            .map_err(|_| Failure::Closed { started: false })?;
+    }
     Ok(send)
 }

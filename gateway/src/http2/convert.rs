@@ -88,6 +88,18 @@ pub fn upstream_request(
     Ok((request, head_len))
 }
 
+/// Turns the upstream request for a WebSocket (the HTTP/1.1 upgrade head
+/// translated by [`upstream_request`]) into an extended CONNECT (RFC 8441
+/// §4): `:protocol = websocket`, and no `Sec-WebSocket-Key`, which only
+/// the HTTP/1.1 handshake uses (§5).
+pub fn websocket_connect(request: &mut Request<()>) {
+    *request.method_mut() = Method::CONNECT;
+    request.headers_mut().remove("sec-websocket-key");
+    request
+        .extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+}
+
 fn append(map: &mut HeaderMap, name: &[u8], value: &[u8]) -> Result<(), &'static str> {
     let name = HeaderName::from_bytes(name).map_err(|_| "header name cannot be translated")?;
     let value = HeaderValue::from_bytes(value).map_err(|_| "header value cannot be translated")?;

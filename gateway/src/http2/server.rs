@@ -440,11 +440,6 @@ impl Stream {
         let _active = Counted::new(&worker.active_requests);
         // A WebSocket's stream carries the tunnel's bytes, not a body.
         let (body, tunnel) = if request.plan.upgrade {
-            if cluster.protocol != UpstreamProtocol::Http1 {
-                return self
-                    .answer(501, &[], b"WebSocket needs an HTTP/1.1 upstream\n")
-                    .await;
-            }
             (None, Some(body))
         } else {
             (Some(body), None)
@@ -498,11 +493,20 @@ impl Stream {
                     te_trailers: request.plan.te_trailers,
                     max_body: request.plan.max_body,
                     body,
+                    websocket: tunnel.is_some(),
                     log: &mut self.log,
                 };
                 let chosen = tries::run(&mut exchange, destination, retry, &mut upstream).await;
                 self.log.upstream = upstream;
                 match chosen {
+                    Ok(chosen) if chosen.answer.tunnel.is_some() => {
+                        let idle = self.conn.listener.idle_timeout;
+                        let rules = &route.policy.response_headers;
+                        if let Some(from_client) = tunnel {
+                            // Boxed, as the HTTP/1.1 tunnel is.
+                            Box::pin(self.tunnel_h2(chosen.answer, from_client, rules, idle)).await;
+                        }
+                    }
                     Ok(chosen) => {
                         let timeout = chosen.timeout;
                         self.relay_from_http2(
@@ -655,6 +659,45 @@ impl Stream {
         }
     }
 
+    /// Joins a WebSocket's HTTP/2 stream to its HTTP/2 upstream stream
+    /// (both extended CONNECT) until either side ends or nothing moves for
+    /// `idle`.
+    async fn tunnel_h2(
+        &mut self,
+        answer: Http2Answer,
+        from_client: RecvStream,
+        rules: &ringway_config::HeaderRules,
+        idle: Duration,
+    ) {
+        let Http2Answer {
+            response,
+            lease,
+            tunnel,
+            ..
+        } = answer;
+        let Some(to_upstream) = tunnel else {
+            return;
+        };
+        self.log.status = 200;
+        let (parts, from_upstream) = response.into_parts();
+        let head = convert::response_from_h2(&parts, rules);
+        let Ok(to_client) = self.respond.send_response(head, false) else {
+            return;
+        };
+        self.sent = true;
+        let last = Rc::new(Cell::new(MonoInstant::now()));
+        let up = pass_h2(from_client, to_upstream, &last);
+        let down = pass_h2(from_upstream, to_client, &last);
+        let both = async {
+            monoio::join!(up, down);
+        };
+        monoio::select! {
+            _ = both => {}
+            _ = crate::proxy::idle_for(&last, idle) => {}
+        }
+        drop(lease);
+    }
+
     /// Relays an HTTP/2 upstream's response to this stream: head, data
     /// under both sides' flow control, trailers; a reset either way is
     /// passed to the other side.
@@ -668,6 +711,7 @@ impl Stream {
             response,
             lease,
             pump,
+            ..
         } = answer;
         let (parts, mut up_body) = response.into_parts();
         self.log.status = parts.status.as_u16();
@@ -778,6 +822,21 @@ pub(crate) async fn relay_h2_body(
             false
         }
     }
+}
+
+/// Moves a tunnel's bytes from one HTTP/2 stream to another until `from`
+/// ends (then ends `to`) or either side resets; `last` is when bytes last
+/// moved.
+async fn pass_h2(mut from: RecvStream, mut to: SendStream<Bytes>, last: &Cell<MonoInstant>) {
+    while let Some(Ok(data)) = from.data().await {
+        last.set(MonoInstant::now());
+        let len = data.len();
+        if send_data(&mut to, data, false).await.is_err() {
+            return;
+        }
+        let _ = from.flow_control().release_capacity(len);
+    }
+    let _ = to.send_data(Bytes::new(), true);
 }
 
 /// Sends `data` as DATA frames as the peer's window allows.
@@ -1008,6 +1067,9 @@ pub(crate) struct Http2Answer {
     pub lease: super::client::Lease,
     /// Resolves to the body bytes sent up.
     pub pump: Option<monoio::task::JoinHandle<u64>>,
+    /// A WebSocket's upstream stream, open for the tunnel's bytes (the
+    /// upstream accepted the extended CONNECT with 200).
+    pub tunnel: Option<SendStream<Bytes>>,
 }
 
 /// Tries on HTTP/2 endpoints for an HTTP/2 client.
@@ -1017,6 +1079,9 @@ struct ToHttp2<'a> {
     te_trailers: bool,
     max_body: Option<u64>,
     body: Option<RecvStream>,
+    /// A WebSocket: sent as an extended CONNECT (RFC 8441) whose stream
+    /// stays open for the tunnel.
+    websocket: bool,
     log: &'a mut RequestLog,
 }
 
@@ -1048,8 +1113,11 @@ impl ToHttp2<'_> {
         } else {
             "http"
         };
-        let (request, _) = convert::upstream_request(self.up_out, scheme, self.te_trailers)
+        let (mut request, _) = convert::upstream_request(self.up_out, scheme, self.te_trailers)
             .map_err(Failure::Invalid)?;
+        if self.websocket {
+            convert::websocket_connect(&mut request);
+        }
         let (send, lease) = self.worker.h2.stream(to).await?;
         // A connection that went away takes no more streams.
         let failed = |e: h2::Error| {
@@ -1060,17 +1128,21 @@ impl ToHttp2<'_> {
             failure
         };
         let mut send = send.ready().await.map_err(failed)?;
-        let end_now = self.body.as_ref().is_none_or(RecvStream::is_end_stream);
+        if self.websocket && !send.is_extended_connect_protocol_enabled() {
+            return Err(Failure::Invalid(
+                "the upstream does not offer WebSocket over HTTP/2",
+            ));
+        }
+        let end_now = !self.websocket && self.body.as_ref().is_none_or(RecvStream::is_end_stream);
         let sent_at = Instant::now();
         let (response, up_send) = send.send_request(request, end_now).map_err(failed)?;
-        let pump = match self.body.take() {
-            Some(body) if !end_now => Some(monoio::spawn(pump_body(
-                body,
-                up_send,
-                to.timeout,
-                self.max_body,
-            ))),
-            _ => None,
+        let (pump, tunnel) = match self.body.take() {
+            _ if self.websocket => (None, Some(up_send)),
+            Some(body) if !end_now => {
+                let pump = pump_body(body, up_send, to.timeout, self.max_body);
+                (Some(monoio::spawn(pump)), None)
+            }
+            _ => (None, None),
         };
         let response = match timeout(to.timeout, response).await {
             Err(_) => return Err(Failure::Timeout),
@@ -1084,6 +1156,8 @@ impl ToHttp2<'_> {
                 response,
                 lease,
                 pump,
+                // Any other answer is relayed as a response.
+                tunnel: tunnel.filter(|_| status == 200),
             },
             status,
         ))

@@ -194,3 +194,47 @@ fn websocket_over_h2_extended_connect_reaches_an_http1_server() {
     // An unmasked text frame from the server, as RFC 6455 says.
     assert_eq!(out["echo_header"][0], 0x81, "{out}");
 }
+
+/// An HTTP/2 gateway in front of `server` as an `h2` cluster.
+fn h2_upstream_gateway(server: SocketAddr) -> InProcess {
+    InProcess::start(&format!(
+        "{EDGE}[[route]]\ncluster = \"ws\"\n{}protocol = \"h2\"\n",
+        cluster("ws", &[server])
+    ))
+}
+
+/// An HTTP/2 upstream that does not offer extended CONNECT (a plain
+/// hyper-h2 origin) gets no WebSocket: the client is answered 502.
+#[test]
+fn websocket_over_h2_to_an_h2_server_without_extended_connect_is_502() {
+    let origin = Peer::start("python3", &[&script("h2_origin.py")]);
+    let gw = h2_upstream_gateway(SocketAddr::from(([127, 0, 0, 1], origin.port())));
+    let out = python_json(
+        "ws_peer.py",
+        &["h2", &gw.addr().to_string(), "/chat"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out["status"], "502", "{out}");
+}
+
+/// WebSocket over HTTP/2 on both sides: the client's extended CONNECT goes
+/// to an HTTP/2 upstream as an extended CONNECT (without the
+/// `Sec-WebSocket-Key` the HTTP/1.1 handshake needs), and frames flow
+/// through both streams.
+#[test]
+fn websocket_over_h2_reaches_an_h2_server_by_extended_connect() {
+    let server = Peer::start("python3", &[&script("ws_peer.py"), "serve-h2"]);
+    let gw = h2_upstream_gateway(SocketAddr::from(([127, 0, 0, 1], server.port())));
+    let out = python_json(
+        "ws_peer.py",
+        &["h2", &gw.addr().to_string(), "/chat"],
+        Duration::from_secs(30),
+    );
+    assert_eq!(out["status"], "200", "{out}");
+    assert_eq!(out["echo"], "hello over h2", "{out}");
+    assert_eq!(out["echo_header"][0], 0x81, "{out}");
+    let seen = server
+        .wait_line(Duration::from_secs(5), |l| l.starts_with("connect "))
+        .expect("the upstream saw the CONNECT");
+    assert_eq!(seen, "connect /chat websocket -");
+}

@@ -16,6 +16,12 @@
                                  WebSocket over HTTP/2 (RFC 8441) with
                                  hyper-h2: extended CONNECT, one masked
                                  text frame, its echo; one JSON object
+    ws_peer.py serve-h2          prints `listening PORT`; an HTTP/2 server
+                                 (hyper-h2, h2c) that offers extended
+                                 CONNECT, answers a WebSocket CONNECT with
+                                 200 and echoes each client frame unmasked;
+                                 prints `connect PATH PROTOCOL KEY` for each
+                                 (KEY: the sec-websocket-key seen, or -)
 
 Keep-alive pings are off on both sides so that an idle tunnel is really
 idle.
@@ -208,6 +214,74 @@ def h2_connect(addr, path):
     sock.close()
 
 
+def serve_h2():
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    print(f"listening {listener.getsockname()[1]}", flush=True)
+
+    def serve_conn(sock):
+        conn = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding="utf-8")
+        )
+        conn.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1},
+        )
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        pending = {}
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    headers = dict(event.headers)
+                    if headers.get(":method") == "CONNECT" and headers.get(":protocol") == "websocket":
+                        print(
+                            "connect",
+                            headers.get(":path"),
+                            headers.get(":protocol"),
+                            headers.get("sec-websocket-key", "-"),
+                            flush=True,
+                        )
+                        conn.send_headers(event.stream_id, [(":status", "200")])
+                        pending[event.stream_id] = b""
+                    else:
+                        conn.send_headers(
+                            event.stream_id, [(":status", "404")], end_stream=True
+                        )
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(
+                        event.flow_controlled_length, event.stream_id
+                    )
+                    buf = pending.get(event.stream_id, b"") + event.data
+                    # Short masked frames only (what the tests send).
+                    while len(buf) >= 6 and len(buf) >= 6 + (buf[1] & 0x7F):
+                        n = buf[1] & 0x7F
+                        mask, payload = buf[2:6], buf[6 : 6 + n]
+                        text = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                        conn.send_data(event.stream_id, bytes([buf[0], n]) + text)
+                        buf = buf[6 + n :]
+                    pending[event.stream_id] = buf
+                elif isinstance(event, h2.events.StreamEnded):
+                    if event.stream_id in pending:
+                        conn.end_stream(event.stream_id)
+            sock.sendall(conn.data_to_send())
+
+    while True:
+        sock, _ = listener.accept()
+        threading.Thread(target=serve_conn, args=(sock,), daemon=True).start()
+
+
 def main():
     cmd = sys.argv[1]
     if cmd == "serve":
@@ -218,8 +292,10 @@ def main():
         idle(sys.argv[2], float(sys.argv[3]), float(sys.argv[4]))
     elif cmd == "h2":
         h2_connect(sys.argv[2], sys.argv[3])
+    elif cmd == "serve-h2":
+        serve_h2()
     else:
-        raise SystemExit("usage: ws_peer.py serve | echo URL | idle URL ACTIVE WAIT")
+        raise SystemExit("usage: ws_peer.py serve | serve-h2 | echo URL | idle URL ACTIVE WAIT | h2 HOST:PORT PATH")
 
 
 if __name__ == "__main__":
