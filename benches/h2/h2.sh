@@ -36,11 +36,7 @@ for bin in "$RINGLOAD" "$RINGWAY" ${RINGWAY_B:+"$RINGWAY_B"}; do
     [ -x "$bin" ] || { echo "missing $bin: build it first (see the head of $0)" >&2; exit 1; }
 done
 
-make_cert
-cp "$HERE/ringway.toml" "$WORK/ringway.toml"
-mkdir -p "$WORK/nginx/tmp"
-sed "s#@WORK@#$WORK#g" "$HERE/nginx.conf" >"$WORK/nginx/nginx.conf"
-sed "s#@WORK@#$WORK#g" "$HERE/haproxy.cfg" >"$WORK/haproxy.cfg"
+prepare_configs
 
 for r in ringway ringway-b; do
     bin=$RINGWAY
@@ -53,14 +49,8 @@ for r in ringway ringway-b; do
     fi
 done
 
-start 1 origin "$RINGLOAD" serve --listen 127.0.0.1:19320 --workers 1 --body-size 1024 --name origin
-wait_port 19320
-
-declare -A PORT=([ringway]=19321 [nginx]=19322 [haproxy]=19323 [ringway-b]=19324)
-declare -A PID=()
-for g in $GATEWAYS; do
-    start_gateway "$g"
-done
+declare -A PORT=() PID=()
+start_all 19320
 
 echo "(load average before: $(busy_other))"
 echo

@@ -155,3 +155,32 @@ start_gateway() {
     local pid_var=PID_${g//-/_}
     PID[$g]=${!pid_var}
 }
+
+# prepare_configs: the certificate, and the script's gateway configurations
+# (ringway.toml, nginx.conf, haproxy.cfg from $HERE, @WORK@ filled in) in
+# $WORK.
+prepare_configs() {
+    make_cert
+    cp "$HERE/ringway.toml" "$WORK/ringway.toml"
+    mkdir -p "$WORK/nginx/tmp"
+    sed "s#@WORK@#$WORK#g" "$HERE/nginx.conf" >"$WORK/nginx/nginx.conf"
+    sed "s#@WORK@#$WORK#g" "$HERE/haproxy.cfg" >"$WORK/haproxy.cfg"
+}
+
+# start_all BASE: the 1 KiB origin on port BASE (core 1), then every
+# gateway of $GATEWAYS (core 0) on the ports after it, as the configs say:
+# ringway BASE+1, nginx +2, HAProxy +3, ringway-b +4. Fills PORT and PID,
+# which the script declares (`declare -A PORT=() PID=()`).
+start_all() {
+    local base=$1
+    start 1 origin "$RINGLOAD" serve --listen "127.0.0.1:$base" --workers 1 --body-size 1024 --name origin
+    wait_port "$base"
+    PORT[ringway]=$((base + 1))
+    PORT[nginx]=$((base + 2))
+    PORT[haproxy]=$((base + 3))
+    PORT[ringway-b]=$((base + 4))
+    local g
+    for g in $GATEWAYS; do
+        start_gateway "$g"
+    done
+}

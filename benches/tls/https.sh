@@ -45,20 +45,9 @@ for bin in "$RINGLOAD" "$RINGWAY" "$HANDSHAKES" ${RINGWAY_B:+"$RINGWAY_B"}; do
     [ -x "$bin" ] || { echo "missing $bin: build it first (see the head of $0)" >&2; exit 1; }
 done
 
-make_cert
-cp "$HERE/ringway.toml" "$WORK/ringway.toml"
-mkdir -p "$WORK/nginx/tmp"
-sed "s#@WORK@#$WORK#g" "$HERE/nginx.conf" >"$WORK/nginx/nginx.conf"
-sed "s#@WORK@#$WORK#g" "$HERE/haproxy.cfg" >"$WORK/haproxy.cfg"
-
-start 1 origin "$RINGLOAD" serve --listen 127.0.0.1:19310 --workers 1 --body-size 1024 --name origin
-wait_port 19310
-
-declare -A PORT=([ringway]=19311 [nginx]=19312 [haproxy]=19313 [ringway-b]=19314)
-declare -A PID=()
-for g in $GATEWAYS; do
-    start_gateway "$g"
-done
+prepare_configs
+declare -A PORT=() PID=()
+start_all 19310
 
 # Every gateway must answer through to the origin over TLS; the OpenSSL
 # client's view of what is negotiated is printed.
