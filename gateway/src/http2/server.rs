@@ -897,15 +897,20 @@ impl Exchange for ToHttp1<'_> {
             let sent = match body {
                 None => {
                     let deadline = MonoInstant::now() + to.timeout;
-                    send_and_read_head(&mut up, self.up_out, deadline).await
+                    send_and_read_head(&mut up, self.up_out, deadline)
+                        .await
+                        .map(|()| deadline)
                 }
                 Some(mut body) => match write_all(&mut up.stream, self.up_out).await {
-                    Ok(()) => self.send_body(&mut up, &mut body).await,
+                    Ok(()) => self
+                        .send_body(&mut up, &mut body)
+                        .await
+                        .map(|()| MonoInstant::now() + to.timeout),
                     Err(_) => Err(Failure::Closed { started: false }),
                 },
             };
             let head = match sent {
-                Ok(()) => read_h1_head(&mut up, self.plan, to).await,
+                Ok(deadline) => read_h1_head(&mut up, self.plan, to.rules, deadline).await,
                 Err(f) => Err(f),
             };
             match head {
@@ -992,12 +997,16 @@ impl ToHttp1<'_> {
     }
 }
 
-/// Reads an HTTP/1.1 response head from `up` for an HTTP/2 client,
-/// dropping informational responses.
-async fn read_h1_head(up: &mut UpstreamConn, plan: Plan, to: Try<'_>) -> Result<H1Head, Failure> {
-    let deadline = MonoInstant::now() + to.timeout;
+/// Reads an HTTP/1.1 response head from `up` for an HTTP/2 client, by
+/// `deadline`, dropping informational responses.
+async fn read_h1_head(
+    up: &mut UpstreamConn,
+    plan: Plan,
+    rules: &ringway_config::HeaderRules,
+    deadline: MonoInstant,
+) -> Result<H1Head, Failure> {
     loop {
-        if let Some(head) = parse_h1_head(up, plan, to.rules)? {
+        if let Some(head) = parse_h1_head(up, plan, rules)? {
             return Ok(head);
         }
         read_more_head(up, deadline).await?;

@@ -11,7 +11,8 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
+use monoio::buf::IoBuf;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Split};
 use monoio::net::TcpStream;
 use monoio::time::{Instant, timeout, timeout_at};
 use ringway_balancer::hash_key;
@@ -1150,13 +1151,14 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
     ) -> Result<(Reply, bool), Failure> {
         let sent_at = std::time::Instant::now();
         let mut request_sent = true;
+        let deadline;
         if body.is_done() {
-            let deadline = Instant::now() + timeout;
+            deadline = Instant::now() + timeout;
             send_and_read_head(up, &mut self.up_out, deadline).await?;
-        } else if write_all(&mut up.stream, &mut self.up_out).await.is_err() {
-            return Err(Failure::Closed { started: false });
-        }
-        if !body.is_done() {
+        } else {
+            if write_all(&mut up.stream, &mut self.up_out).await.is_err() {
+                return Err(Failure::Closed { started: false });
+            }
             if plan.expect_continue {
                 self.out.clear();
                 self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
@@ -1165,9 +1167,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             // An upstream that stops reading may have answered early (413,
             // say): its response is read and passed on below.
             request_sent = self.stream_request_body(up, body, plan.max_body).await?;
+            deadline = Instant::now() + timeout;
         }
-
-        let deadline = Instant::now() + timeout;
         loop {
             let mut headers = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
             let informational = match response::parse(up.rbuf.data(), &mut headers, plan.is_head) {
@@ -1698,15 +1699,8 @@ pub(crate) async fn send_and_read_head(
         UpstreamStream::Tls(_) => 0,
     };
     if sent < out.len() {
-        let mut rest = if sent == 0 {
-            std::mem::take(out)
-        } else {
-            out[sent..].to_vec()
-        };
-        let written = write_all(&mut up.stream, &mut rest).await;
-        if sent == 0 {
-            *out = rest;
-        }
+        let (written, rest) = up.stream.write_all(std::mem::take(out).slice(sent..)).await;
+        *out = rest.into_inner();
         written.map_err(|_| unsent)?;
     }
     read_more_head(up, deadline).await
