@@ -9,9 +9,12 @@ use std::time::Duration;
 
 use crate::support::*;
 
+/// The complete lines of the log (a worker may be writing the last one
+/// while the test reads), each parsed as JSON.
 fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    complete
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
