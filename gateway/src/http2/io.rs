@@ -10,7 +10,7 @@
 //! tokio-rustls cannot adopt a finished handshake.
 
 use std::future::Future;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::ops::DerefMut;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -360,13 +360,8 @@ where
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         loop {
-            match this.conn.reader().read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
+            if let Some(result) = take_plaintext(&mut this.conn, buf) {
+                return Poll::Ready(result);
             }
             // rustls may hold whole records it has not decrypted yet (it
             // stops when its plaintext buffer fills): those first, or the
@@ -390,6 +385,37 @@ where
             }
         }
     }
+}
+
+/// Copies the plaintext rustls holds into `buf`; `None` when it holds
+/// none yet. It copies from rustls's own buffers: reading into `buf`
+/// through `Read` would first zero all of its unfilled part on every call
+/// (h2 reads into a buffer of several KiB), which cost more than the copy.
+fn take_plaintext<D>(
+    conn: &mut ConnectionCommon<D>,
+    buf: &mut ReadBuf<'_>,
+) -> Option<io::Result<()>> {
+    let mut reader = conn.reader();
+    let mut filled = false;
+    while buf.remaining() > 0 {
+        match reader.fill_buf() {
+            Ok(chunk) => {
+                // Empty: a clean close_notify, the end of the stream
+                // (after what this call has copied, if anything).
+                if chunk.is_empty() {
+                    return Some(Ok(()));
+                }
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk[..n]);
+                reader.consume(n);
+                filled = true;
+            }
+            Err(_) if filled => break,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    Some(Ok(()))
 }
 
 impl<C, D> AsyncWrite for TlsIo<C>

@@ -170,7 +170,7 @@ pub async fn serve<T>(
             Event::Stream(next) => match *next {
                 Some(Ok((request, respond))) => {
                     let open = Open::new(&shared);
-                    monoio::spawn(handle(open, request, respond));
+                    monoio::spawn(Box::pin(handle(open, request, respond)));
                 }
                 // A connection error (h2 has sent GOAWAY), or no more
                 // streams to come (after a GOAWAY either way).
