@@ -71,7 +71,7 @@ pub fn spawn_writer(config: &AccessLog) -> std::io::Result<LogSink> {
                     }
                     Message::Reopen => match open(path.as_ref()) {
                         Ok(reopened) => out = reopened,
-                        Err(e) => eprintln!("ringway: cannot reopen the access log: {e}"),
+                        Err(e) => crate::say!("ringway: cannot reopen the access log: {e}"),
                     },
                 }
             }

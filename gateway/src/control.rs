@@ -101,7 +101,7 @@ impl Supervisor {
             && let Err(e) = watch::spawn(path, sender.clone())
         {
             // Reloads still work through SIGHUP and POST /reload.
-            eprintln!("ringway: cannot watch {}: {e}", path.display());
+            crate::say!("ringway: cannot watch {}: {e}", path.display());
         }
         Ok(Supervisor {
             gateway,
@@ -145,7 +145,7 @@ impl Supervisor {
                 }
                 Event::Drain => {
                     self.stats.draining.store(true, Ordering::Relaxed);
-                    eprintln!("ringway: draining on request; not accepting any more");
+                    crate::say!("ringway: draining on request; not accepting any more");
                     self.gateway.shutdown();
                 }
                 Event::ReopenLogs => self.gateway.reopen_logs(),
@@ -182,12 +182,12 @@ impl Supervisor {
                 if let Ok(mut last) = self.stats.last_error.lock() {
                     *last = None;
                 }
-                eprintln!("ringway: generation {generation} loaded ({cause:?})");
+                crate::say!("ringway: generation {generation} loaded ({cause:?})");
                 Ok(generation)
             }
             Err(message) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                eprintln!(
+                crate::say!(
                     "ringway: reload refused, still serving generation {}: {message}",
                     running.generation
                 );

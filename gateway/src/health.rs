@@ -90,7 +90,7 @@ fn spawn(cluster: &str, addr: SocketAddr, config: HealthCheck) -> Check {
     let thread = match handle {
         Ok(handle) => handle.thread().clone(),
         Err(e) => {
-            eprintln!("ringway: cannot start health checks of {addr}: {e}");
+            crate::say!("ringway: cannot start health checks of {addr}: {e}");
             std::thread::current()
         }
     };
@@ -121,7 +121,7 @@ fn run(
                 failures = 0;
                 if !healthy.load(Ordering::Relaxed) && passes >= check.healthy_threshold {
                     healthy.store(true, Ordering::Relaxed);
-                    eprintln!("ringway: cluster {cluster}: endpoint {addr} is healthy again");
+                    crate::say!("ringway: cluster {cluster}: endpoint {addr} is healthy again");
                 }
             }
             Err(why) => {
@@ -129,7 +129,7 @@ fn run(
                 passes = 0;
                 if healthy.load(Ordering::Relaxed) && failures >= check.unhealthy_threshold {
                     healthy.store(false, Ordering::Relaxed);
-                    eprintln!("ringway: cluster {cluster}: endpoint {addr} is unhealthy: {why}");
+                    crate::say!("ringway: cluster {cluster}: endpoint {addr} is unhealthy: {why}");
                 }
             }
         }

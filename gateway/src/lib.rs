@@ -11,6 +11,19 @@
 //! This crate depends on `ringway-config`, `ringway-router` and
 //! `ringway-balancer`, never the other way round.
 
+/// Writes one line to standard error, as `eprintln!` does, but never
+/// panics: `eprintln!` panics when stderr is a pipe whose reader has gone
+/// (a log shipper that died), and that took down the thread that wanted
+/// to report something — the signal thread then no longer drained on
+/// SIGTERM, a worker stopped serving while its listener kept accepting.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod access_log;
 pub mod admin;
 pub mod buffer;
@@ -109,7 +122,7 @@ impl Telemetry {
             Some(config) => match access_log::spawn_writer(config) {
                 Ok(sink) => self.log = Some((config.clone(), sink)),
                 Err(e) => {
-                    eprintln!("ringway: cannot open the access log: {e}");
+                    say!("ringway: cannot open the access log: {e}");
                     self.log = None;
                 }
             },
@@ -128,7 +141,7 @@ impl Telemetry {
                         self.spans = Some((endpoint.clone(), tracing.service_name.clone(), sink))
                     }
                     Err(e) => {
-                        eprintln!("ringway: cannot start the OTLP exporter: {e}");
+                        say!("ringway: cannot start the OTLP exporter: {e}");
                         self.spans = None;
                     }
                 }
@@ -187,7 +200,7 @@ impl Gateway {
                 .name(format!("ringway-w{id}"))
                 .spawn(move || {
                     if let Some(Err(e)) = cpu.map(runtime::pin_to) {
-                        eprintln!("ringway: worker {id}: {e}; running unpinned");
+                        say!("ringway: worker {id}: {e}; running unpinned");
                     }
                     let on_ready = |r| {
                         let _ = ready.send((id, r));
@@ -255,7 +268,7 @@ impl Gateway {
             listeners.push((l.name.clone(), bound));
         }
         if next.runtime != previous.runtime || next.admin != previous.admin {
-            eprintln!("ringway: [runtime] and [admin] changes take effect at the next restart");
+            say!("ringway: [runtime] and [admin] changes take effect at the next restart");
         }
 
         let stored = self.published.prepare(next);
@@ -279,7 +292,7 @@ impl Gateway {
         for _ in 0..expected {
             let left = deadline.saturating_duration_since(Instant::now());
             if acks.recv_timeout(left).is_err() {
-                eprintln!(
+                say!(
                     "ringway: a worker did not confirm generation {} in time",
                     stored.generation
                 );

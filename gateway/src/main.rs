@@ -51,7 +51,7 @@ fn main() -> ExitCode {
         None => match run(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("ringway: {e:#}");
+                ringway::say!("ringway: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -66,7 +66,7 @@ fn check(file: &std::path::Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("{e}");
+            ringway::say!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -76,7 +76,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let snapshot = match &cli.config {
         Some(path) => load_file(path)?,
         None => {
-            eprintln!(
+            ringway::say!(
                 "ringway: no --config given; running the built-in default (see examples/ringway.toml)"
             );
             compile_str("<built-in>", DEFAULT_CONFIG)?
@@ -94,16 +94,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     };
     let supervisor = Supervisor::start(cli.config.clone(), snapshot, &options)?;
     let gateway = supervisor.gateway();
-    eprintln!(
+    ringway::say!(
         "ringway: {} worker(s) on {}",
         gateway.worker_count(),
         gateway.driver()
     );
     for (name, addr) in gateway.listeners() {
-        eprintln!("ringway: listener {name} on {addr}");
+        ringway::say!("ringway: listener {name} on {addr}");
     }
     if let Some(addr) = supervisor.admin_addr() {
-        eprintln!("ringway: admin on {addr}");
+        ringway::say!("ringway: admin on {addr}");
     }
     let events = supervisor.sender();
     std::thread::Builder::new()
@@ -118,7 +118,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 } else if signal == SIGUSR1 {
                     Event::ReopenLogs
                 } else {
-                    eprintln!("ringway: signal {signal}: draining");
+                    ringway::say!("ringway: signal {signal}: draining");
                     Event::Shutdown
                 };
                 if events.send(event).is_err() {
@@ -128,6 +128,6 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         })
         .context("cannot start the signal thread")?;
     supervisor.run();
-    eprintln!("ringway: stopped");
+    ringway::say!("ringway: stopped");
     Ok(())
 }

@@ -258,7 +258,7 @@ pub fn log_upstream_failure(cluster: &str, addr: std::net::SocketAddr, error: &i
         due
     });
     if due {
-        eprintln!(
+        crate::say!(
             "ringway: cluster {cluster}: TLS handshake with {addr} failed: {error} \
              (further failures for 10s not logged)"
         );

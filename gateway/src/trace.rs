@@ -181,7 +181,7 @@ fn export_loop(endpoint: &OtlpEndpoint, service: &str, batches: &Receiver<Vec<Sp
         }
         let body = encode_request(service, &pending);
         if let Err(e) = post(endpoint, &body) {
-            eprintln!(
+            crate::say!(
                 "ringway: OTLP export of {} span(s) failed: {e}",
                 pending.len()
             );

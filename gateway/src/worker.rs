@@ -170,7 +170,7 @@ impl Generation {
                 }
                 // The material was checked at compile time: this is rare,
                 // and the listener then refuses connections.
-                Err(e) => eprintln!("ringway: worker {}: listener {}: {e}", worker.id, l.name),
+                Err(e) => crate::say!("ringway: worker {}: listener {}: {e}", worker.id, l.name),
             }
         }
         caches.retain(|name, _| tls.contains_key(name));
@@ -181,7 +181,7 @@ impl Generation {
                 let t = c.tls.as_ref()?;
                 let config = crate::tls::client_config(t)
                     .inspect_err(|e| {
-                        eprintln!("ringway: worker {}: cluster {}: {e}", worker.id, c.name);
+                        crate::say!("ringway: worker {}: cluster {}: {e}", worker.id, c.name);
                     })
                     .ok()?;
                 Some(UpstreamTls {
@@ -485,7 +485,7 @@ impl Worker {
                     );
                     monoio::spawn(accept_loop(self.clone(), name, listener, stop));
                 }
-                Err(e) => eprintln!("ringway: worker {}: listener {name}: {e}", self.id),
+                Err(e) => crate::say!("ringway: worker {}: listener {name}: {e}", self.id),
             }
         }
     }
@@ -526,7 +526,7 @@ pub async fn run(
         .await
         .is_err()
     {
-        eprintln!(
+        crate::say!(
             "ringway: worker {}: drain deadline passed with {} request(s) in flight",
             worker.id,
             worker.drain.in_flight()
@@ -552,7 +552,7 @@ async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, st
                 }
                 Err(e) => {
                     // Out of descriptors or memory: back off instead of spinning.
-                    eprintln!("ringway: worker {}: accept on {name}: {e}", worker.id);
+                    crate::say!("ringway: worker {}: accept on {name}: {e}", worker.id);
                     monoio::time::sleep(Duration::from_millis(10)).await;
                 }
             },

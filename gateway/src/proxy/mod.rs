@@ -176,7 +176,7 @@ pub async fn serve_tls(
         .is_none_or(|last| now.duration_since(last) >= TLS_FAILURE_LOG_INTERVAL);
     if due {
         worker.tls_failure_logged.set(Some(now));
-        eprintln!(
+        crate::say!(
             "ringway: worker {}: listener {}: TLS handshake from {peer} failed: {failure} \
              (further failures for {}s only counted in ringway_tls_handshake_failures_total)",
             worker.id,

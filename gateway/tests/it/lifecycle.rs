@@ -113,6 +113,39 @@ fn strace_shows_io_uring_and_no_epoll() {
     }
 }
 
+/// A closed stderr (its reader, a log shipper say, has gone) costs the
+/// log lines only: the gateway still serves, drains on SIGTERM and exits
+/// 0. `eprintln!` panicked on the broken pipe, which killed the signal
+/// thread, and the gateway then ignored SIGTERM.
+#[test]
+fn a_closed_stderr_does_not_stop_the_drain() {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    let config = dir.path.join("ringway.toml");
+    std::fs::write(&config, proxy_config(&up, "")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--workers", "1"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr = read_listener_addr(&mut stderr);
+    drop(stderr);
+    assert_eq!(get(addr, "a", "/after-close").status, 200);
+    // SAFETY: kill(2) on the process this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let exited = wait_until(Duration::from_secs(10), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    assert!(exited, "still running 10 s after SIGTERM");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
 fn read_listener_addr(stderr: &mut impl std::io::BufRead) -> std::net::SocketAddr {
     let mut seen = String::new();
     loop {
