@@ -12,6 +12,7 @@
 use std::future::Future;
 use std::io::{self, BufRead, Read, Write};
 use std::ops::DerefMut;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
@@ -20,6 +21,8 @@ use monoio::net::TcpStream;
 use monoio_compat::StreamWrapper;
 use rustls::ConnectionCommon;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::buffer::send_now;
 
 /// A stream that first replays bytes already read from it (the part of
 /// the h2c preface that was read while looking for an HTTP/1.1 request).
@@ -112,37 +115,72 @@ struct Writer {
     pending: Vec<u8>,
     /// The write half, while no write is in flight.
     half: Option<OwnedWriteHalf<TcpStream>>,
+    /// The socket under `half`, for plain sends (see [`Writer::poll_write_out`]).
+    fd: RawFd,
     /// The write in flight; it gives back the half and the buffer.
     writing: Option<Pin<Box<dyn Future<Output = WriteDone>>>>,
-    /// A flush let the worker's other ready tasks run first (see
-    /// [`Writer::poll_corked`]).
-    yielded: bool,
+    /// Flushes are gathered until the worker's other ready tasks have run
+    /// (a server connection; see [`Writer::poll_gather`]).
+    gather: bool,
+    /// While bytes are gathered: the connection task's poll and the
+    /// worker's stream activity when the flush was last put off, and how
+    /// many times it was.
+    held: Option<(u64, u64, u32)>,
 }
 
 type WriteDone = (io::Result<()>, OwnedWriteHalf<TcpStream>, Vec<u8>);
 
 impl Writer {
-    fn new(half: OwnedWriteHalf<TcpStream>) -> Writer {
+    fn new(half: OwnedWriteHalf<TcpStream>, fd: RawFd) -> Writer {
         Writer {
             pending: Vec::with_capacity(PLAIN_BATCH + 4096),
             half: Some(half),
+            fd,
             writing: None,
-            yielded: false,
+            gather: false,
+            held: None,
         }
     }
 
-    /// Lets the other ready tasks of the worker run once before a flush
-    /// writes: the streams answered in the same turn of the event loop then
-    /// leave in one write (and, over TLS, in full records) rather than a
-    /// write each. Ready when the flush may go ahead.
-    fn poll_corked(&mut self, cx: &mut Context<'_>, has_data: bool) -> Poll<()> {
-        if !has_data || self.writing.is_some() || self.yielded {
-            self.yielded = false;
-            return Poll::Ready(());
+    /// Whether a flush writes now (`Ready(true)`) or reports done with the
+    /// bytes still gathered (`Ready(false)`; the task is woken to flush
+    /// again after the worker's other ready tasks).
+    ///
+    /// h2 flushes after every DATA frame whose payload it chains (1 KiB
+    /// and up) and once more when it has written all it had. Written at
+    /// once, each of a turn's responses would leave on its own; gathered,
+    /// the streams answered in the same turn of the event loop leave in
+    /// one write (and, over TLS, in full records). The bytes wait while
+    /// the connection task is in the same poll, and after that while the
+    /// worker's stream tasks are still running (at most
+    /// [`MAX_GATHER_YIELDS`] times).
+    ///
+    /// Without `gather` (connections to upstreams, whose task is not
+    /// counted), the flush lets the other ready tasks run once and writes.
+    fn poll_gather(&mut self, cx: &mut Context<'_>, has_data: bool) -> Poll<bool> {
+        if !has_data || self.writing.is_some() {
+            self.held = None;
+            return Poll::Ready(true);
         }
-        self.yielded = true;
+        let (poll, busy) = (connection_polls(), stream_polls());
+        let yields = match self.held {
+            Some((seen, _, _)) if self.gather && seen == poll => return Poll::Ready(false),
+            Some((_, before, yields))
+                if !self.gather || before == busy || yields >= MAX_GATHER_YIELDS =>
+            {
+                self.held = None;
+                return Poll::Ready(true);
+            }
+            Some((_, _, yields)) => yields + 1,
+            None => 0,
+        };
+        self.held = Some((poll, busy, yields));
         cx.waker().wake_by_ref();
-        Poll::Pending
+        if self.gather {
+            Poll::Ready(false)
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Ready once the write in flight is done; the error it met, if any.
@@ -162,9 +200,24 @@ impl Writer {
     }
 
     /// Writes everything pending; ready when it is all on the socket.
+    ///
+    /// A plain non-blocking send first, and an io_uring write only for
+    /// what the socket did not take. An io_uring write leaves at the
+    /// worker's next submission and is seen complete only a turn later;
+    /// until then the next flush of the connection waits, and responses
+    /// made ready meanwhile miss that turn's submission: a turn more per
+    /// response than the worker needs, and fewer, smaller writes per turn.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.poll_idle(cx))?;
+            if self.pending.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if self.half.is_none() {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            let sent = send_now(self.fd, &self.pending)?;
+            self.pending.drain(..sent);
             if self.pending.is_empty() {
                 return Poll::Ready(Ok(()));
             }
@@ -208,11 +261,21 @@ impl std::fmt::Debug for PlainIo {
 impl PlainIo {
     /// Wraps a TCP stream.
     pub fn new(io: TcpStream) -> PlainIo {
+        let fd = io.as_raw_fd();
         let (read, write) = io.into_split();
         PlainIo {
             read: StreamWrapper::new_with_buffer_size(read, 32 * 1024, 0),
-            out: Writer::new(write),
+            out: Writer::new(write, fd),
         }
+    }
+}
+
+impl PlainIo {
+    /// Gathers flushes (a server connection, whose task counts its polls:
+    /// see [`Writer::poll_gather`]).
+    pub fn gathering(mut self) -> PlainIo {
+        self.out.gather = true;
+        self
     }
 }
 
@@ -245,7 +308,9 @@ impl AsyncWrite for PlainIo {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let out = &mut self.get_mut().out;
         let has_data = !out.pending.is_empty();
-        ready!(out.poll_corked(cx, has_data));
+        if !ready!(out.poll_gather(cx, has_data)) {
+            return Poll::Ready(Ok(()));
+        }
         out.poll_write_out(cx)
     }
 
@@ -253,6 +318,39 @@ impl AsyncWrite for PlainIo {
         self.get_mut().out.poll_close(cx)
     }
 }
+
+thread_local! {
+    /// Polls of this worker's HTTP/2 server connection tasks and of their
+    /// stream tasks (see [`Writer::poll_gather`]).
+    static POLLS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// Counts a poll of a server connection's task.
+pub fn count_connection_poll() {
+    POLLS.with(|p| {
+        let (connections, streams) = p.get();
+        p.set((connections.wrapping_add(1), streams));
+    });
+}
+
+/// Counts a poll of a stream's task.
+pub fn count_stream_poll() {
+    POLLS.with(|p| {
+        let (connections, streams) = p.get();
+        p.set((connections, streams.wrapping_add(1)));
+    });
+}
+
+fn connection_polls() -> u64 {
+    POLLS.with(|p| p.get().0)
+}
+
+fn stream_polls() -> u64 {
+    POLLS.with(|p| p.get().1)
+}
+
+/// At most this many times a flush is put off, however busy the worker.
+const MAX_GATHER_YIELDS: u32 = 64;
 
 /// Plaintext gathered before it goes to rustls regardless of a flush.
 const PLAIN_BATCH: usize = 64 * 1024;
@@ -266,13 +364,23 @@ impl<C> std::fmt::Debug for TlsIo<C> {
 impl<C> TlsIo<C> {
     /// Wraps a stream whose handshake `conn` has completed.
     pub fn new(io: TcpStream, conn: C) -> TlsIo<C> {
+        let fd = io.as_raw_fd();
         let (read, write) = io.into_split();
         TlsIo {
             read: StreamWrapper::new_with_buffer_size(read, 32 * 1024, 0),
             conn,
             plain: Vec::with_capacity(PLAIN_BATCH),
-            out: Writer::new(write),
+            out: Writer::new(write, fd),
         }
+    }
+}
+
+impl<C> TlsIo<C> {
+    /// Gathers flushes (a server connection, whose task counts its polls:
+    /// see [`Writer::poll_gather`]).
+    pub fn gathering(mut self) -> TlsIo<C> {
+        self.out.gather = true;
+        self
     }
 }
 
@@ -439,7 +547,9 @@ where
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        ready!(this.out.poll_corked(cx, !this.plain.is_empty()));
+        if !ready!(this.out.poll_gather(cx, !this.plain.is_empty())) {
+            return Poll::Ready(Ok(()));
+        }
         this.poll_push(cx)
     }
 

@@ -111,7 +111,30 @@ enum Event {
 /// Serves an HTTP/2 client connection until it closes, the worker drains,
 /// or it stays idle past the listener's idle timeout (then GOAWAY, and the
 /// streams in flight finish).
+///
+/// `io` should gather flushes (`TlsIo::gathering`): this task counts its
+/// polls for it.
 pub async fn serve<T>(
+    worker: Rc<Worker>,
+    listener: Rc<Listener>,
+    io: T,
+    peer: SocketAddr,
+    proto: &'static str,
+    identity: Option<String>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let mut connection = std::pin::pin!(serve_connection(
+        worker, listener, io, peer, proto, identity
+    ));
+    poll_fn(|cx| {
+        super::io::count_connection_poll();
+        connection.as_mut().poll(cx)
+    })
+    .await;
+}
+
+async fn serve_connection<T>(
     worker: Rc<Worker>,
     listener: Rc<Listener>,
     io: T,
@@ -170,7 +193,11 @@ pub async fn serve<T>(
             Event::Stream(next) => match *next {
                 Some(Ok((request, respond))) => {
                     let open = Open::new(&shared);
-                    monoio::spawn(Box::pin(handle(open, request, respond)));
+                    let mut task = Box::pin(handle(open, request, respond));
+                    monoio::spawn(poll_fn(move |cx| {
+                        super::io::count_stream_poll();
+                        task.as_mut().poll(cx)
+                    }));
                 }
                 // A connection error (h2 has sent GOAWAY), or no more
                 // streams to come (after a GOAWAY either way).

@@ -96,7 +96,7 @@ pub async fn serve(
                 } = session;
                 let io = crate::http2::io::Replay::new(
                     rbuf.data().to_vec(),
-                    crate::http2::io::PlainIo::new(client),
+                    crate::http2::io::PlainIo::new(client).gathering(),
                 );
                 crate::http2::server::serve(worker, listener, io, peer, "http", None).await;
                 return;
@@ -155,7 +155,7 @@ pub async fn serve_tls(
             let identity = accepted.identity;
             if accepted.stream.alpn_protocol().as_deref() == Some(b"h2") {
                 let (io, conn) = accepted.stream.into_parts();
-                let io = crate::http2::io::TlsIo::new(io, conn);
+                let io = crate::http2::io::TlsIo::new(io, conn).gathering();
                 let _count = ConnectionCount::new(&worker);
                 crate::http2::server::serve(worker.clone(), listener, io, peer, "https", identity)
                     .await;
