@@ -3,7 +3,7 @@
 //! No tokio runtime is involved: reads go through monoio-compat's
 //! `StreamWrapper` on the socket's read half (io_uring reads into an owned
 //! buffer), and writes through [`Writer`] on the write half, which gathers
-//! what h2 writes until it flushes and sends it in one owned-buffer write.
+//! what h2 writes across its flushes and sends it in one write.
 //! TLS is layered in between over the rustls connection the gateway's own
 //! handshake produced: monoio-rustls's stream under the compat wrapper
 //! panics when h2 reads and writes at once (see STACK-NOTES), and
@@ -107,9 +107,10 @@ pub struct TlsIo<C> {
 }
 
 /// The write side of a socket for h2: bytes gathered in `pending` go out
-/// in one owned-buffer write per flush (monoio-compat's wrapper keeps one
-/// write of at most its buffer in flight, and h2 writes a frame's head and
-/// payload apart: a write each).
+/// together when a flush writes (h2 writes a frame's head and payload
+/// apart, and flushes after each chained payload: see
+/// [`Writer::poll_gather`]), with a plain `send(2)` and an owned-buffer
+/// io_uring write for what the socket does not take.
 struct Writer {
     /// Bytes waiting for the socket.
     pending: Vec<u8>,
