@@ -326,20 +326,28 @@ thread_local! {
     static POLLS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
 }
 
-/// Counts a poll of a server connection's task.
-pub fn count_connection_poll() {
-    POLLS.with(|p| {
-        let (connections, streams) = p.get();
-        p.set((connections.wrapping_add(1), streams));
-    });
+/// The tasks whose polls a worker counts (see [`Writer::poll_gather`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Polled {
+    /// A server connection's task: its `io` gathers flushes.
+    Connection,
+    /// A stream's task.
+    Stream,
 }
 
-/// Counts a poll of a stream's task.
-pub fn count_stream_poll() {
-    POLLS.with(|p| {
-        let (connections, streams) = p.get();
-        p.set((connections, streams.wrapping_add(1)));
-    });
+/// `future`, boxed, counting each of its polls as `kind`.
+pub fn counting_polls<F: Future>(kind: Polled, future: F) -> impl Future<Output = F::Output> {
+    let mut future = Box::pin(future);
+    std::future::poll_fn(move |cx| {
+        POLLS.with(|p| {
+            let (connections, streams) = p.get();
+            p.set(match kind {
+                Polled::Connection => (connections.wrapping_add(1), streams),
+                Polled::Stream => (connections, streams.wrapping_add(1)),
+            });
+        });
+        future.as_mut().poll(cx)
+    })
 }
 
 fn connection_polls() -> u64 {

@@ -24,6 +24,7 @@ use ringway_config::{ClusterId, Listener, UpstreamProtocol};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::convert;
+use super::io::{Polled, counting_polls};
 use crate::buffer::{BUF_SIZE, write_all};
 use crate::cluster::Tally;
 use crate::http1::framing::{BodyReader, Framing, chunk_header};
@@ -124,16 +125,11 @@ pub async fn serve<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let mut connection = std::pin::pin!(serve_connection(
-        worker, listener, io, peer, proto, identity
-    ));
-    poll_fn(|cx| {
-        super::io::count_connection_poll();
-        connection.as_mut().poll(cx)
-    })
-    .await;
+    let connection = serve_connection(worker, listener, io, peer, proto, identity);
+    counting_polls(Polled::Connection, connection).await;
 }
 
+/// [`serve`]'s work, in a task that counts its polls.
 async fn serve_connection<T>(
     worker: Rc<Worker>,
     listener: Rc<Listener>,
@@ -193,11 +189,8 @@ async fn serve_connection<T>(
             Event::Stream(next) => match *next {
                 Some(Ok((request, respond))) => {
                     let open = Open::new(&shared);
-                    let mut task = Box::pin(handle(open, request, respond));
-                    monoio::spawn(poll_fn(move |cx| {
-                        super::io::count_stream_poll();
-                        task.as_mut().poll(cx)
-                    }));
+                    let task = handle(open, request, respond);
+                    monoio::spawn(counting_polls(Polled::Stream, task));
                 }
                 // A connection error (h2 has sent GOAWAY), or no more
                 // streams to come (after a GOAWAY either way).
