@@ -179,7 +179,7 @@ fn a_real_prometheus_scrapes_the_metrics() {
         ),
     )
     .unwrap();
-    let web = closed_port();
+    let web = free_port();
     let mut prometheus = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(

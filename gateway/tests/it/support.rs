@@ -172,10 +172,25 @@ impl Upstream {
     }
 }
 
-/// An address on which nothing listens: bound, then closed.
-pub fn closed_port() -> SocketAddr {
+/// A port nothing listens on now, for a server the test starts on it.
+pub fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
+}
+
+/// A port that refuses connections for the rest of the test run.
+pub fn closed_port() -> SocketAddr {
+    // Bound but never listening, and kept for the rest of the test run:
+    // connections to it are refused, and no other test running alongside
+    // can be given the port (a listener bound and dropped freed it, and a
+    // concurrent test's `bind(0)` could then take it and answer).
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    std::mem::forget(socket);
+    addr
 }
 
 fn serve_upstream(
