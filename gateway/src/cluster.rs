@@ -209,7 +209,7 @@ impl ClusterState {
     /// than the panic threshold's share are usable, all are used: sending
     /// traffic to suspect endpoints beats overloading the few good ones.
     pub fn pick(&self, key_hash: Option<u64>, tried: &[EndpointId]) -> Option<EndpointId> {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let n = self.endpoints.len();
         let usable = (0..n).filter(|&i| self.usable(i, now)).count();
         let panic = usable * 100 < usize::from(self.outlier.panic_threshold) * n;
@@ -225,7 +225,7 @@ impl ClusterState {
     /// True when some usable endpoint is not in `tried` (without moving
     /// the balancer).
     pub fn has_candidate(&self, tried: &[EndpointId]) -> bool {
-        let now = Instant::now();
+        let now = crate::clock::now();
         (0..self.endpoints.len())
             .any(|i| !tried.contains(&EndpointId(i as u32)) && self.usable(i, now))
     }
@@ -271,7 +271,7 @@ impl ClusterState {
         if threshold == 0 || failures < threshold {
             return false;
         }
-        let now = Instant::now();
+        let now = crate::clock::now();
         let n = self.endpoints.len();
         let ejected = self.endpoints.iter().filter(|e| e.is_ejected(now)).count();
         let cap = (n * usize::from(self.outlier.max_ejection_percent) / 100).max(1);

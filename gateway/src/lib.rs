@@ -27,6 +27,7 @@ macro_rules! say {
 pub mod access_log;
 pub mod admin;
 pub mod buffer;
+pub mod clock;
 pub mod cluster;
 pub mod control;
 pub mod drain;

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::rc::Rc;
 
+use rustc_hash::FxHashMap;
+
 /// Upper bounds of the latency histograms, in seconds.
 pub const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -127,7 +129,9 @@ pub struct WorkerMetrics {
     pub tls_handshakes: Cell<u64>,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: Cell<u64>,
-    series: RefCell<HashMap<String, (SeriesLabels, Rc<Series>)>>,
+    /// By listener, route and cluster names (from the configuration, not
+    /// from clients: a fast hash is safe), looked up on every request.
+    series: RefCell<FxHashMap<String, (SeriesLabels, Rc<Series>)>>,
 }
 
 impl WorkerMetrics {

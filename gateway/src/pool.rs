@@ -7,7 +7,6 @@
 //! periodic sweep.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -15,6 +14,7 @@ use monoio::BufResult;
 use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
+use rustc_hash::FxHashMap;
 
 use crate::buffer::ReadBuf;
 
@@ -114,7 +114,9 @@ struct Idle {
 /// The idle upstream connections of one worker.
 #[derive(Debug, Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<SocketAddr, Vec<Idle>>>,
+    /// Keyed by endpoint address: a key from the configuration, never
+    /// from a client, so a fast hash (not SipHash) is safe.
+    idle: RefCell<FxHashMap<SocketAddr, Vec<Idle>>>,
     opened: Cell<u64>,
     reused: Cell<u64>,
 }
@@ -124,9 +126,15 @@ impl Pool {
     pub fn take(&self, addr: SocketAddr, tls: u64) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
-        let now = Instant::now();
-        list.retain(|c| c.expires > now);
-        let at = list.iter().rposition(|c| c.conn.tls == tls)?;
+        let now = crate::clock::now();
+        let mut at = list.iter().rposition(|c| c.conn.tls == tls)?;
+        if list[at].expires <= now {
+            // The newest is expired, so most likely all are: the only
+            // case that pays for a pass over the list (the sweep does
+            // the rest).
+            list.retain(|c| c.expires > now);
+            at = list.iter().rposition(|c| c.conn.tls == tls)?;
+        }
         self.reused.set(self.reused.get() + 1);
         let mut conn = list.remove(at).conn;
         conn.reused = true;
@@ -154,7 +162,7 @@ impl Pool {
         }
         list.push(Idle {
             conn,
-            expires: Instant::now() + idle_timeout,
+            expires: crate::clock::now() + idle_timeout,
         });
     }
 
@@ -176,5 +184,103 @@ impl Pool {
     /// Connections opened and reused so far, for metrics and tests.
     pub fn counts(&self) -> (u64, u64) {
         (self.opened.get(), self.reused.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `n` plain connections to a loopback listener, and the listener's
+    /// address (the listener is leaked: the connections only sit idle).
+    async fn connections(n: usize) -> (SocketAddr, Vec<UpstreamConn>) {
+        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut conns = Vec::new();
+        for _ in 0..n {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            conns.push(UpstreamConn {
+                stream: UpstreamStream::Plain(stream),
+                rbuf: ReadBuf::new(),
+                reused: false,
+                tally: None,
+                tls: 0,
+            });
+        }
+        std::mem::forget(listener);
+        (addr, conns)
+    }
+
+    fn run(test: impl std::future::Future<Output = ()>) {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(test);
+    }
+
+    fn port_of(conn: &UpstreamConn) -> u16 {
+        match &conn.stream {
+            UpstreamStream::Plain(s) => s.local_addr().unwrap().port(),
+            UpstreamStream::Tls(_) => unreachable!("plain connections only"),
+        }
+    }
+
+    #[test]
+    fn the_newest_unexpired_connection_with_the_same_tls_is_taken() {
+        run(async {
+            let pool = Pool::default();
+            let (addr, mut conns) = connections(4).await;
+            let ports: Vec<u16> = conns.iter().map(port_of).collect();
+            let long = Duration::from_secs(60);
+            // Oldest first: an expired one, a TLS one, two plain ones.
+            conns[1].tls = 7;
+            let mut conns = conns.into_iter();
+            pool.put(addr, conns.next().unwrap(), Duration::ZERO, 8);
+            for conn in conns {
+                pool.put(addr, conn, long, 8);
+            }
+            assert_eq!(pool.idle(addr), 4);
+            let taken = pool.take(addr, 0).unwrap();
+            assert!(taken.reused);
+            assert_eq!(port_of(&taken), ports[3]);
+            assert_eq!(port_of(&pool.take(addr, 0).unwrap()), ports[2]);
+            assert_eq!(port_of(&pool.take(addr, 7).unwrap()), ports[1]);
+            // Only the expired one is left, and it is never handed out.
+            assert!(pool.take(addr, 0).is_none());
+            pool.sweep();
+            assert_eq!(pool.idle(addr), 0);
+            assert_eq!(pool.counts(), (0, 3));
+        });
+    }
+
+    #[test]
+    fn when_the_newest_has_expired_the_list_is_cleared_of_expired_ones() {
+        run(async {
+            let pool = Pool::default();
+            let (addr, conns) = connections(3).await;
+            let ports: Vec<u16> = conns.iter().map(port_of).collect();
+            let mut conns = conns.into_iter();
+            // A longer-lived one under two that expire at once (another
+            // cluster's longer idle timeout on the same endpoint).
+            pool.put(addr, conns.next().unwrap(), Duration::from_secs(60), 8);
+            for conn in conns {
+                pool.put(addr, conn, Duration::ZERO, 8);
+            }
+            assert_eq!(port_of(&pool.take(addr, 0).unwrap()), ports[0]);
+            assert_eq!(pool.idle(addr), 0);
+        });
+    }
+
+    #[test]
+    fn no_more_than_max_idle_are_kept() {
+        run(async {
+            let pool = Pool::default();
+            let (addr, conns) = connections(3).await;
+            for conn in conns {
+                pool.put(addr, conn, Duration::from_secs(60), 2);
+            }
+            assert_eq!(pool.idle(addr), 2);
+        });
     }
 }

@@ -25,6 +25,7 @@ use ringway_balancer::RoundRobin;
 use ringway_config::{Action, ClusterId, Listener, Snapshot};
 
 use crate::access_log::LogSink;
+use crate::clock;
 use crate::cluster::{Breakers, ClusterState, EndpointStats, HealthTable};
 use crate::drain::{Drain, Signal};
 use crate::limit::RateLimiter;
@@ -544,9 +545,20 @@ async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, st
                     let current = worker.current();
                     if let Some(config) = current.listener(&name) {
                         if config.tls.is_none() {
-                            monoio::spawn(proxy::serve(worker.clone(), config, stream, peer));
+                            monoio::spawn(clock::per_poll(proxy::serve(
+                                worker.clone(),
+                                config,
+                                stream,
+                                peer,
+                            )));
                         } else if let Some(tls) = current.tls(&name) {
-                            monoio::spawn(proxy::serve_tls(worker.clone(), config, tls, stream, peer));
+                            monoio::spawn(clock::per_poll(proxy::serve_tls(
+                                worker.clone(),
+                                config,
+                                tls,
+                                stream,
+                                peer,
+                            )));
                         }
                     }
                 }

@@ -5,7 +5,6 @@
 //! after the cluster's idle timeout.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -13,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use h2::client::SendRequest;
 use monoio::time::timeout;
+use rustc_hash::FxHashMap;
 
 use super::io::{PlainIo, TlsIo};
 use crate::cluster::Tally;
@@ -54,7 +54,7 @@ impl Drop for Lease {
         let open = self.0.open.get().saturating_sub(1);
         self.0.open.set(open);
         if open == 0 {
-            self.0.idle_since.set(Instant::now());
+            self.0.idle_since.set(crate::clock::now());
         }
     }
 }
@@ -62,9 +62,10 @@ impl Drop for Lease {
 /// A worker's upstream HTTP/2 connections, by endpoint.
 #[derive(Debug, Default)]
 pub struct Pool {
-    conns: RefCell<HashMap<SocketAddr, Vec<Rc<Conn>>>>,
+    /// Keyed by configured addresses: a fast hash is safe.
+    conns: RefCell<FxHashMap<SocketAddr, Vec<Rc<Conn>>>>,
     /// Connections being opened, by endpoint and TLS settings.
-    opening: RefCell<HashMap<(SocketAddr, u64), Rc<Signal>>>,
+    opening: RefCell<FxHashMap<(SocketAddr, u64), Rc<Signal>>>,
     opened: Cell<u64>,
 }
 

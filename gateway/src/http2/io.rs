@@ -335,10 +335,12 @@ pub enum Polled {
     Stream,
 }
 
-/// `future`, boxed, counting each of its polls as `kind`.
+/// `future`, boxed, counting each of its polls as `kind`, and reading the
+/// clock at most once per poll (see [`crate::clock::per_poll`]).
 pub fn counting_polls<F: Future>(kind: Polled, future: F) -> impl Future<Output = F::Output> {
     let mut future = Box::pin(future);
     std::future::poll_fn(move |cx| {
+        let _clock = crate::clock::ThisPoll::enter();
         POLLS.with(|p| {
             let (connections, streams) = p.get();
             p.set(match kind {

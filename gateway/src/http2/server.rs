@@ -94,7 +94,7 @@ impl Drop for Open {
         let open = self.0.open.get().saturating_sub(1);
         self.0.open.set(open);
         if open == 0 {
-            self.0.idle_since.set(Instant::now());
+            self.0.idle_since.set(crate::clock::now());
         }
     }
 }
@@ -162,7 +162,7 @@ async fn serve_connection<T>(
         proto,
         identity,
         open: Cell::new(0),
-        idle_since: Cell::new(Instant::now()),
+        idle_since: Cell::new(crate::clock::now()),
         spare: RefCell::new(Vec::new()),
     });
     let mut closing = false;
@@ -227,12 +227,11 @@ async fn handle(open: Open, request: Request<RecvStream>, respond: SendResponse<
     let _in_flight = conn.worker.drain.request();
     let generation = conn.worker.current();
     let Scratch {
-        mut text,
+        text,
         up_out,
         location,
         mut key,
     } = conn.spare.borrow_mut().pop().unwrap_or_else(Scratch::new);
-    text.wall_start = std::time::SystemTime::now();
     let mut stream = Stream {
         conn,
         respond,
@@ -595,7 +594,7 @@ impl Stream {
                 break;
             }
             match timeout_at(
-                MonoInstant::now() + timeout,
+                crate::clock::mono_now() + timeout,
                 up.rbuf.fill(&mut up.stream, BUF_SIZE),
             )
             .await
@@ -912,11 +911,11 @@ impl Exchange for ToHttp1<'_> {
         let mut fresh_only = false;
         loop {
             let mut up = upstream_conn(self.worker, to, fresh_only).await?;
-            let sent_at = Instant::now();
+            let sent_at = crate::clock::now();
             let body = self.body.take().filter(|b| !b.is_end_stream());
             let sent = match body {
                 None => {
-                    let deadline = MonoInstant::now() + to.timeout;
+                    let deadline = crate::clock::mono_now() + to.timeout;
                     send_and_read_head(&mut up, self.up_out, deadline)
                         .await
                         .map(|()| deadline)
@@ -925,7 +924,7 @@ impl Exchange for ToHttp1<'_> {
                     Ok(()) => self
                         .send_body(&mut up, &mut body)
                         .await
-                        .map(|()| MonoInstant::now() + to.timeout),
+                        .map(|()| crate::clock::mono_now() + to.timeout),
                     Err(_) => Err(Failure::Closed { started: false }),
                 },
             };
@@ -944,7 +943,8 @@ impl Exchange for ToHttp1<'_> {
                     keep_alive,
                     switched,
                 }) => {
-                    self.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
+                    self.log.upstream_micros =
+                        Some(crate::clock::since(sent_at).as_micros() as u64);
                     let status = head.status().as_u16();
                     let answer = Http1Answer {
                         up,
@@ -1163,7 +1163,7 @@ impl ToHttp2<'_> {
             ));
         }
         let end_now = !self.websocket && self.body.as_ref().is_none_or(RecvStream::is_end_stream);
-        let sent_at = Instant::now();
+        let sent_at = crate::clock::now();
         let (response, up_send) = send.send_request(request, end_now).map_err(failed)?;
         let (pump, tunnel) = match self.body.take() {
             _ if self.websocket => (None, Some(up_send)),
@@ -1173,12 +1173,12 @@ impl ToHttp2<'_> {
             }
             _ => (None, None),
         };
-        let response = match timeout(to.timeout, response).await {
+        let response = match timeout_at(crate::clock::mono_now() + to.timeout, response).await {
             Err(_) => return Err(Failure::Timeout),
             Ok(Err(e)) => return Err(failed(e)),
             Ok(Ok(r)) => r,
         };
-        self.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
+        self.log.upstream_micros = Some(crate::clock::since(sent_at).as_micros() as u64);
         let status = response.status().as_u16();
         Ok((
             Http2Answer {

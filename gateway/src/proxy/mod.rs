@@ -423,7 +423,6 @@ pub(crate) struct RequestText {
     pub(crate) generated_id: bool,
     pub(crate) trace: Option<TraceContext>,
     pub(crate) traceparent: Vec<u8>,
-    pub(crate) wall_start: std::time::SystemTime,
 }
 
 impl RequestText {
@@ -436,7 +435,6 @@ impl RequestText {
             generated_id: false,
             trace: None,
             traceparent: Vec::with_capacity(55),
-            wall_start: std::time::SystemTime::now(),
         }
     }
 
@@ -451,9 +449,9 @@ impl RequestText {
         self.method.clear();
         self.method.push_str(req.method);
         self.host.clear();
-        self.host.push_str(&String::from_utf8_lossy(req.host));
+        push_lossy(&mut self.host, req.host);
         self.target.clear();
-        self.target.push_str(&String::from_utf8_lossy(req.target));
+        push_lossy(&mut self.target, req.target);
         let header = |name: &str| {
             req.headers
                 .iter()
@@ -464,14 +462,14 @@ impl RequestText {
             Some(id)
                 if !id.is_empty() && id.len() <= 128 && id.iter().all(u8::is_ascii_graphic) =>
             {
-                self.request_id.push_str(&String::from_utf8_lossy(id));
+                push_lossy(&mut self.request_id, id);
                 self.generated_id = false;
             }
             _ => {
                 let mut id = Vec::with_capacity(32);
                 trace::hex(&worker.random_u64().to_be_bytes(), &mut id);
                 trace::hex(&worker.random_u64().to_be_bytes(), &mut id);
-                self.request_id.push_str(&String::from_utf8_lossy(&id));
+                push_lossy(&mut self.request_id, &id);
                 self.generated_id = true;
             }
         }
@@ -491,6 +489,16 @@ impl RequestText {
         self.traceparent.clear();
         context.write_traceparent(&mut self.traceparent);
         self.trace = Some(context);
+    }
+}
+
+/// Appends `bytes` to `to`, invalid UTF-8 replaced. Checked with
+/// `str::from_utf8` first: `from_utf8_lossy` walks its input in chunks and
+/// was measurably slower on the valid text that nearly all requests carry.
+fn push_lossy(to: &mut String, bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => to.push_str(text),
+        Err(_) => to.push_str(&String::from_utf8_lossy(bytes)),
     }
 }
 
@@ -529,7 +537,14 @@ impl Served<'_> {
             route: route.to_owned(),
             cluster: cluster.to_owned(),
         });
-        let micros = self.log.started.elapsed().as_micros() as u64;
+        let duration = crate::clock::since(self.log.started);
+        let micros = duration.as_micros() as u64;
+        // The wall clock only for the sinks that print it: most requests
+        // have none to feed.
+        let wall_start = || {
+            let now = std::time::SystemTime::now();
+            now.checked_sub(duration).unwrap_or(now)
+        };
         series.record(
             self.log.status,
             micros,
@@ -541,7 +556,7 @@ impl Served<'_> {
         }
         if let Some(log) = &generation.sinks.log {
             let entry = access_log::Entry {
-                time: self.text.wall_start,
+                time: wall_start(),
                 client: self.peer,
                 method: &self.text.method,
                 host: &self.text.host,
@@ -561,9 +576,7 @@ impl Served<'_> {
         if let (Some(_), Some(context)) = (&generation.sinks.spans, self.text.trace)
             && context.sampled
         {
-            let start = self
-                .text
-                .wall_start
+            let start = wall_start()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64);
             self.worker.span_buf.borrow_mut().push(SpanRecord {
@@ -603,7 +616,7 @@ pub(crate) struct RequestLog {
 impl RequestLog {
     pub(crate) fn new() -> RequestLog {
         RequestLog {
-            started: std::time::Instant::now(),
+            started: crate::clock::now(),
             status: 0,
             seen: false,
             route: None,
@@ -684,7 +697,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
     /// HTTP/2 preface from an HTTP/1.1 request line.
     async fn sniff_preface(&mut self) -> Sniffed {
         let preface = crate::http2::PREFACE;
-        let deadline = Instant::now() + self.listener.header_timeout;
+        let deadline = crate::clock::mono_now() + self.listener.header_timeout;
         loop {
             let data = self.rbuf.data();
             let n = data.len().min(preface.len());
@@ -712,7 +725,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                 } else {
                     self.listener.idle_timeout
                 };
-                match timeout(wait, self.rbuf.fill(&mut self.client, BUF_SIZE)).await {
+                match timeout_at(
+                    crate::clock::mono_now() + wait,
+                    self.rbuf.fill(&mut self.client, BUF_SIZE),
+                )
+                .await
+                {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return,
                 }
@@ -731,7 +749,6 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         // The request runs to its end on the generation it starts on.
         let generation = self.worker.current();
         self.log = RequestLog::new();
-        self.text.wall_start = std::time::SystemTime::now();
         self.text.trace = None;
         self.text.method.clear();
         self.text.target.clear();
@@ -765,7 +782,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
     /// Reads one request head, then answers it.
     async fn serve_request(&mut self, generation: &Rc<Generation>) -> Next {
         let max_head = self.listener.max_header_bytes;
-        let deadline = Instant::now() + self.listener.header_timeout;
+        let deadline = crate::clock::mono_now() + self.listener.header_timeout;
         let (plan, target, head_len) = loop {
             let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
             match request::parse(self.rbuf.data(), &mut headers) {
@@ -1149,11 +1166,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         timeout: Duration,
         rules: &HeaderRules,
     ) -> Result<(Reply, bool), Failure> {
-        let sent_at = std::time::Instant::now();
+        let sent_at = crate::clock::now();
         let mut request_sent = true;
         let deadline;
         if body.is_done() {
-            deadline = Instant::now() + timeout;
+            deadline = crate::clock::mono_now() + timeout;
             send_and_read_head(up, &mut self.up_out, deadline).await?;
         } else {
             if write_all(&mut up.stream, &mut self.up_out).await.is_err() {
@@ -1167,7 +1184,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             // An upstream that stops reading may have answered early (413,
             // say): its response is read and passed on below.
             request_sent = self.stream_request_body(up, body, plan.max_body).await?;
-            deadline = Instant::now() + timeout;
+            deadline = crate::clock::mono_now() + timeout;
         }
         loop {
             let mut headers = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
@@ -1175,7 +1192,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                 Ok(Some(resp)) if resp.status == 101 && plan.upgrade => {
                     response::write_switching_head(&mut self.out, &resp, rules);
                     up.rbuf.consume(resp.head_len);
-                    self.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
+                    self.log.upstream_micros =
+                        Some(crate::clock::since(sent_at).as_micros() as u64);
                     let reply = Reply {
                         status: 101,
                         framing: Framing::Empty,
@@ -1229,7 +1247,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                     };
                     let head_len = resp.head_len;
                     up.rbuf.consume(head_len);
-                    self.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
+                    self.log.upstream_micros =
+                        Some(crate::clock::since(sent_at).as_micros() as u64);
                     return Ok((reply, request_sent));
                 }
                 Ok(None) => None,
@@ -1312,7 +1331,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         self.write_out().await.map_err(|_| ())?;
         while !body.is_done() {
             match timeout_at(
-                Instant::now() + timeout,
+                crate::clock::mono_now() + timeout,
                 up.rbuf.fill(&mut up.stream, BUF_SIZE),
             )
             .await
@@ -1497,7 +1516,7 @@ pub(crate) fn plan_request(
             .as_ref()
             .and_then(|k| request_key_hash(k, req, peer))
             .unwrap_or(0);
-        if let Err(retry_after) = limiter.take(key, std::time::Instant::now()) {
+        if let Err(retry_after) = limiter.take(key, crate::clock::now()) {
             let target = Target::Limited {
                 route: route_index,
                 retry_after,

@@ -4,7 +4,7 @@
 //! body chunked (or length-delimited when the upstream said so) and any
 //! trailers in the chunked trailer section.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use h2::RecvStream;
@@ -80,7 +80,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> H1ToH2<'_, S> {
         };
         let mut send = send.ready().await.map_err(failed)?;
         let done = self.body.is_done();
-        let sent_at = Instant::now();
+        let sent_at = crate::clock::now();
         let (response, mut up) = send
             .send_request(request, done && payload.is_empty())
             .map_err(failed)?;
@@ -134,12 +134,13 @@ impl<S: AsyncReadRent + AsyncWriteRent> H1ToH2<'_, S> {
                     .map_err(failed)?;
             }
         }
-        let response = match timeout(to.timeout, response).await {
-            Err(_) => return Err(Failure::Timeout),
-            Ok(Err(e)) => return Err(failed(e)),
-            Ok(Ok(r)) => r,
-        };
-        session.log.upstream_micros = Some(sent_at.elapsed().as_micros() as u64);
+        let response =
+            match monoio::time::timeout_at(crate::clock::mono_now() + to.timeout, response).await {
+                Err(_) => return Err(Failure::Timeout),
+                Ok(Err(e)) => return Err(failed(e)),
+                Ok(Ok(r)) => r,
+            };
+        session.log.upstream_micros = Some(crate::clock::since(sent_at).as_micros() as u64);
         let status = response.status().as_u16();
         Ok(((response, lease), status))
     }

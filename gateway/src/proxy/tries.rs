@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use monoio::time::Instant;
 use ringway_balancer::EndpointId;
 use ringway_config::{Cluster, HeaderRules, Route};
 
@@ -106,7 +105,7 @@ pub(crate) async fn run<E: Exchange>(
     let policy = &route.retry;
     let mut retry_tally: Option<Tally> = None;
     let mut retrying: Option<Counted<'_>> = None;
-    let started = Instant::now();
+    let started = crate::clock::now();
     let mut tried = [EndpointId(0); MAX_ATTEMPTS];
     let mut tries = 0;
     let mut last = Failure::NoEndpoint;
@@ -145,7 +144,7 @@ pub(crate) async fn run<E: Exchange>(
         tries += 1;
         let addr = cluster.endpoints[endpoint.0 as usize].addr;
         *upstream = Some(addr);
-        let left = route.timeout.saturating_sub(started.elapsed());
+        let left = route.timeout.saturating_sub(crate::clock::since(started));
         if left.is_zero() {
             last = Failure::Timeout;
             break;

@@ -192,3 +192,22 @@ fn websocket_upgrades_pass_and_other_upgrades_are_dropped() {
     let head = upstream_head(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n");
     assert!(!head.to_ascii_lowercase().contains("upgrade"), "{head}");
 }
+
+#[test]
+fn client_addresses_are_written_as_display_writes_them() {
+    for text in [
+        "0.0.0.0",
+        "9.10.99.100",
+        "255.255.255.255",
+        "192.0.2.7",
+        "10.200.1.50",
+        "::1",
+        "2001:db8::7",
+        "::ffff:192.0.2.1",
+    ] {
+        let ip: IpAddr = text.parse().unwrap();
+        let mut out = Vec::new();
+        write_ip(&mut out, ip);
+        assert_eq!(String::from_utf8(out).unwrap(), ip.to_string(), "{text}");
+    }
+}
