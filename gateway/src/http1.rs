@@ -64,13 +64,22 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
     })
 }
 
+/// Room for the headers of one head, left uninitialised: httparse fills
+/// what it parses. An initialised array (`EMPTY_HEADER`s) costs a 4 KiB
+/// fill for every head parsed.
+pub type HeaderSlots<'b, const N: usize> = [std::mem::MaybeUninit<httparse::Header<'b>>; N];
+
+/// Fresh [`HeaderSlots`].
+pub fn header_slots<'b, const N: usize>() -> HeaderSlots<'b, N> {
+    [const { std::mem::MaybeUninit::uninit() }; N]
+}
+
 /// True when a bare LF (one not preceded by CR) ends a line in `head`.
 /// httparse accepts bare LF; a proxy must not, or it reads lines that the
 /// server behind it does not.
 fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    // memchr finds the few LFs of a head without looking at each byte.
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
 /// Writes `name: value\r\n`.
@@ -139,6 +148,10 @@ mod tests {
         assert!(!has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"));
         assert!(has_bare_lf(b"GET / HTTP/1.1\nHost: a\r\n\r\n"));
         assert!(has_bare_lf(b"GET / HTTP/1.1\r\nHost: a\r\n\n"));
+        // At either end, and after a lone CR.
+        assert!(!has_bare_lf(b""));
+        assert!(has_bare_lf(b"\nGET / HTTP/1.1\r\n\r\n"));
+        assert!(has_bare_lf(b"GET / HTTP/1.1\r\r\n\n"));
     }
 
     #[test]

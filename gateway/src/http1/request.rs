@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use ringway_config::RoutePolicy;
 
 use super::framing::Framing;
-use super::{has_bare_lf, is_hop_by_hop_here, parse_content_length, trim_ows, write_header};
+use super::{
+    HeaderSlots, has_bare_lf, is_hop_by_hop_here, parse_content_length, trim_ows, write_header,
+};
 
 /// Most request headers accepted; more is a 431.
 pub const MAX_HEADERS: usize = 128;
@@ -84,10 +86,10 @@ impl Request<'_, '_> {
 /// bytes are needed.
 pub fn parse<'h, 'b>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'h mut HeaderSlots<'b, MAX_HEADERS>,
 ) -> Result<Option<Request<'h, 'b>>, HeadError> {
-    let mut req = httparse::Request::new(headers);
-    let head_len = match req.parse(buf) {
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
             // A request line that is already wrong need not wait for more.

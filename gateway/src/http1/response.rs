@@ -6,7 +6,9 @@ use std::io::Write;
 use ringway_config::HeaderRules;
 
 use super::framing::Framing;
-use super::{has_bare_lf, is_hop_by_hop_here, parse_content_length, trim_ows, write_header};
+use super::{
+    HeaderSlots, has_bare_lf, is_hop_by_hop_here, parse_content_length, trim_ows, write_header,
+};
 
 /// Most response headers accepted from an upstream.
 pub const MAX_HEADERS: usize = 128;
@@ -39,11 +41,12 @@ pub struct Response<'h, 'b> {
 /// request was HEAD, whose response has no body whatever it says.
 pub fn parse<'h, 'b>(
     buf: &'b [u8],
-    headers: &'h mut [httparse::Header<'b>; MAX_HEADERS],
+    headers: &'h mut HeaderSlots<'b, MAX_HEADERS>,
     request_is_head: bool,
 ) -> Result<Option<Response<'h, 'b>>, InvalidResponse> {
-    let mut resp = httparse::Response::new(headers);
-    let head_len = match resp.parse(buf) {
+    let mut resp = httparse::Response::new(&mut []);
+    let config = httparse::ParserConfig::default();
+    let head_len = match config.parse_response_with_uninit_headers(&mut resp, buf, headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(InvalidResponse("too many headers")),

@@ -47,9 +47,9 @@ pub fn upstream_request(
     scheme: &'static str,
     te_trailers: bool,
 ) -> Result<(Request<()>, usize), &'static str> {
-    let mut headers = [httparse::EMPTY_HEADER; crate::http1::request::MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let head_len = match parsed.parse(head) {
+    let mut headers = crate::http1::header_slots::<{ crate::http1::request::MAX_HEADERS }>();
+    let mut parsed = httparse::Request::new(&mut []);
+    let head_len = match parsed.parse_with_uninit_headers(head, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         _ => return Err("request head cannot be translated"),
     };

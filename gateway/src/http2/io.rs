@@ -22,7 +22,7 @@ use monoio_compat::StreamWrapper;
 use rustls::ConnectionCommon;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::buffer::send_now;
+use crate::buffer::{send_now, send_vectored_now};
 
 /// A stream that first replays bytes already read from it (the part of
 /// the h2c preface that was read while looking for an HTTP/1.1 request).
@@ -395,6 +395,24 @@ impl<C> TlsIo<C> {
     }
 }
 
+/// rustls's writes to the socket, as far as it takes them now (see
+/// [`send_vectored_now`]): `Ok(0)` when it has no room.
+struct SendNow(RawFd);
+
+impl Write for SendNow {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        send_now(self.0, buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        send_vectored_now(self.0, bufs)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// rustls's synchronous reads over the non-blocking read half: `Pending`
 /// becomes `WouldBlock`.
 struct SyncRead<'a, 'b> {
@@ -422,6 +440,13 @@ where
     fn poll_send_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             ready!(self.out.poll_idle(cx))?;
+            if self.out.pending.is_empty() && self.out.half.is_some() {
+                // Straight from rustls's buffers while the socket takes
+                // them: copying the records into `pending` first cost as
+                // much as a copy of every response.
+                let mut socket = SendNow(self.out.fd);
+                while self.conn.wants_write() && self.conn.write_tls(&mut socket)? > 0 {}
+            }
             while self.conn.wants_write() {
                 self.conn.write_tls(&mut self.out.pending)?;
             }

@@ -1051,7 +1051,7 @@ fn parse_h1_head(
     rules: &ringway_config::HeaderRules,
 ) -> Result<Option<H1Head>, Failure> {
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
+        let mut headers = crate::http1::header_slots::<{ response::MAX_HEADERS }>();
         let informational = match response::parse(up.rbuf.data(), &mut headers, plan.is_head) {
             Ok(Some(resp)) if resp.status == 101 && plan.upgrade => {
                 // The HTTP/2 client is told 200 (RFC 8441 §5); the key's

@@ -784,7 +784,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         let max_head = self.listener.max_header_bytes;
         let deadline = crate::clock::mono_now() + self.listener.header_timeout;
         let (plan, target, head_len) = loop {
-            let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+            let mut headers = crate::http1::header_slots::<{ request::MAX_HEADERS }>();
             match request::parse(self.rbuf.data(), &mut headers) {
                 // A head that arrived in one read can be complete and still
                 // be over the limit.
@@ -1187,7 +1187,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             deadline = crate::clock::mono_now() + timeout;
         }
         loop {
-            let mut headers = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
+            let mut headers = crate::http1::header_slots::<{ response::MAX_HEADERS }>();
             let informational = match response::parse(up.rbuf.data(), &mut headers, plan.is_head) {
                 Ok(Some(resp)) if resp.status == 101 && plan.upgrade => {
                     response::write_switching_head(&mut self.out, &resp, rules);

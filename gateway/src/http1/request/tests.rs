@@ -1,7 +1,7 @@
 use super::*;
 
 fn parse_ok(raw: &[u8]) -> (Framing, bool, bool, Vec<u8>, Vec<u8>) {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = crate::http1::header_slots();
     let req = parse(raw, &mut headers).unwrap().expect("complete");
     (
         req.framing,
@@ -13,7 +13,7 @@ fn parse_ok(raw: &[u8]) -> (Framing, bool, bool, Vec<u8>, Vec<u8>) {
 }
 
 fn parse_err(raw: &[u8]) -> HeadError {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = crate::http1::header_slots();
     parse(raw, &mut headers).unwrap_err()
 }
 
@@ -30,7 +30,7 @@ fn simple_get() {
 
 #[test]
 fn partial_head_asks_for_more() {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = crate::http1::header_slots();
     assert!(
         parse(b"GET / HTTP/1.1\r\nHost: a\r\n", &mut headers)
             .unwrap()
@@ -129,7 +129,7 @@ fn absolute_form_routes_on_its_authority() {
 }
 
 fn upstream_head(raw: &[u8]) -> String {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = crate::http1::header_slots();
     let req = parse(raw, &mut headers).unwrap().unwrap();
     let mut out = Vec::new();
     let fwd = Forwarded {

@@ -1,7 +1,7 @@
 use super::*;
 
 fn framing_of(raw: &[u8], head: bool) -> Result<(Framing, bool), InvalidResponse> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = crate::http1::header_slots();
     let resp = parse(raw, &mut headers, head)?.expect("complete");
     Ok((resp.framing, resp.keep_alive))
 }
@@ -70,7 +70,7 @@ fn ambiguous_responses_are_refused() {
 #[test]
 fn client_head_rewrites_framing_and_hop_by_hop() {
     let raw = b"HTTP/1.1 200 OK\r\nServer: up\r\nConnection: X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nX-Z: z\r\n\r\n";
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = crate::http1::header_slots();
     let resp = parse(raw, &mut headers, false).unwrap().unwrap();
     let mut out = Vec::new();
     write_client_head(
@@ -89,7 +89,7 @@ fn client_head_rewrites_framing_and_hop_by_hop() {
 #[test]
 fn head_response_keeps_its_length() {
     let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n";
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = crate::http1::header_slots();
     let resp = parse(raw, &mut headers, true).unwrap().unwrap();
     let mut out = Vec::new();
     write_client_head(
