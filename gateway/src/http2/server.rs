@@ -464,7 +464,9 @@ impl Stream {
             (Some(body), None)
         };
         let retry = tries::Request {
-            replayable: body.as_ref().is_none_or(RecvStream::is_end_stream),
+            // As the upstream head says: no body once it was framed
+            // empty (a body ending later is still sent, and not replayed).
+            replayable: body.is_none() || request.plan.framing == Framing::Empty,
             idempotent: request.plan.idempotent,
             key_hash: request.key_hash,
         };
@@ -864,7 +866,12 @@ pub(crate) async fn send_data(
     mut data: Bytes,
     end: bool,
 ) -> Result<(), h2::Error> {
-    if data.is_empty() {
+    if data.is_empty() || end {
+        // The end of the body, already in memory: h2 keeps it until the
+        // windows open, as the loop below would, and nothing more is read
+        // meanwhile. Most responses are one such piece; reserving and
+        // polling capacity for them cost two more trips through h2's
+        // stream lock each.
         return send.send_data(data, end);
     }
     while !data.is_empty() {
@@ -912,7 +919,13 @@ impl Exchange for ToHttp1<'_> {
         loop {
             let mut up = upstream_conn(self.worker, to, fresh_only).await?;
             let sent_at = crate::clock::now();
-            let body = self.body.take().filter(|b| !b.is_end_stream());
+            // The body goes as the head framed it: a body that ended
+            // after the head was written (an empty DATA frame with
+            // END_STREAM) still owes the upstream its last chunk.
+            let body = self
+                .body
+                .take()
+                .filter(|_| self.plan.framing != Framing::Empty);
             let sent = match body {
                 None => {
                     let deadline = crate::clock::mono_now() + to.timeout;
