@@ -10,9 +10,11 @@
 #   cargo build --release -p ringway -p ringway-loadtest
 #   benches/h2/h2.sh    # DUR=8 H2_CONNS=8 H2_STREAMS=16 REPS=5 CLEAN=10 by default
 #
-# Each rep waits (QUIET_WAIT s at most) for the machine to be idle; runs
-# during which other processes used more than CLEAN % of a core are listed
-# but left out of the medians (CLEAN= keeps everything).
+# Each rep runs the gateways in a rotated order and waits (QUIET_WAIT s
+# at most) for the machine to be idle; runs during which other processes
+# used more than CLEAN % of a core are listed but left out of the medians
+# (CLEAN= keeps everything). Under the medians, "per rep" rows give the
+# median of each rep's own ratio, which the VM's drift moves less.
 #
 # ringway is measured only if its build accepts `alpn = ["h2", ...]`
 # (`ringway check`); otherwise it is left out with a note, so the script
@@ -78,7 +80,7 @@ echo "| gateway | rep | h2load req/s | µs CPU/req | core 0 µs/req | busy | rin
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---|---|"
 for rep in $(seq "$REPS"); do
     quiet
-    for g in $GATEWAYS; do
+    for g in $(rotated "$rep"); do
         url="https://127.0.0.1:${PORT[$g]}/"
         pid=${PID[$g]}
         x0=$(others_ticks)

@@ -84,6 +84,15 @@ us_per() { # ticks count
 busy() { # ticks seconds: share of one core
     awk -v t="$1" -v d="$2" -v hz="$CLK_TCK" 'BEGIN { printf "%.0f%%", 100 * t / hz / d }'
 }
+# rotated REP: $GATEWAYS, rotated by REP - 1, so that no gateway always
+# runs first (or last) in a rep: on this VM the noise drifts over minutes,
+# and a fixed order would hand one gateway the same slot every time.
+rotated() {
+    local -a all=($GATEWAYS)
+    local k=$((($1 - 1) % ${#all[@]}))
+    echo "${all[@]:k}" "${all[@]:0:k}"
+}
+
 # row METRIC GATEWAY REP VALUE: kept in $ROWS for medians().
 row() { printf '%s\t%s\t%s\t%s\n' "$@" >>"$ROWS"; }
 
@@ -128,6 +137,21 @@ for r in [g for g in gateways if g.startswith("ringway")]:
     for peer in [p for p in gateways if not p.startswith("ringway")]:
         print(f"| {r}/{peer} | " + " | ".join(
             fmt("%.2f", med(c[0], r) / med(c[0], peer)) for c in cols) + " |")
+# Paired: the median over reps of each rep's own ratio (reps where both
+# were kept), which cancels the drift that moves every gateway of a rep.
+kept = lambda m, g, rep: (m, g, rep) in raw and rep not in dropped.get((m, g), [])
+reps = sorted({rep for (_, _, rep) in raw}, key=int)
+def paired(m, r, peer):
+    xs = [raw[(m, r, rep)] / raw[(m, peer, rep)] for rep in reps
+          if kept(m, r, rep) and kept(m, peer, rep) and raw[(m, peer, rep)]]
+    return statistics.median(xs) if xs else float("nan"), len(xs)
+for r in [g for g in gateways if g.startswith("ringway")]:
+    for peer in [p for p in gateways if not p.startswith("ringway")]:
+        cells = []
+        for c in cols:
+            x, n = paired(c[0], r, peer)
+            cells.append(fmt("%.2f", x) + (f" ({n})" if x == x else ""))
+        print(f"| {r}/{peer}, per rep | " + " | ".join(cells) + " |")
 if clean:
     print()
     print(f"Reps kept (the run's \"other\" at most {clean}%), per column:")

@@ -19,9 +19,11 @@
 #   cargo build --release -p ringway-benches --example tls_handshakes
 #   benches/tls/https.sh    # DUR=8 CONNS=64 HS_CONNS=8 REPS=5 CLEAN=10 by default
 #
-# Each rep waits (QUIET_WAIT s at most) for the machine to be idle; runs
-# during which something else used more than CLEAN % of core 0 are listed
-# but left out of the medians (CLEAN= keeps everything).
+# Each rep runs the gateways in a rotated order and waits (QUIET_WAIT s
+# at most) for the machine to be idle; runs during which something else
+# used more than CLEAN % of core 0 are listed but left out of the medians
+# (CLEAN= keeps everything). Under the medians, "per rep" rows give the
+# median of each rep's own ratio, which the VM's drift moves less.
 #
 # RINGWAY=/path/to/ringway picks another gateway build; RINGWAY_B=/path
 # adds a second build as "ringway-b", side by side with the same
@@ -76,7 +78,7 @@ echo "| gateway | rep | keep-alive req/s (ringload) | µs/req | busy | req/s (wr
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
 for rep in $(seq "$REPS"); do
     quiet
-    for g in $GATEWAYS; do
+    for g in $(rotated "$rep"); do
         url="https://127.0.0.1:${PORT[$g]}/"
         addr="127.0.0.1:${PORT[$g]}"
         pid=${PID[$g]}
