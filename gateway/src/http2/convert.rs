@@ -80,7 +80,12 @@ pub fn upstream_request(
         if is_connection_specific(h.name) {
             continue;
         }
-        append(map, h.name.as_bytes(), h.value)?;
+        let (name, mut value) = header(h.name.as_bytes(), h.value)?;
+        // A value new on every request would take a place in the
+        // connection's HPACK table each time and push out the headers
+        // that do repeat: sent never indexed instead.
+        value.set_sensitive(is_unique_per_request(h.name));
+        map.append(name, value);
     }
     if te_trailers {
         map.insert(http::header::TE, HeaderValue::from_static("trailers"));
@@ -100,9 +105,20 @@ pub fn websocket_connect(request: &mut Request<()>) {
         .insert(h2::ext::Protocol::from_static("websocket"));
 }
 
-fn append(map: &mut HeaderMap, name: &[u8], value: &[u8]) -> Result<(), &'static str> {
+/// Headers whose value is new on every request: the request id and the
+/// trace context that ringway (or the client) made up for it.
+fn is_unique_per_request(name: &str) -> bool {
+    name.eq_ignore_ascii_case("x-request-id") || name.eq_ignore_ascii_case("traceparent")
+}
+
+fn header(name: &[u8], value: &[u8]) -> Result<(HeaderName, HeaderValue), &'static str> {
     let name = HeaderName::from_bytes(name).map_err(|_| "header name cannot be translated")?;
     let value = HeaderValue::from_bytes(value).map_err(|_| "header value cannot be translated")?;
+    Ok((name, value))
+}
+
+fn append(map: &mut HeaderMap, name: &[u8], value: &[u8]) -> Result<(), &'static str> {
+    let (name, value) = header(name, value)?;
     map.append(name, value);
     Ok(())
 }
@@ -247,4 +263,24 @@ pub fn write_chunked_trailers(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
 /// The body bytes of a response the gateway makes itself.
 pub fn own_body(body: &[u8]) -> Bytes {
     Bytes::copy_from_slice(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_requests_send_per_request_ids_never_indexed() {
+        let head = b"GET /a?b HTTP/1.1\r\nhost: up.example\r\nuser-agent: t\r\nx-request-id: 0f3a\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\nconnection: keep-alive\r\n\r\nbody";
+        let (request, head_len) = upstream_request(head, "http", false).unwrap();
+        assert_eq!(head_len, head.len() - 4);
+        assert_eq!(request.uri(), "http://up.example/a?b");
+        let headers = request.headers();
+        assert!(headers["x-request-id"].is_sensitive());
+        assert!(headers["traceparent"].is_sensitive());
+        assert!(!headers["user-agent"].is_sensitive());
+        // Host went to :authority; connection-specific headers go.
+        assert!(!headers.contains_key("host"));
+        assert!(!headers.contains_key("connection"));
+    }
 }
