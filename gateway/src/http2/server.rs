@@ -595,8 +595,10 @@ impl Stream {
             if p.done {
                 break;
             }
+            // The clock itself, as in proxy's relay_body: a long body can
+            // keep one poll going (epoll driver).
             match timeout_at(
-                crate::clock::mono_now() + timeout,
+                MonoInstant::now() + timeout,
                 up.rbuf.fill(&mut up.stream, BUF_SIZE),
             )
             .await

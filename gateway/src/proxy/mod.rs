@@ -1184,7 +1184,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             // An upstream that stops reading may have answered early (413,
             // say): its response is read and passed on below.
             request_sent = self.stream_request_body(up, body, plan.max_body).await?;
-            deadline = crate::clock::mono_now() + timeout;
+            // The clock itself: streaming the body may have taken this
+            // whole poll (see relay_body).
+            deadline = Instant::now() + timeout;
         }
         loop {
             let mut headers = crate::http1::header_slots::<{ response::MAX_HEADERS }>();
@@ -1330,8 +1332,12 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         up.rbuf.consume(consumed);
         self.write_out().await.map_err(|_| ())?;
         while !body.is_done() {
+            // The clock itself, not the poll's first reading: with the
+            // epoll driver, reads that find bytes ready complete without
+            // yielding, and a long body can keep one poll going for longer
+            // than the timeout.
             match timeout_at(
-                crate::clock::mono_now() + timeout,
+                Instant::now() + timeout,
                 up.rbuf.fill(&mut up.stream, BUF_SIZE),
             )
             .await
