@@ -21,6 +21,9 @@
 # can be rerun unchanged with RINGWAY=/path/to/a/newer/ringway.
 # RINGWAY_B=/path/to/another/ringway adds that build as "ringway-b", side by
 # side with the same configuration; GATEWAYS="nginx haproxy" leaves some out.
+# UPSTREAM=h2 speaks h2c to the origin instead (ringway's cluster
+# `protocol = "h2"`, HAProxy's `server ... proto h2`); nginx, whose
+# proxy_pass speaks only HTTP/1.x upstream, is then left out.
 source "$(dirname "$0")/../tls/common.sh"
 need h2load nghttp2-client
 need nginx nginx
@@ -39,6 +42,14 @@ for bin in "$RINGLOAD" "$RINGWAY" ${RINGWAY_B:+"$RINGWAY_B"}; do
 done
 
 prepare_configs
+if [ "${UPSTREAM:-http1}" = h2 ]; then
+    sed -i 's/^balancer = "round-robin"$/&\nprotocol = "h2"/' "$WORK/ringway.toml"
+    sed -i 's/^\(    server origin .*\)$/\1 proto h2/' "$WORK/haproxy.cfg"
+    grep -q '^protocol = "h2"$' "$WORK/ringway.toml" && grep -q ' proto h2$' "$WORK/haproxy.cfg" \
+        || { echo "UPSTREAM=h2: the configurations did not take the change" >&2; exit 1; }
+    GATEWAYS=$(echo " $GATEWAYS " | sed 's/ nginx / /')
+    echo "(UPSTREAM=h2: h2c to the origin; nginx left out, its proxy_pass speaks HTTP/1.x only)"
+fi
 
 for r in ringway ringway-b; do
     bin=$RINGWAY
