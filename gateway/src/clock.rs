@@ -13,7 +13,7 @@
 //! A poll is short with io_uring (every operation yields first). With the
 //! epoll driver, reads that find bytes ready complete without yielding,
 //! and a loop over a long body can keep one poll going; such loops take
-//! their deadlines from the clock itself.
+//! their deadlines from [`mono_uncached`].
 
 use std::cell::Cell;
 use std::future::Future;
@@ -53,6 +53,14 @@ pub fn since(then: Instant) -> std::time::Duration {
 /// [`now`] as monoio's instant, for its timers.
 pub fn mono_now() -> monoio::time::Instant {
     monoio::time::Instant::from_std(now())
+}
+
+/// The clock itself as monoio's instant, even inside a [`per_poll`] task:
+/// for deadlines in loops over a body, which can keep one poll going for
+/// longer than a timeout with the epoll driver (reads that find bytes
+/// ready complete without yielding).
+pub fn mono_uncached() -> monoio::time::Instant {
+    monoio::time::Instant::now()
 }
 
 /// `future`, boxed, with [`now`] read at most once in each of its polls.

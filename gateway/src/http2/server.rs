@@ -125,21 +125,25 @@ pub async fn serve<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
-    let connection = serve_connection(worker, listener, io, peer, proto, identity);
-    counting_polls(Polled::Connection, connection).await;
+    let shared = Rc::new(Connection {
+        worker,
+        listener,
+        peer,
+        proto,
+        identity,
+        open: Cell::new(0),
+        idle_since: Cell::new(crate::clock::now()),
+        spare: RefCell::new(Vec::new()),
+    });
+    counting_polls(Polled::Connection, serve_connection(shared, io)).await;
 }
 
 /// [`serve`]'s work, in a task that counts its polls.
-async fn serve_connection<T>(
-    worker: Rc<Worker>,
-    listener: Rc<Listener>,
-    io: T,
-    peer: SocketAddr,
-    proto: &'static str,
-    identity: Option<String>,
-) where
+async fn serve_connection<T>(shared: Rc<Connection>, io: T)
+where
     T: AsyncRead + AsyncWrite + Unpin + 'static,
 {
+    let (worker, listener) = (&shared.worker, &shared.listener);
     let settings = &listener.http2;
     let mut builder = h2::server::Builder::new();
     builder
@@ -155,16 +159,8 @@ async fn serve_connection<T>(
         Ok(Ok(conn)) => conn,
         _ => return,
     };
-    let shared = Rc::new(Connection {
-        worker: worker.clone(),
-        listener: listener.clone(),
-        peer,
-        proto,
-        identity,
-        open: Cell::new(0),
-        idle_since: Cell::new(crate::clock::now()),
-        spare: RefCell::new(Vec::new()),
-    });
+    // Idle from the end of the handshake.
+    shared.idle_since.set(crate::clock::now());
     let mut closing = false;
     let mut flushing = None;
     // One timer for the idle check, not one per stream accepted.
@@ -595,10 +591,8 @@ impl Stream {
             if p.done {
                 break;
             }
-            // The clock itself, as in proxy's relay_body: a long body can
-            // keep one poll going (epoll driver).
             match timeout_at(
-                MonoInstant::now() + timeout,
+                crate::clock::mono_uncached() + timeout,
                 up.rbuf.fill(&mut up.stream, BUF_SIZE),
             )
             .await

@@ -1184,9 +1184,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             // An upstream that stops reading may have answered early (413,
             // say): its response is read and passed on below.
             request_sent = self.stream_request_body(up, body, plan.max_body).await?;
-            // The clock itself: streaming the body may have taken this
-            // whole poll (see relay_body).
-            deadline = Instant::now() + timeout;
+            deadline = crate::clock::mono_uncached() + timeout;
         }
         loop {
             let mut headers = crate::http1::header_slots::<{ response::MAX_HEADERS }>();
@@ -1332,12 +1330,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         up.rbuf.consume(consumed);
         self.write_out().await.map_err(|_| ())?;
         while !body.is_done() {
-            // The clock itself, not the poll's first reading: with the
-            // epoll driver, reads that find bytes ready complete without
-            // yielding, and a long body can keep one poll going for longer
-            // than the timeout.
             match timeout_at(
-                Instant::now() + timeout,
+                crate::clock::mono_uncached() + timeout,
                 up.rbuf.fill(&mut up.stream, BUF_SIZE),
             )
             .await
@@ -1573,7 +1567,7 @@ pub(crate) fn plan_request(
             location.clear();
             location.push_str(&r.to);
             if r.keep_path {
-                location.push_str(&String::from_utf8_lossy(req.target));
+                push_lossy(location, req.target);
             }
             Target::Redirect { route: route_index }
         }
