@@ -1,5 +1,6 @@
 //! The compiled, immutable configuration the workers serve from.
 
+pub use ringway_codec::HeaderRules;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -200,31 +201,6 @@ pub struct RoutePolicy {
     pub fault_delay: Option<(f64, Duration)>,
     /// Answer a share of requests with a status: (share in 0..=1, status).
     pub fault_abort: Option<(f64, u16)>,
-}
-
-/// Headers to add, set and remove; names lowercase.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct HeaderRules {
-    /// Appended beside any the message has.
-    pub add: Vec<(String, String)>,
-    /// Replace any the message has.
-    pub set: Vec<(String, String)>,
-    /// Dropped.
-    pub remove: Vec<String>,
-}
-
-impl HeaderRules {
-    /// True when the rules change nothing.
-    pub fn is_empty(&self) -> bool {
-        self.add.is_empty() && self.set.is_empty() && self.remove.is_empty()
-    }
-
-    /// True when a header of the message called `name` is dropped (removed,
-    /// or replaced by a `set`).
-    pub fn drops(&self, name: &str) -> bool {
-        self.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
-            || self.set.iter().any(|(s, _)| s.eq_ignore_ascii_case(name))
-    }
 }
 
 /// A token-bucket rate limit.

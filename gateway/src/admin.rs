@@ -184,7 +184,7 @@ fn respond(
 ) -> std::io::Result<()> {
     let mut out = format!(
         "HTTP/1.1 {status} {}\r\ncontent-length: {}\r\nconnection: close\r\n",
-        crate::http1::reason(status),
+        ringway_codec::http1::reason(status),
         body.len()
     );
     if !headers.iter().any(|(n, _)| *n == "content-type") {

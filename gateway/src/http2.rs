@@ -8,7 +8,6 @@
 //! connections, from clients of either protocol.
 
 pub mod client;
-pub mod convert;
 pub mod io;
 pub mod server;
 

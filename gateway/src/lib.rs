@@ -32,7 +32,6 @@ pub mod cluster;
 pub mod control;
 pub mod drain;
 pub mod health;
-pub mod http1;
 pub mod http2;
 pub mod limit;
 pub mod metrics;

@@ -5,9 +5,18 @@
 //! connections are reused first (they are the least likely to have been
 //! closed by the upstream); expired ones are dropped when met and by a
 //! periodic sweep.
+//!
+//! A connection comes back through one door, [`Pool::give_back`], which
+//! keeps it only when it is in step: its response was read to the framed
+//! end, both sides keep it open, and no byte past that response has
+//! arrived. A connection that turns readable while idle (a broken or
+//! hostile upstream sending unasked bytes, or a close) is never handed
+//! out: [`Pool::take`] looks before it lends, and closes such a
+//! connection, as nginx, HAProxy and Envoy do.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
 use monoio::BufResult;
@@ -17,6 +26,7 @@ use monoio::net::TcpStream;
 use rustc_hash::FxHashMap;
 
 use crate::buffer::ReadBuf;
+use ringway_codec::http1::framing::Framing;
 
 /// The byte stream to an upstream endpoint: plain TCP, or TLS when its
 /// cluster says so.
@@ -103,6 +113,48 @@ pub struct UpstreamConn {
     /// The TLS settings it was opened with (`tls::fingerprint`), 0 for
     /// plain TCP: only a cluster with the same settings may reuse it.
     pub tls: u64,
+    /// The socket's descriptor, to look for unasked bytes while idle
+    /// (monoio-rustls does not lend its socket once wrapped).
+    pub fd: RawFd,
+}
+
+/// How the last exchange on an upstream connection ended, as far as
+/// reusing the connection goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Finished {
+    /// The response's framing: a close-delimited body ends the connection.
+    pub framing: Framing,
+    /// The response was read to its framed end.
+    pub complete: bool,
+    /// The upstream did not ask to close (`Connection: close`, HTTP/1.0).
+    pub keep_alive: bool,
+    /// The whole request reached the upstream (one that stopped reading a
+    /// body early may still be waiting for the rest).
+    pub request_sent: bool,
+}
+
+impl Finished {
+    /// True when the connection may carry another request.
+    fn reusable(&self) -> bool {
+        self.complete && self.keep_alive && self.request_sent && self.framing != Framing::UntilClose
+    }
+}
+
+/// True when nothing is waiting to be read on `fd` and the peer has not
+/// closed: a non-blocking one-byte `MSG_PEEK` says `EAGAIN`.
+fn is_quiet(fd: RawFd) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: `fd` is the open socket of a connection this pool owns, and
+    // the buffer is one valid byte; MSG_PEEK leaves the data in place.
+    let n = unsafe {
+        libc::recv(
+            fd,
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
 #[derive(Debug)]
@@ -119,26 +171,37 @@ pub struct Pool {
     idle: RefCell<FxHashMap<SocketAddr, Vec<Idle>>>,
     opened: Cell<u64>,
     reused: Cell<u64>,
+    /// Connections closed instead of kept or lent because they were out
+    /// of step (unread bytes, or readable while idle).
+    dirty: Cell<u64>,
 }
 
 impl Pool {
-    /// An idle connection to `addr`, if one is left that has not expired.
+    /// An idle connection to `addr`, if one is left that has not expired
+    /// and has received nothing while idle. One that has (unasked bytes,
+    /// or the upstream's close) is closed, and the next one looked at.
     pub fn take(&self, addr: SocketAddr, tls: u64) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let now = crate::clock::now();
-        let mut at = list.iter().rposition(|c| c.conn.tls == tls)?;
-        if list[at].expires <= now {
-            // The newest is expired, so most likely all are: the only
-            // case that pays for a pass over the list (the sweep does
-            // the rest).
-            list.retain(|c| c.expires > now);
-            at = list.iter().rposition(|c| c.conn.tls == tls)?;
+        loop {
+            let mut at = list.iter().rposition(|c| c.conn.tls == tls)?;
+            if list[at].expires <= now {
+                // The newest is expired, so most likely all are: the only
+                // case that pays for a pass over the list (the sweep does
+                // the rest).
+                list.retain(|c| c.expires > now);
+                at = list.iter().rposition(|c| c.conn.tls == tls)?;
+            }
+            let mut conn = list.remove(at).conn;
+            if !is_quiet(conn.fd) {
+                self.dirty.set(self.dirty.get() + 1);
+                continue;
+            }
+            self.reused.set(self.reused.get() + 1);
+            conn.reused = true;
+            return Some(conn);
         }
-        self.reused.set(self.reused.get() + 1);
-        let mut conn = list.remove(at).conn;
-        conn.reused = true;
-        Some(conn)
     }
 
     /// Counts a freshly opened connection.
@@ -146,24 +209,51 @@ impl Pool {
         self.opened.set(self.opened.get() + 1);
     }
 
+    /// The one way back into the pool: keeps `conn` for `idle_timeout`
+    /// when `finished` says it is in step and nothing past the response
+    /// has arrived, unless `max_idle` are kept already; otherwise drops
+    /// (closes) it. True when it was kept.
+    pub fn give_back(
+        &self,
+        addr: SocketAddr,
+        mut conn: UpstreamConn,
+        finished: Finished,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> bool {
+        if !finished.reusable() {
+            return false;
+        }
+        // Bytes after the framed end, read with it or arrived since: a
+        // second response nobody asked for. Kept, it would be served to
+        // the next request sent on this connection.
+        if !conn.rbuf.is_empty() || !is_quiet(conn.fd) {
+            self.dirty.set(self.dirty.get() + 1);
+            return false;
+        }
+        conn.reused = false;
+        self.put(addr, conn, idle_timeout, max_idle)
+    }
+
     /// Keeps `conn` for reuse for `idle_timeout`, unless `max_idle` are kept
     /// already.
-    pub fn put(
+    fn put(
         &self,
         addr: SocketAddr,
         conn: UpstreamConn,
         idle_timeout: Duration,
         max_idle: usize,
-    ) {
+    ) -> bool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
         if list.len() >= max_idle {
-            return;
+            return false;
         }
         list.push(Idle {
             conn,
             expires: crate::clock::now() + idle_timeout,
         });
+        true
     }
 
     /// Drops expired idle connections.
@@ -185,6 +275,11 @@ impl Pool {
     pub fn counts(&self) -> (u64, u64) {
         (self.opened.get(), self.reused.get())
     }
+
+    /// Connections closed because they were out of step.
+    pub fn dirty(&self) -> u64 {
+        self.dirty.get()
+    }
 }
 
 #[cfg(test)]
@@ -199,12 +294,14 @@ mod tests {
         let mut conns = Vec::new();
         for _ in 0..n {
             let stream = TcpStream::connect(addr).await.unwrap();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
             conns.push(UpstreamConn {
                 stream: UpstreamStream::Plain(stream),
                 rbuf: ReadBuf::new(),
                 reused: false,
                 tally: None,
                 tls: 0,
+                fd,
             });
         }
         std::mem::forget(listener);

@@ -23,13 +23,10 @@ use monoio::time::{Instant as MonoInstant, sleep, timeout, timeout_at};
 use ringway_config::{ClusterId, Listener, UpstreamProtocol};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::convert;
 use super::io::{Polled, counting_polls};
 use crate::buffer::{BUF_SIZE, write_all};
 use crate::cluster::Tally;
-use crate::http1::framing::{BodyReader, Framing, chunk_header};
-use crate::http1::{request, response};
-use crate::pool::UpstreamConn;
+use crate::pool::{Finished, UpstreamConn};
 use crate::proxy::tries::{self, Exchange, Try};
 use crate::proxy::{
     ClientFacts, Counted, Failure, Plan, RequestLog, RequestText, Served, Target, bump,
@@ -37,6 +34,9 @@ use crate::proxy::{
     upstream_conn,
 };
 use crate::worker::{Generation, Worker};
+use ringway_codec::convert;
+use ringway_codec::http1::framing::{BodyReader, Framing, chunk_header};
+use ringway_codec::http1::{request, response};
 
 /// What every stream of a connection shares.
 #[derive(Debug)]
@@ -561,15 +561,19 @@ impl Stream {
             return;
         };
         self.sent = true;
+        let give_back = |up, complete| {
+            let finished = Finished {
+                framing,
+                complete,
+                keep_alive,
+                request_sent: true,
+            };
+            let pool = &self.conn.worker.pool;
+            let (idle, max) = (cluster.idle_timeout, cluster.max_idle_per_endpoint);
+            pool.give_back(addr, up, finished, idle, max);
+        };
         if end_now {
-            if keep_alive && up.rbuf.is_empty() {
-                self.conn.worker.pool.put(
-                    addr,
-                    up,
-                    cluster.idle_timeout,
-                    cluster.max_idle_per_endpoint,
-                );
-            }
+            give_back(up, true);
             return;
         }
         let mut body = BodyReader::new(framing);
@@ -608,15 +612,7 @@ impl Stream {
                 }
             }
         }
-        if keep_alive && up.rbuf.is_empty() {
-            up.reused = false;
-            self.conn.worker.pool.put(
-                addr,
-                up,
-                cluster.idle_timeout,
-                cluster.max_idle_per_endpoint,
-            );
-        }
+        give_back(up, true);
     }
 
     /// Joins a WebSocket's HTTP/2 stream and its upstream connection until
@@ -969,17 +965,20 @@ impl Exchange for ToHttp1<'_> {
     }
 
     async fn discard(&mut self, mut answer: Http1Answer, to: Try<'_>) {
-        if discard_upstream_body(&mut answer.up, answer.framing, to.timeout).await
-            && answer.keep_alive
-        {
-            answer.up.reused = false;
-            self.worker.pool.put(
-                to.addr,
-                answer.up,
-                to.cluster.idle_timeout,
-                to.cluster.max_idle_per_endpoint,
-            );
-        }
+        let complete = discard_upstream_body(&mut answer.up, answer.framing, to.timeout).await;
+        let finished = Finished {
+            framing: answer.framing,
+            complete,
+            keep_alive: answer.keep_alive,
+            request_sent: true,
+        };
+        self.worker.pool.give_back(
+            to.addr,
+            answer.up,
+            finished,
+            to.cluster.idle_timeout,
+            to.cluster.max_idle_per_endpoint,
+        );
     }
 }
 
@@ -1060,7 +1059,7 @@ fn parse_h1_head(
     rules: &ringway_config::HeaderRules,
 ) -> Result<Option<H1Head>, Failure> {
     loop {
-        let mut headers = crate::http1::header_slots::<{ response::MAX_HEADERS }>();
+        let mut headers = ringway_codec::http1::header_slots::<{ response::MAX_HEADERS }>();
         let informational = match response::parse(up.rbuf.data(), &mut headers, plan.is_head) {
             Ok(Some(resp)) if resp.status == 101 && plan.upgrade => {
                 // The HTTP/2 client is told 200 (RFC 8441 §5); the key's
@@ -1154,7 +1153,7 @@ impl ToHttp2<'_> {
         let (mut request, _) = convert::upstream_request(self.up_out, scheme, self.te_trailers)
             .map_err(Failure::Invalid)?;
         if self.websocket {
-            convert::websocket_connect(&mut request);
+            websocket_connect(&mut request);
         }
         let (send, lease) = self.worker.h2.stream(to).await?;
         // A connection that went away takes no more streams.
@@ -1200,6 +1199,18 @@ impl ToHttp2<'_> {
             status,
         ))
     }
+}
+
+/// Turns the upstream request for a WebSocket (the HTTP/1.1 upgrade head
+/// translated by `convert::upstream_request`) into an extended CONNECT (RFC 8441
+/// §4): `:protocol = websocket`, and no `Sec-WebSocket-Key`, which only
+/// the HTTP/1.1 handshake uses (§5).
+pub fn websocket_connect(request: &mut Request<()>) {
+    *request.method_mut() = Method::CONNECT;
+    request.headers_mut().remove("sec-websocket-key");
+    request
+        .extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
 }
 
 /// Moves a client's request body to the upstream stream; the byte count.

@@ -23,14 +23,14 @@ use ringway_config::{
 use crate::access_log;
 use crate::buffer::{BUF_SIZE, ReadBuf, send_now, write_all};
 use crate::cluster::{Overflow, Tally};
-use crate::http1::framing::{BodyReader, Framing, FramingError, chunk_header};
-use crate::http1::request::{self, Forwarded};
-use crate::http1::response::{self, ClientBody};
 use crate::metrics::SeriesLabels;
-use crate::pool::{UpstreamConn, UpstreamStream};
+use crate::pool::{Finished, UpstreamConn, UpstreamStream};
 use crate::tls;
 use crate::trace::{self, SpanRecord, TraceContext};
 use crate::worker::{Generation, Worker};
+use ringway_codec::http1::framing::{BodyReader, Framing, FramingError, chunk_header};
+use ringway_codec::http1::request::{self, Forwarded};
+use ringway_codec::http1::response::{self, ClientBody};
 
 mod to_h2;
 pub(crate) mod tries;
@@ -651,18 +651,20 @@ impl<S: AsyncReadRent + AsyncWriteRent> tries::Exchange for H1Exchange<'_, S> {
     }
 
     async fn discard(&mut self, (mut up, reply, request_sent): Self::Answer, to: Try<'_>) {
-        if discard_upstream_body(&mut up, reply.framing, to.timeout).await
-            && reply.upstream_keep_alive
-            && request_sent
-        {
-            up.reused = false;
-            self.session.worker.pool.put(
-                to.addr,
-                up,
-                to.cluster.idle_timeout,
-                to.cluster.max_idle_per_endpoint,
-            );
-        }
+        let complete = discard_upstream_body(&mut up, reply.framing, to.timeout).await;
+        let finished = Finished {
+            framing: reply.framing,
+            complete,
+            keep_alive: reply.upstream_keep_alive,
+            request_sent,
+        };
+        self.session.worker.pool.give_back(
+            to.addr,
+            up,
+            finished,
+            to.cluster.idle_timeout,
+            to.cluster.max_idle_per_endpoint,
+        );
     }
 }
 
@@ -784,7 +786,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         let max_head = self.listener.max_header_bytes;
         let deadline = crate::clock::mono_now() + self.listener.header_timeout;
         let (plan, target, head_len) = loop {
-            let mut headers = crate::http1::header_slots::<{ request::MAX_HEADERS }>();
+            let mut headers = ringway_codec::http1::header_slots::<{ request::MAX_HEADERS }>();
             match request::parse(self.rbuf.data(), &mut headers) {
                 // A head that arrived in one read can be complete and still
                 // be over the limit.
@@ -1132,15 +1134,19 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         }
         match self.relay_body(&mut up, reply, timeout).await {
             Ok(()) => {
-                if reply.upstream_keep_alive && request_sent && up.rbuf.is_empty() {
-                    up.reused = false;
-                    self.worker.pool.put(
-                        addr,
-                        up,
-                        cluster.idle_timeout,
-                        cluster.max_idle_per_endpoint,
-                    );
-                }
+                let finished = Finished {
+                    framing: reply.framing,
+                    complete: true,
+                    keep_alive: reply.upstream_keep_alive,
+                    request_sent,
+                };
+                self.worker.pool.give_back(
+                    addr,
+                    up,
+                    finished,
+                    cluster.idle_timeout,
+                    cluster.max_idle_per_endpoint,
+                );
                 if reply.close_client {
                     if !body.is_done() {
                         self.linger().await;
@@ -1187,7 +1193,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             deadline = crate::clock::mono_uncached() + timeout;
         }
         loop {
-            let mut headers = crate::http1::header_slots::<{ response::MAX_HEADERS }>();
+            let mut headers = ringway_codec::http1::header_slots::<{ response::MAX_HEADERS }>();
             let informational = match response::parse(up.rbuf.data(), &mut headers, plan.is_head) {
                 Ok(Some(resp)) if resp.status == 101 && plan.upgrade => {
                     response::write_switching_head(&mut self.out, &resp, rules);
@@ -1546,7 +1552,15 @@ pub(crate) fn plan_request(
                     .then(|| request::websocket_upgrade(req))
                     .flatten(),
             };
-            request::write_upstream_head(up_out, req, fwd, policy);
+            let edits = request::RequestEdits {
+                headers: &policy.request_headers,
+                rewrite_prefix: policy
+                    .rewrite_prefix
+                    .as_ref()
+                    .map(|(from, to)| (from.as_str(), to.as_str())),
+                rewrite_host: policy.rewrite_host.as_deref(),
+            };
+            request::write_upstream_head(up_out, req, fwd, edits);
             plan.max_body = policy.max_body;
             let cluster = generation.cluster_for(route_index);
             let key_hash = cluster
@@ -1769,6 +1783,7 @@ async fn open_upstream_conn(worker: &Worker, to: Try<'_>) -> Result<UpstreamConn
     let connecting = Tally::new(&to.state.breakers.pending);
     let started = Instant::now();
     let stream = connect(to.addr, to.cluster.connect_timeout).await?;
+    let fd = stream.as_raw_fd();
     let stream = match (to.tls, &to.cluster.tls) {
         (Some(tls), Some(settings)) => {
             let host = &to.cluster.endpoints[to.endpoint].host;
@@ -1794,6 +1809,7 @@ async fn open_upstream_conn(worker: &Worker, to: Try<'_>) -> Result<UpstreamConn
         reused: false,
         tally: Some(Tally::new(&to.state.breakers.connections)),
         tls: to.tls_fingerprint(),
+        fd,
     })
 }
 

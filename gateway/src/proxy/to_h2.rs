@@ -15,11 +15,11 @@ use ringway_config::HeaderRules;
 use super::tries::{Exchange, Try};
 use super::{Failure, Next, Plan, Session};
 use crate::buffer::BUF_SIZE;
-use crate::http1::framing::{BodyReader, chunk_header};
-use crate::http1::response::{self, ClientBody};
 use crate::http2::client::Lease;
-use crate::http2::convert;
 use crate::http2::server::{h2_failure, send_data};
+use ringway_codec::convert;
+use ringway_codec::http1::framing::{BodyReader, chunk_header};
+use ringway_codec::http1::response::{self, ClientBody};
 
 /// Tries on HTTP/2 endpoints for an HTTP/1.1 client.
 pub(super) struct H1ToH2<'s, S> {

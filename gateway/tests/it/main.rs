@@ -14,6 +14,7 @@ mod h2_resets;
 mod http2;
 mod lifecycle;
 mod observability;
+mod pool_hygiene;
 mod reload;
 mod ringload;
 mod routing;

@@ -140,7 +140,13 @@ fn upstream_head(raw: &[u8]) -> String {
         identity: None,
         upgrade: websocket_upgrade(&req),
     };
-    write_upstream_head(&mut out, &req, fwd, &ringway_config::RoutePolicy::default());
+    let rules = crate::HeaderRules::default();
+    let edits = RequestEdits {
+        headers: &rules,
+        rewrite_prefix: None,
+        rewrite_host: None,
+    };
+    write_upstream_head(&mut out, &req, fwd, edits);
     String::from_utf8(out).unwrap()
 }
 

@@ -7,10 +7,10 @@
 //! written head turned into an `http::Request`. Responses get the route's
 //! rules here, with the same hop-by-hop filtering as the HTTP/1.1 path.
 
+use crate::HeaderRules;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
-use ringway_config::HeaderRules;
 
 use crate::http1::response;
 
@@ -91,18 +91,6 @@ pub fn upstream_request(
         map.insert(http::header::TE, HeaderValue::from_static("trailers"));
     }
     Ok((request, head_len))
-}
-
-/// Turns the upstream request for a WebSocket (the HTTP/1.1 upgrade head
-/// translated by [`upstream_request`]) into an extended CONNECT (RFC 8441
-/// §4): `:protocol = websocket`, and no `Sec-WebSocket-Key`, which only
-/// the HTTP/1.1 handshake uses (§5).
-pub fn websocket_connect(request: &mut Request<()>) {
-    *request.method_mut() = Method::CONNECT;
-    request.headers_mut().remove("sec-websocket-key");
-    request
-        .extensions_mut()
-        .insert(h2::ext::Protocol::from_static("websocket"));
 }
 
 /// Headers whose value is new on every request: the request id and the

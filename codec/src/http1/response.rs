@@ -3,7 +3,7 @@
 
 use std::io::Write;
 
-use ringway_config::HeaderRules;
+use crate::HeaderRules;
 
 use super::framing::Framing;
 use super::{

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::net::IpAddr;
 
-use ringway_config::RoutePolicy;
+use crate::HeaderRules;
 
 use super::framing::Framing;
 use super::{
@@ -253,6 +253,17 @@ pub struct Forwarded<'a> {
     pub upgrade: Option<&'a [u8]>,
 }
 
+/// A route's changes to a request on its way up.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestEdits<'a> {
+    /// Headers added, set and removed.
+    pub headers: &'a HeaderRules,
+    /// Path prefix rewrite: (matched prefix, replacement).
+    pub rewrite_prefix: Option<(&'a str, &'a str)>,
+    /// Host header rewrite.
+    pub rewrite_host: Option<&'a str>,
+}
+
 /// The protocol a request asks to switch to, when it is one the gateway
 /// tunnels: a GET with `Connection: upgrade` and `Upgrade: websocket`
 /// (RFC 6455 §4.1). Other upgrades (h2c, say) are dropped as hop-by-hop.
@@ -279,12 +290,12 @@ pub fn write_upstream_head(
     out: &mut Vec<u8>,
     req: &Request<'_, '_>,
     fwd: Forwarded<'_>,
-    policy: &RoutePolicy,
+    edits: RequestEdits<'_>,
 ) {
     out.clear();
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
-    match &policy.rewrite_prefix {
+    match edits.rewrite_prefix {
         Some((from, to)) if req.target.starts_with(from.as_bytes()) => {
             out.extend_from_slice(to.as_bytes());
             out.extend_from_slice(&req.target[from.len()..]);
@@ -297,16 +308,13 @@ pub fn write_upstream_head(
         }
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let rules = &policy.request_headers;
+    let rules = edits.headers;
     let mut wrote_host = false;
     for h in req.headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
             // In its place, rewritten or not.
-            let value = policy
-                .rewrite_host
-                .as_deref()
-                .map_or(h.value, str::as_bytes);
+            let value = edits.rewrite_host.map_or(h.value, str::as_bytes);
             write_header(out, name.as_bytes(), value);
             wrote_host = true;
             continue;
@@ -334,10 +342,7 @@ pub fn write_upstream_head(
     }
     if !wrote_host {
         // An HTTP/1.0 request in absolute form may have none.
-        let host = policy
-            .rewrite_host
-            .as_deref()
-            .map_or(req.host, str::as_bytes);
+        let host = edits.rewrite_host.map_or(req.host, str::as_bytes);
         if !host.is_empty() {
             write_header(out, b"host", host);
         }
