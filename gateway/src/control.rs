@@ -3,56 +3,18 @@
 //! snapshot to the workers. Workers never parse TOML or wait on it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, mpsc};
 
 use ringway_config::{Snapshot, compile_str};
 
-use crate::{Gateway, Options, Result, admin, watch};
+mod admin;
+mod events;
+mod watch;
 
-/// What the control thread is asked to do.
-#[derive(Debug)]
-pub enum Event {
-    /// Read, validate and apply the configuration file. `reply` hears the
-    /// new generation or the error.
-    Reload {
-        /// Why.
-        cause: Cause,
-        /// Where to send the outcome.
-        reply: Option<mpsc::Sender<Result<u64, String>>>,
-    },
-    /// Stop accepting and finish in-flight requests, but keep the process
-    /// (and its admin listener) up.
-    Drain,
-    /// Reopen the access log (SIGUSR1, after rotation).
-    ReopenLogs,
-    /// Drain and stop.
-    Shutdown,
-}
+pub use events::{Cause, Event, ReloadStats};
 
-/// Why a reload was asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
-    /// The file (or the symlink it hangs on) changed.
-    FileChanged,
-    /// SIGHUP.
-    Signal,
-    /// `POST /reload` on the admin listener.
-    Admin,
-}
-
-/// Reload outcomes, read by the admin listener.
-#[derive(Debug, Default)]
-pub struct ReloadStats {
-    /// Reloads applied.
-    pub succeeded: AtomicU64,
-    /// Reloads refused (the running configuration stayed).
-    pub failed: AtomicU64,
-    /// The last refusal, cleared by the next success.
-    pub last_error: Mutex<Option<String>>,
-    /// `POST /drain` was asked: not ready any more.
-    pub draining: std::sync::atomic::AtomicBool,
-}
+use crate::gateway::{Error, Gateway, Options, Result};
 
 /// The gateway with its control thread's inputs: the file, its watcher,
 /// the admin listener.
@@ -89,7 +51,7 @@ impl Supervisor {
                     },
                     sender.clone(),
                 )
-                .map_err(|source| crate::Error::Listen {
+                .map_err(|source| Error::Listen {
                     name: "admin".to_owned(),
                     addr,
                     source,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ringway_config::{HealthCheck, Snapshot};
 
-use crate::cluster::HealthTable;
+use crate::upstream::cluster::HealthTable;
 
 /// The running checks, keyed by cluster name and endpoint address.
 #[derive(Debug, Default)]

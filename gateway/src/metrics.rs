@@ -229,6 +229,9 @@ pub struct MetricsReport {
     pub upstream_opened: u64,
     /// Upstream connections reused from the pool.
     pub upstream_reused: u64,
+    /// Upstream connections closed instead of pooled or lent: out of step
+    /// (bytes past the response, or readable while idle).
+    pub upstream_dirty: u64,
     /// Request series.
     pub series: Vec<(SeriesLabels, SeriesValues)>,
     /// Endpoints of the current generation.
@@ -283,6 +286,13 @@ pub fn render(reports: &[MetricsReport], control: &ControlValues) -> String {
         "counter",
         "Upstream requests sent on a pooled connection.",
         sum(|r| r.upstream_reused),
+    );
+    scalar(
+        &mut out,
+        "ringway_upstream_connections_dirty_total",
+        "counter",
+        "Upstream connections closed instead of reused: bytes arrived past a response or while idle.",
+        sum(|r| r.upstream_dirty),
     );
     scalar(
         &mut out,
@@ -563,4 +573,27 @@ pub fn render_clusters(reports: &[MetricsReport]) -> String {
         );
     }
     out
+}
+
+/// Adds one to a worker counter.
+pub(crate) fn bump(counter: &Cell<u64>) {
+    counter.set(counter.get() + 1);
+}
+
+/// Counts something in flight on a worker gauge until dropped.
+#[derive(Debug)]
+pub(crate) struct Counted<'a>(&'a Cell<u32>);
+
+impl<'a> Counted<'a> {
+    /// Counts one more until dropped.
+    pub(crate) fn new(counter: &'a Cell<u32>) -> Counted<'a> {
+        counter.set(counter.get() + 1);
+        Counted(counter)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
 }

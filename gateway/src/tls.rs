@@ -465,3 +465,12 @@ mod tests {
         Arc::new(Never)
     }
 }
+
+/// A worker's TLS client settings for one cluster.
+#[derive(Debug)]
+pub(crate) struct ClientTls {
+    /// The rustls configuration the worker connects with.
+    pub(crate) config: Arc<ClientConfig>,
+    /// Tells pooled connections of different settings apart.
+    pub(crate) fingerprint: u64,
+}

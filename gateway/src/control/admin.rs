@@ -21,9 +21,9 @@ use std::time::Duration;
 use futures_channel::mpsc::UnboundedSender;
 use ringway_config::Published;
 
-use crate::control::{Cause, Event, ReloadStats};
+use super::events::{Cause, Event, ReloadStats};
 use crate::metrics::{self, ControlValues};
-use crate::worker::Command;
+use crate::worker::run::Command;
 
 /// What the admin listener reads.
 #[derive(Debug)]
@@ -97,7 +97,7 @@ fn serve(
             }
         }
         ("GET", "/metrics") => {
-            let reports = crate::scrape(&state.workers);
+            let reports = crate::gateway::scrape(&state.workers);
             let control = ControlValues {
                 generation: published.generation(),
                 reloads_ok: stats.succeeded.load(Ordering::Relaxed),
@@ -112,7 +112,7 @@ fn serve(
             )
         }
         ("GET", "/clusters") => {
-            let body = metrics::render_clusters(&crate::scrape(&state.workers));
+            let body = metrics::render_clusters(&crate::gateway::scrape(&state.workers));
             respond(&mut stream, 200, &[], &body)
         }
         ("POST", "/drain") => {

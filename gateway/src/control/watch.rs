@@ -12,7 +12,7 @@ use std::sync::mpsc;
 
 use inotify::{Inotify, WatchMask};
 
-use crate::control::{Cause, Event};
+use super::events::{Cause, Event};
 
 /// Starts a thread that sends [`Event::Reload`] when `path` may have changed.
 pub fn spawn(path: &Path, events: mpsc::Sender<Event>) -> std::io::Result<()> {

@@ -20,6 +20,8 @@ use std::time::Instant;
 use ringway_balancer::{Balancer, BalancerSpec, EndpointId, EndpointSpec, EndpointState};
 use ringway_config::{Cluster, Limits, Outlier};
 
+use crate::failure::Overflow;
+
 /// Health verdicts for every endpoint of every cluster of a snapshot, in
 /// snapshot order; written by the health checker, read by the workers.
 pub type HealthTable = Vec<Vec<Arc<AtomicBool>>>;
@@ -75,31 +77,6 @@ impl Tally {
 impl Drop for Tally {
     fn drop(&mut self) {
         self.0.set(self.0.get().saturating_sub(1));
-    }
-}
-
-/// Which circuit breaker refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
-    /// Too many upstream connections.
-    Connections,
-    /// Too many requests waiting for a connection.
-    Pending,
-    /// Too many requests in flight.
-    Requests,
-    /// Too many retries in flight.
-    Retries,
-}
-
-impl Overflow {
-    /// The name used in the `x-ringway-overflow` header.
-    pub fn name(self) -> &'static str {
-        match self {
-            Overflow::Connections => "max_connections",
-            Overflow::Pending => "max_pending",
-            Overflow::Requests => "max_requests",
-            Overflow::Retries => "max_retries",
-        }
     }
 }
 
@@ -231,10 +208,11 @@ impl ClusterState {
     }
 
     /// This worker's view of each endpoint, for metrics and `/clusters`.
+    /// `idle` tells how many idle pooled connections an address has.
     pub fn report(
         &self,
         cluster: &Cluster,
-        pool: &crate::pool::Pool,
+        idle: impl Fn(SocketAddr) -> usize,
     ) -> Vec<crate::metrics::EndpointReport> {
         let now = Instant::now();
         cluster
@@ -251,7 +229,7 @@ impl ClusterState {
                     .is_none_or(|h| h.load(Ordering::Relaxed)),
                 active: u64::from(self.endpoints[i].active.get()),
                 ejected: self.endpoints[i].is_ejected(now),
-                idle: pool.idle(e.addr) as u64,
+                idle: idle(e.addr) as u64,
             })
             .collect()
     }

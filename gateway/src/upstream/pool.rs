@@ -19,104 +19,10 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-use monoio::BufResult;
-use monoio::buf::{IoBuf, IoBufMut, IoVecBuf, IoVecBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
-use monoio::net::TcpStream;
+use ringway_codec::http1::framing::Framing;
 use rustc_hash::FxHashMap;
 
-use crate::buffer::ReadBuf;
-use ringway_codec::http1::framing::Framing;
-
-/// The byte stream to an upstream endpoint: plain TCP, or TLS when its
-/// cluster says so.
-#[derive(Debug)]
-pub enum UpstreamStream {
-    Plain(TcpStream),
-    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
-}
-
-impl UpstreamStream {
-    /// Resolves when the socket has bytes to read (or has closed), without
-    /// reading them. Over TLS it never does: monoio-rustls does not lend
-    /// its socket, so an early answer from a TLS upstream is seen once the
-    /// request body is sent, or its write fails.
-    pub async fn readable(&self) -> std::io::Result<()> {
-        match self {
-            UpstreamStream::Plain(s) => s.readable(false).await,
-            UpstreamStream::Tls(_) => std::future::pending().await,
-        }
-    }
-}
-
-// Both kinds may be read and written at once from two halves.
-unsafe impl Split for UpstreamStream {}
-
-impl AsyncReadRent for UpstreamStream {
-    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            UpstreamStream::Plain(s) => s.read(buf).await,
-            UpstreamStream::Tls(s) => s.read(buf).await,
-        }
-    }
-
-    async fn readv<T: IoVecBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            UpstreamStream::Plain(s) => s.readv(buf).await,
-            UpstreamStream::Tls(s) => s.readv(buf).await,
-        }
-    }
-}
-
-impl AsyncWriteRent for UpstreamStream {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            UpstreamStream::Plain(s) => s.write(buf).await,
-            UpstreamStream::Tls(s) => s.write(buf).await,
-        }
-    }
-
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        match self {
-            UpstreamStream::Plain(s) => s.writev(buf).await,
-            UpstreamStream::Tls(s) => s.writev(buf).await,
-        }
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            UpstreamStream::Plain(s) => s.flush().await,
-            UpstreamStream::Tls(s) => s.flush().await,
-        }
-    }
-
-    async fn shutdown(&mut self) -> std::io::Result<()> {
-        match self {
-            UpstreamStream::Plain(s) => s.shutdown().await,
-            UpstreamStream::Tls(s) => s.shutdown().await,
-        }
-    }
-}
-
-/// A connection to an upstream endpoint and its read buffer.
-#[derive(Debug)]
-pub struct UpstreamConn {
-    /// The socket.
-    pub stream: UpstreamStream,
-    /// Bytes read from it and not yet used.
-    pub rbuf: ReadBuf,
-    /// Taken from the pool rather than freshly connected: the upstream may
-    /// have closed it meanwhile.
-    pub reused: bool,
-    /// Counts the connection against its cluster's limit while it lives.
-    pub tally: Option<crate::cluster::Tally>,
-    /// The TLS settings it was opened with (`tls::fingerprint`), 0 for
-    /// plain TCP: only a cluster with the same settings may reuse it.
-    pub tls: u64,
-    /// The socket's descriptor, to look for unasked bytes while idle
-    /// (monoio-rustls does not lend its socket once wrapped).
-    pub fd: RawFd,
-}
+use super::conn::UpstreamConn;
 
 /// How the last exchange on an upstream connection ended, as far as
 /// reusing the connection goes.
@@ -285,6 +191,9 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::ReadBuf;
+    use crate::upstream::conn::UpstreamStream;
+    use monoio::net::TcpStream;
 
     /// `n` plain connections to a loopback listener, and the listener's
     /// address (the listener is leaked: the connections only sit idle).
@@ -299,7 +208,7 @@ mod tests {
                 stream: UpstreamStream::Plain(stream),
                 rbuf: ReadBuf::new(),
                 reused: false,
-                tally: None,
+                _tally: None,
                 tls: 0,
                 fd,
             });

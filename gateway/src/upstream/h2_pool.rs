@@ -14,11 +14,11 @@ use h2::client::SendRequest;
 use monoio::time::timeout;
 use rustc_hash::FxHashMap;
 
-use super::io::{PlainIo, TlsIo};
-use crate::cluster::Tally;
+use super::cluster::Tally;
+use super::target::Try;
 use crate::drain::Signal;
-use crate::proxy::Failure;
-use crate::proxy::tries::Try;
+use crate::failure::Failure;
+use crate::h2_io::{PlainIo, TlsIo};
 
 /// One upstream HTTP/2 connection.
 #[derive(Debug)]
@@ -61,15 +61,14 @@ impl Drop for Lease {
 
 /// A worker's upstream HTTP/2 connections, by endpoint.
 #[derive(Debug, Default)]
-pub struct Pool {
+pub struct H2Pool {
     /// Keyed by configured addresses: a fast hash is safe.
     conns: RefCell<FxHashMap<SocketAddr, Vec<Rc<Conn>>>>,
     /// Connections being opened, by endpoint and TLS settings.
     opening: RefCell<FxHashMap<(SocketAddr, u64), Rc<Signal>>>,
-    opened: Cell<u64>,
 }
 
-impl Pool {
+impl H2Pool {
     /// A connection to `to`'s endpoint with room for one more stream,
     /// opening one when none has room.
     pub(crate) async fn stream(&self, to: Try<'_>) -> Result<(SendRequest<Bytes>, Lease), Failure> {
@@ -110,7 +109,6 @@ impl Pool {
             Err(_) => return Err(Failure::ConnectTimeout),
             Ok(r) => r?,
         };
-        self.opened.set(self.opened.get() + 1);
         let conn = Rc::new(Conn {
             send: send.clone(),
             open: Cell::new(1),
@@ -154,16 +152,6 @@ impl Pool {
             });
         }
         conns.retain(|_, list| !list.is_empty());
-    }
-
-    /// Connections open to `addr` now.
-    pub fn connections(&self, addr: SocketAddr) -> usize {
-        self.conns.borrow().get(&addr).map_or(0, Vec::len)
-    }
-
-    /// Connections opened so far.
-    pub fn opened(&self) -> u64 {
-        self.opened.get()
     }
 }
 

@@ -9,36 +9,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ringway_balancer::EndpointId;
-use ringway_config::{Cluster, HeaderRules, Route};
+use ringway_config::{Cluster, Route};
 
-use super::{Counted, Failure, MAX_ATTEMPTS, bump};
-use crate::cluster::{Active, ClusterState, Tally};
-use crate::worker::{UpstreamTls, Worker};
+use crate::failure::Failure;
+use crate::metrics::{Counted, bump};
+use crate::tls::ClientTls;
+use crate::upstream::cluster::{Active, ClusterState, Tally};
+use crate::upstream::target::Try;
+use crate::worker::state::Worker;
 
-/// Where one try goes and under what terms.
-#[derive(Clone, Copy)]
-pub(crate) struct Try<'a> {
-    pub addr: SocketAddr,
-    /// The endpoint's index in the cluster.
-    pub endpoint: usize,
-    pub cluster: &'a Cluster,
-    pub state: &'a ClusterState,
-    /// Response header rules of the route.
-    pub rules: &'a HeaderRules,
-    /// This worker's TLS client settings for the cluster, when it is
-    /// reached over TLS.
-    pub tls: Option<&'a UpstreamTls>,
-    /// The whole request is at hand to send again.
-    pub replayable: bool,
-    pub timeout: Duration,
-}
-
-impl Try<'_> {
-    /// Which pooled connections this try may use: 0 for plain TCP.
-    pub fn tls_fingerprint(&self) -> u64 {
-        self.tls.map_or(0, |t| t.fingerprint)
-    }
-}
+/// Most tries of one request, whatever a route asks.
+const MAX_ATTEMPTS: usize = 10;
 
 /// Sends a request to one endpoint and reads the response head.
 pub(crate) trait Exchange {
@@ -81,7 +62,7 @@ pub(crate) struct Destination<'a> {
     pub cluster: &'a Cluster,
     pub state: &'a ClusterState,
     /// This worker's TLS client settings for the cluster, if TLS.
-    pub tls: Option<&'a UpstreamTls>,
+    pub tls: Option<&'a ClientTls>,
 }
 
 /// Tries endpoints of `cluster` for `route` until one answers with a
@@ -114,8 +95,8 @@ pub(crate) async fn run<E: Exchange>(
     // A retry must leave room for the request's other retries too: at
     // most `budget` of the worker's active requests may be retries.
     let budget_allows = |worker: &Worker| {
-        let share = (policy.budget * f64::from(worker.active_requests.get())) as u32;
-        worker.active_retries.get() < share.max(policy.min_retries)
+        let share = (policy.budget * f64::from(worker.budget.active_requests.get())) as u32;
+        worker.budget.active_retries.get() < share.max(policy.min_retries)
     };
     while tries < attempts {
         if tries > 0 {
@@ -128,7 +109,7 @@ pub(crate) async fn run<E: Exchange>(
                 }
                 retry_tally = Some(Tally::new(&state.breakers.retries));
             }
-            retrying.get_or_insert_with(|| Counted::new(&worker.active_retries));
+            retrying.get_or_insert_with(|| Counted::new(&worker.budget.active_retries));
             bump(&worker.metrics.retries);
         }
         // A stream refused unprocessed may go to the same endpoint again

@@ -1,0 +1,50 @@
+//! What the control thread is told, by signals, the file watcher and the
+//! admin listener, and what it tells back.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc;
+
+/// What the control thread is asked to do.
+#[derive(Debug)]
+pub enum Event {
+    /// Read, validate and apply the configuration file. `reply` hears the
+    /// new generation or the error.
+    Reload {
+        /// Why.
+        cause: Cause,
+        /// Where to send the outcome.
+        reply: Option<mpsc::Sender<Result<u64, String>>>,
+    },
+    /// Stop accepting and finish in-flight requests, but keep the process
+    /// (and its admin listener) up.
+    Drain,
+    /// Reopen the access log (SIGUSR1, after rotation).
+    ReopenLogs,
+    /// Drain and stop.
+    Shutdown,
+}
+
+/// Why a reload was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The file (or the symlink it hangs on) changed.
+    FileChanged,
+    /// SIGHUP.
+    Signal,
+    /// `POST /reload` on the admin listener.
+    Admin,
+}
+
+/// Reload outcomes, read by the admin listener.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    /// Reloads applied.
+    pub succeeded: AtomicU64,
+    /// Reloads refused (the running configuration stayed).
+    pub failed: AtomicU64,
+    /// The last refusal, cleared by the next success.
+    pub last_error: Mutex<Option<String>>,
+    /// `POST /drain` was asked: not ready any more.
+    pub draining: std::sync::atomic::AtomicBool,
+}

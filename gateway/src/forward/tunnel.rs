@@ -1,0 +1,74 @@
+//! Tunnels (WebSocket): after the upgrade, bytes are copied both ways
+//! until either side closes; both close when neither has sent anything
+//! for the listener's idle timeout, or when a drain's deadline passes.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::{RecvStream, SendStream};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::time::Instant;
+
+use super::h2::send_data;
+use crate::buffer::BUF_SIZE;
+
+/// Resolves once nothing has moved for `idle`.
+pub(crate) async fn idle_for(last: &Cell<Instant>, idle: Duration) {
+    loop {
+        let due = last.get() + idle;
+        if Instant::now() >= due {
+            return;
+        }
+        monoio::time::sleep_until(due).await;
+    }
+}
+
+/// Copies `from` to `to` (after `early`, bytes read before the switch)
+/// until `from` ends, then half-closes `to` so the other side sees the end.
+pub(crate) async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
+    mut from: R,
+    mut to: W,
+    early: Vec<u8>,
+    last: Rc<Cell<Instant>>,
+) {
+    if !early.is_empty() {
+        let (res, _) = to.write_all(early).await;
+        if res.is_err() {
+            return;
+        }
+    }
+    let mut buf = Vec::with_capacity(BUF_SIZE);
+    loop {
+        let (res, b) = from.read(buf).await;
+        buf = b;
+        match res {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+        last.set(Instant::now());
+        let (res, b) = to.write_all(buf).await;
+        buf = b;
+        if res.is_err() {
+            break;
+        }
+        buf.clear();
+    }
+    let _ = to.shutdown().await;
+}
+
+/// Moves a tunnel's bytes from one HTTP/2 stream to another until `from`
+/// ends (then ends `to`) or either side resets; `last` is when bytes last
+/// moved.
+pub(crate) async fn pass_h2(mut from: RecvStream, mut to: SendStream<Bytes>, last: &Cell<Instant>) {
+    while let Some(Ok(data)) = from.data().await {
+        last.set(Instant::now());
+        let len = data.len();
+        if send_data(&mut to, data, false).await.is_err() {
+            return;
+        }
+        let _ = from.flow_control().release_capacity(len);
+    }
+    let _ = to.send_data(Bytes::new(), true);
+}

@@ -1,0 +1,35 @@
+//! Where one try of a request goes and under what terms: the endpoint,
+//! its cluster's settings and this worker's state for it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringway_config::{Cluster, HeaderRules};
+
+use super::cluster::ClusterState;
+use crate::tls::ClientTls;
+
+/// Where one try goes and under what terms.
+#[derive(Clone, Copy)]
+pub(crate) struct Try<'a> {
+    pub addr: SocketAddr,
+    /// The endpoint's index in the cluster.
+    pub endpoint: usize,
+    pub cluster: &'a Cluster,
+    pub state: &'a ClusterState,
+    /// Response header rules of the route.
+    pub rules: &'a HeaderRules,
+    /// This worker's TLS client settings for the cluster, when it is
+    /// reached over TLS.
+    pub tls: Option<&'a ClientTls>,
+    /// The whole request is at hand to send again.
+    pub replayable: bool,
+    pub timeout: Duration,
+}
+
+impl Try<'_> {
+    /// Which pooled connections this try may use: 0 for plain TCP.
+    pub fn tls_fingerprint(&self) -> u64 {
+        self.tls.map_or(0, |t| t.fingerprint)
+    }
+}

@@ -1,0 +1,206 @@
+//! A worker's thread of control: its command loop (reloads, scrapes,
+//! shutdown), its listeners' accept loops, and the periodic sweeps of its
+//! pools and flushes of its telemetry.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use futures_channel::mpsc::UnboundedReceiver;
+use futures_core::Stream;
+use monoio::net::TcpListener;
+use ringway_config::Snapshot;
+
+use super::state::{Sinks, Worker};
+use crate::clock;
+use crate::downstream::accept;
+use crate::drain::Signal;
+use crate::metrics::MetricsReport;
+use crate::upstream::cluster::HealthTable;
+
+/// How often a worker drops expired idle upstream connections.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How often, at most, a worker hands its log lines and spans over, at the latest.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the control thread tells a worker.
+#[derive(Debug)]
+pub enum Command {
+    /// Serve from `snapshot` from now on. `sockets` holds this worker's
+    /// socket for each listener that is new in it; `done` hears the
+    /// worker's id once it has switched.
+    Reload {
+        /// The new snapshot, as published.
+        snapshot: Arc<Snapshot>,
+        /// Its endpoints' health.
+        health: Arc<HealthTable>,
+        /// Where its access log lines and spans go.
+        sinks: Sinks,
+        /// Sockets for new listeners, by listener name.
+        sockets: Vec<(String, std::net::TcpListener)>,
+        /// Acknowledgement.
+        done: Sender<usize>,
+    },
+    /// Send a copy of this worker's counters.
+    Scrape(Sender<MetricsReport>),
+    /// Stop accepting, drain, exit.
+    Shutdown,
+}
+
+/// A listener this worker accepts on.
+#[derive(Debug)]
+struct Accepting {
+    /// The address as configured (port 0 stays 0), to tell whether a
+    /// reload changed it.
+    configured: SocketAddr,
+    stop: Rc<Signal>,
+}
+
+/// The listeners a worker accepts on, by name.
+#[derive(Debug, Default)]
+struct Listening(HashMap<String, Accepting>);
+
+impl Listening {
+    /// Closes the listeners `snapshot` no longer has (or has at another
+    /// address).
+    fn keep_only(&mut self, snapshot: &Snapshot) {
+        self.0.retain(|name, accepting| {
+            let keep = snapshot
+                .listeners
+                .iter()
+                .any(|l| &l.name == name && l.addr == accepting.configured);
+            if !keep {
+                accepting.stop.fire();
+            }
+            keep
+        });
+    }
+
+    /// Starts accepting on `sockets`, named after their listeners.
+    fn open(&mut self, worker: &Rc<Worker>, sockets: Vec<(String, std::net::TcpListener)>) {
+        let current = worker.current();
+        for (name, socket) in sockets {
+            let Some(config) = current.listener(&name) else {
+                continue;
+            };
+            match TcpListener::from_std(socket) {
+                Ok(listener) => {
+                    let stop = Rc::new(Signal::default());
+                    let accepting = Accepting {
+                        configured: config.addr,
+                        stop: stop.clone(),
+                    };
+                    self.0.insert(name.clone(), accepting);
+                    monoio::spawn(accept_loop(worker.clone(), name, listener, stop));
+                }
+                Err(e) => crate::say!("ringway: worker {}: listener {name}: {e}", worker.id),
+            }
+        }
+    }
+}
+
+/// Runs a worker until told to shut down and its in-flight requests are
+/// done (or the drain deadline passes).
+pub async fn run(
+    worker: Rc<Worker>,
+    sockets: Vec<(String, std::net::TcpListener)>,
+    mut commands: UnboundedReceiver<Command>,
+) {
+    let mut listening = Listening::default();
+    listening.open(&worker, sockets);
+    monoio::spawn(sweep_loop(worker.clone()));
+    monoio::spawn(flush_loop(worker.clone()));
+    loop {
+        match poll_fn(|cx| Pin::new(&mut commands).poll_next(cx)).await {
+            Some(Command::Reload {
+                snapshot,
+                health,
+                sinks,
+                sockets,
+                done,
+            }) => {
+                worker.switch_to(snapshot.clone(), &health, sinks);
+                listening.keep_only(&snapshot);
+                listening.open(&worker, sockets);
+                let _ = done.send(worker.id);
+            }
+            Some(Command::Scrape(reply)) => {
+                let _ = reply.send(worker.report());
+            }
+            // A closed channel means the control thread is gone: drain too.
+            Some(Command::Shutdown) | None => break,
+        }
+    }
+    worker.drain.start();
+    let deadline = worker.current().snapshot.runtime.drain_timeout;
+    if monoio::time::timeout(deadline, worker.drain.idle())
+        .await
+        .is_err()
+    {
+        crate::say!(
+            "ringway: worker {}: drain deadline passed with {} request(s) in flight",
+            worker.id,
+            worker.drain.in_flight()
+        );
+    }
+    worker.flush(true);
+}
+
+async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, stop: Rc<Signal>) {
+    loop {
+        monoio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // Settings come from the generation current at accept.
+                    let current = worker.current();
+                    if let Some(config) = current.listener(&name) {
+                        if config.tls.is_none() {
+                            monoio::spawn(clock::per_poll(accept::serve(
+                                worker.clone(),
+                                config,
+                                stream,
+                                peer,
+                            )));
+                        } else if let Some(tls) = current.tls(&name) {
+                            monoio::spawn(clock::per_poll(accept::serve_tls(
+                                worker.clone(),
+                                config,
+                                tls,
+                                stream,
+                                peer,
+                            )));
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Out of descriptors or memory: back off instead of spinning.
+                    crate::say!("ringway: worker {}: accept on {name}: {e}", worker.id);
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = stop.fired() => break,
+            _ = worker.drain.started() => break,
+        }
+    }
+    // Dropping the listener closes it: new connections are refused.
+}
+
+async fn flush_loop(worker: Rc<Worker>) {
+    while !worker.drain.is_draining() {
+        monoio::time::sleep(FLUSH_INTERVAL).await;
+        worker.flush(true);
+    }
+}
+
+async fn sweep_loop(worker: Rc<Worker>) {
+    while !worker.drain.is_draining() {
+        monoio::time::sleep(SWEEP_INTERVAL).await;
+        worker.upstreams.h1.sweep();
+        worker.upstreams.h2.sweep();
+    }
+}
