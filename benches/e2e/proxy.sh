@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The end-to-end proxy comparison of DESIGN.md "Performance method":
+# The end-to-end proxy comparison of README.md "Benchmarks":
 # ringway, nginx and HAProxy, each pinned to core 0, in front of the same
 # `ringload serve` origin (1 KiB responses) on core 1, loaded from core 1
 # over keep-alive connections. For each proxy: saturated throughput and

@@ -6,7 +6,7 @@
 #
 # Usage: [SAMPLE_RATE=0.01] [RATE=20000] benches/telemetry/overhead.sh [reps] [seconds]
 # With RATE, load comes from ringload's open loop at that fixed rate (the
-# steadier figure, as DESIGN.md says); without, from wrk's closed loop.
+# steadier figure, as README.md "Benchmarks" says); without, from wrk's closed loop.
 cd "$(dirname "$0")/../.."
 reps=${1:-5}
 secs=${2:-5}

@@ -3,6 +3,7 @@
 //! beyond the caller's reused output buffers.
 
 pub mod framing;
+pub mod relay;
 pub mod request;
 pub mod response;
 

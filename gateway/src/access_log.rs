@@ -57,7 +57,7 @@ impl LogSink {
 }
 
 /// Starts the writer for `config`; it ends when every sink is dropped.
-pub fn spawn_writer(config: &AccessLog) -> std::io::Result<LogSink> {
+pub(crate) fn spawn_writer(config: &AccessLog) -> std::io::Result<LogSink> {
     let path = config.path.clone();
     let mut out = open(path.as_ref())?;
     let (sender, receiver) = sync_channel::<Message>(QUEUE);
@@ -91,7 +91,7 @@ fn open(path: Option<&PathBuf>) -> std::io::Result<Box<dyn Write + Send>> {
 
 /// What one line says.
 #[derive(Debug)]
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     /// When the request began.
     pub time: SystemTime,
     /// The client.
@@ -121,7 +121,7 @@ pub struct Entry<'a> {
 }
 
 /// Appends one line for `e` to `out`.
-pub fn write_line(out: &mut Vec<u8>, format: LogFormat, e: &Entry<'_>) {
+pub(crate) fn write_line(out: &mut Vec<u8>, format: LogFormat, e: &Entry<'_>) {
     match format {
         LogFormat::Json => {
             out.extend_from_slice(b"{\"time\":\"");

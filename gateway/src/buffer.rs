@@ -9,19 +9,19 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 
 /// Size a connection's read buffer starts at; body streaming reuses it, so
 /// this is also the per-direction memory bound for bodies.
-pub const BUF_SIZE: usize = 16 * 1024;
+pub(crate) const BUF_SIZE: usize = 16 * 1024;
 
 /// A read buffer with a consumed prefix: `data()` is what has been read
 /// but not yet used.
 #[derive(Debug, Default)]
-pub struct ReadBuf {
+pub(crate) struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
 }
 
 impl ReadBuf {
     /// An empty buffer of [`BUF_SIZE`].
-    pub fn new() -> ReadBuf {
+    pub(crate) fn new() -> ReadBuf {
         ReadBuf {
             buf: Vec::with_capacity(BUF_SIZE),
             start: 0,
@@ -29,17 +29,17 @@ impl ReadBuf {
     }
 
     /// The bytes read and not yet consumed.
-    pub fn data(&self) -> &[u8] {
+    pub(crate) fn data(&self) -> &[u8] {
         &self.buf[self.start..]
     }
 
     /// True when nothing unconsumed is held.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.start == self.buf.len()
     }
 
     /// Marks the first `n` bytes of [`ReadBuf::data`] as used.
-    pub fn consume(&mut self, n: usize) {
+    pub(crate) fn consume(&mut self, n: usize) {
         self.start += n;
         debug_assert!(self.start <= self.buf.len());
         if self.start >= self.buf.len() {
@@ -51,7 +51,11 @@ impl ReadBuf {
     /// Reads more bytes from `io`, growing the buffer up to `max` bytes of
     /// unconsumed data. Returns the count read, 0 at end of stream, and an
     /// `OutOfMemory` error when `max` is reached.
-    pub async fn fill<R: AsyncReadRent>(&mut self, io: &mut R, max: usize) -> io::Result<usize> {
+    pub(crate) async fn fill<R: AsyncReadRent>(
+        &mut self,
+        io: &mut R,
+        max: usize,
+    ) -> io::Result<usize> {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
@@ -73,7 +77,7 @@ impl ReadBuf {
 
     /// Writes the first `n` unconsumed bytes to `io` without copying, and
     /// consumes them.
-    pub async fn write_prefix<W: AsyncWriteRentExt>(
+    pub(crate) async fn write_prefix<W: AsyncWriteRentExt>(
         &mut self,
         io: &mut W,
         n: usize,
@@ -88,7 +92,10 @@ impl ReadBuf {
 }
 
 /// Writes all of `out` to `io`, keeping `out` (and its capacity) for reuse.
-pub async fn write_all<W: AsyncWriteRentExt>(io: &mut W, out: &mut Vec<u8>) -> io::Result<()> {
+pub(crate) async fn write_all<W: AsyncWriteRentExt>(
+    io: &mut W,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
     let buf = std::mem::take(out);
     let (res, buf) = io.write_all(buf).await;
     *out = buf;
@@ -102,7 +109,7 @@ pub async fn write_all<W: AsyncWriteRentExt>(io: &mut W, out: &mut Vec<u8>) -> i
 /// io_uring write goes to the kernel only when the worker next submits,
 /// after every other ready task has run, and its completion takes another
 /// turn to be seen.
-pub fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
     if bytes.is_empty() {
         return Ok(0);
     }
@@ -123,7 +130,7 @@ pub fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
 }
 
 /// [`send_now`] for several buffers at once (a `sendmsg(2)` of them all).
-pub fn send_vectored_now(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+pub(crate) fn send_vectored_now(fd: RawFd, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
     if bufs.iter().all(|b| b.is_empty()) {
         return Ok(0);
     }

@@ -33,7 +33,7 @@ thread_local! {
 
 /// The time: the clock as this task's current poll first read it, or the
 /// clock now outside a [`per_poll`] task.
-pub fn now() -> Instant {
+pub(crate) fn now() -> Instant {
     READING.with(|reading| match reading.get() {
         Reading::Fresh => Instant::now(),
         Reading::ThisPoll(Some(at)) => at,
@@ -46,12 +46,12 @@ pub fn now() -> Instant {
 }
 
 /// The time from `then` to [`now`] (zero if `then` is later).
-pub fn since(then: Instant) -> std::time::Duration {
+pub(crate) fn since(then: Instant) -> std::time::Duration {
     now().saturating_duration_since(then)
 }
 
 /// [`now`] as monoio's instant, for its timers.
-pub fn mono_now() -> monoio::time::Instant {
+pub(crate) fn mono_now() -> monoio::time::Instant {
     monoio::time::Instant::from_std(now())
 }
 
@@ -59,12 +59,12 @@ pub fn mono_now() -> monoio::time::Instant {
 /// for deadlines in loops over a body, which can keep one poll going for
 /// longer than a timeout with the epoll driver (reads that find bytes
 /// ready complete without yielding).
-pub fn mono_uncached() -> monoio::time::Instant {
+pub(crate) fn mono_uncached() -> monoio::time::Instant {
     monoio::time::Instant::now()
 }
 
 /// `future`, boxed, with [`now`] read at most once in each of its polls.
-pub fn per_poll<F: Future>(future: F) -> impl Future<Output = F::Output> {
+pub(crate) fn per_poll<F: Future>(future: F) -> impl Future<Output = F::Output> {
     let mut future = Box::pin(future);
     std::future::poll_fn(move |cx| {
         let _poll = ThisPoll::enter();

@@ -13,7 +13,7 @@ use std::task::{Poll, Waker};
 
 /// A one-way flag that tasks of the same worker can wait for.
 #[derive(Debug, Default)]
-pub struct Signal {
+pub(crate) struct Signal {
     fired: Cell<bool>,
     /// The few tasks waiting: accept loops and the worker's main task.
     waiters: RefCell<Vec<Waker>>,
@@ -21,18 +21,18 @@ pub struct Signal {
 
 impl Signal {
     /// Raises the flag and wakes every waiter.
-    pub fn fire(&self) {
+    pub(crate) fn fire(&self) {
         self.fired.set(true);
         self.wake_all();
     }
 
     /// True once fired.
-    pub fn is_fired(&self) -> bool {
+    pub(crate) fn is_fired(&self) -> bool {
         self.fired.get()
     }
 
     /// Resolves once fired.
-    pub async fn fired(&self) {
+    pub(crate) async fn fired(&self) {
         self.wait_for(|| self.fired.get()).await
     }
 
@@ -66,40 +66,40 @@ impl Signal {
 
 /// Per-worker drain state.
 #[derive(Debug, Default)]
-pub struct Drain {
+pub(crate) struct Drain {
     started: Signal,
     in_flight: Cell<usize>,
 }
 
 impl Drain {
     /// True once shutdown has begun: finish the current request, then close.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.started.is_fired()
     }
 
     /// Begins the drain and wakes whoever waits for it.
-    pub fn start(&self) {
+    pub(crate) fn start(&self) {
         self.started.fire();
     }
 
     /// Requests being served right now.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.in_flight.get()
     }
 
     /// Counts a request in flight until the guard is dropped.
-    pub fn request(self: &Rc<Self>) -> InFlight {
+    pub(crate) fn request(self: &Rc<Self>) -> InFlight {
         self.in_flight.set(self.in_flight.get() + 1);
         InFlight(self.clone())
     }
 
     /// Resolves when the drain has started.
-    pub async fn started(&self) {
+    pub(crate) async fn started(&self) {
         self.started.fired().await
     }
 
     /// Resolves when the drain has started and no request is in flight.
-    pub async fn idle(&self) {
+    pub(crate) async fn idle(&self) {
         self.started
             .wait_for(|| self.started.is_fired() && self.in_flight.get() == 0)
             .await
@@ -108,7 +108,7 @@ impl Drain {
 
 /// A request in flight; dropping it counts the request done.
 #[derive(Debug)]
-pub struct InFlight(Rc<Drain>);
+pub(crate) struct InFlight(Rc<Drain>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {

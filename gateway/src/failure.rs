@@ -5,7 +5,7 @@ use std::io;
 
 /// Which circuit breaker refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overflow {
+pub(crate) enum Overflow {
     /// Too many upstream connections.
     Connections,
     /// Too many requests waiting for a connection.
@@ -18,7 +18,7 @@ pub enum Overflow {
 
 impl Overflow {
     /// The name used in the `x-ringway-overflow` header.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Overflow::Connections => "max_connections",
             Overflow::Pending => "max_pending",
@@ -31,7 +31,7 @@ impl Overflow {
 /// Why an upstream exchange failed. Each maps to one status in
 /// [`Failure::status`], and none carries heap data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// The cluster had no endpoint to offer.
     NoEndpoint,
     /// Connecting failed (refused, unreachable).
@@ -67,7 +67,7 @@ pub enum Failure {
 
 impl Failure {
     /// True when the failure is the endpoint's, for outlier ejection.
-    pub fn is_upstream_fault(self) -> bool {
+    pub(crate) fn is_upstream_fault(self) -> bool {
         matches!(
             self,
             Failure::Connect(_)
@@ -81,7 +81,7 @@ impl Failure {
 
     /// The status answered for this failure; `None` when there is nobody
     /// to answer.
-    pub fn status(self) -> Option<u16> {
+    pub(crate) fn status(self) -> Option<u16> {
         match self {
             Failure::NoEndpoint => Some(503),
             Failure::Connect(_) | Failure::Closed { .. } | Failure::Invalid(_) => Some(502),
@@ -95,7 +95,7 @@ impl Failure {
         }
     }
 
-    pub fn detail(self) -> &'static str {
+    pub(crate) fn detail(self) -> &'static str {
         match self {
             Failure::NoEndpoint => "no upstream endpoint available",
             Failure::Connect(io::ErrorKind::ConnectionRefused) => "upstream refused the connection",

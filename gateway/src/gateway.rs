@@ -344,7 +344,7 @@ impl Drop for Gateway {
 
 /// Asks each worker behind `workers` for its counters; a worker that does
 /// not answer within a second is left out.
-pub fn scrape(workers: &[UnboundedSender<Command>]) -> Vec<metrics::MetricsReport> {
+pub(crate) fn scrape(workers: &[UnboundedSender<Command>]) -> Vec<metrics::MetricsReport> {
     let (reply, reports) = std::sync::mpsc::channel();
     let asked = workers
         .iter()

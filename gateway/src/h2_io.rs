@@ -26,7 +26,7 @@ use crate::buffer::{send_now, send_vectored_now};
 
 /// A stream that first replays bytes already read from it (the part of
 /// the h2c preface that was read while looking for an HTTP/1.1 request).
-pub struct Replay<T> {
+pub(crate) struct Replay<T> {
     replay: Vec<u8>,
     at: usize,
     inner: T,
@@ -40,7 +40,7 @@ impl<T> std::fmt::Debug for Replay<T> {
 
 impl<T> Replay<T> {
     /// `inner`, with `replay` read from it first.
-    pub fn new(replay: Vec<u8>, inner: T) -> Replay<T> {
+    pub(crate) fn new(replay: Vec<u8>, inner: T) -> Replay<T> {
         Replay {
             replay,
             at: 0,
@@ -97,7 +97,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Replay<T> {
 /// each write would make a TLS record of each), then rustls seals it into
 /// full-sized records, and all the records of a flush go to the socket in
 /// one owned-buffer write.
-pub struct TlsIo<C> {
+pub(crate) struct TlsIo<C> {
     read: StreamWrapper<OwnedReadHalf<TcpStream>>,
     conn: C,
     /// Plaintext written and not yet handed to rustls.
@@ -248,7 +248,7 @@ impl Writer {
 
 /// A plain socket for h2 (h2c): reads through monoio-compat's wrapper,
 /// writes gathered until a flush.
-pub struct PlainIo {
+pub(crate) struct PlainIo {
     read: StreamWrapper<OwnedReadHalf<TcpStream>>,
     out: Writer,
 }
@@ -261,7 +261,7 @@ impl std::fmt::Debug for PlainIo {
 
 impl PlainIo {
     /// Wraps a TCP stream.
-    pub fn new(io: TcpStream) -> PlainIo {
+    pub(crate) fn new(io: TcpStream) -> PlainIo {
         let fd = io.as_raw_fd();
         let (read, write) = io.into_split();
         PlainIo {
@@ -274,7 +274,7 @@ impl PlainIo {
 impl PlainIo {
     /// Gathers flushes (a server connection, whose task counts its polls:
     /// see [`Writer::poll_gather`]).
-    pub fn gathering(mut self) -> PlainIo {
+    pub(crate) fn gathering(mut self) -> PlainIo {
         self.out.gather = true;
         self
     }
@@ -328,7 +328,7 @@ thread_local! {
 
 /// The tasks whose polls a worker counts (see [`Writer::poll_gather`]).
 #[derive(Debug, Clone, Copy)]
-pub enum Polled {
+pub(crate) enum Polled {
     /// A server connection's task: its `io` gathers flushes.
     Connection,
     /// A stream's task.
@@ -337,7 +337,10 @@ pub enum Polled {
 
 /// `future`, boxed, counting each of its polls as `kind`, and reading the
 /// clock at most once per poll (see [`crate::clock::per_poll`]).
-pub fn counting_polls<F: Future>(kind: Polled, future: F) -> impl Future<Output = F::Output> {
+pub(crate) fn counting_polls<F: Future>(
+    kind: Polled,
+    future: F,
+) -> impl Future<Output = F::Output> {
     let mut future = Box::pin(future);
     std::future::poll_fn(move |cx| {
         let _clock = crate::clock::ThisPoll::enter();
@@ -374,7 +377,7 @@ impl<C> std::fmt::Debug for TlsIo<C> {
 
 impl<C> TlsIo<C> {
     /// Wraps a stream whose handshake `conn` has completed.
-    pub fn new(io: TcpStream, conn: C) -> TlsIo<C> {
+    pub(crate) fn new(io: TcpStream, conn: C) -> TlsIo<C> {
         let fd = io.as_raw_fd();
         let (read, write) = io.into_split();
         TlsIo {
@@ -389,7 +392,7 @@ impl<C> TlsIo<C> {
 impl<C> TlsIo<C> {
     /// Gathers flushes (a server connection, whose task counts its polls:
     /// see [`Writer::poll_gather`]).
-    pub fn gathering(mut self) -> TlsIo<C> {
+    pub(crate) fn gathering(mut self) -> TlsIo<C> {
         self.out.gather = true;
         self
     }

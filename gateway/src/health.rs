@@ -16,7 +16,7 @@ use crate::upstream::cluster::HealthTable;
 
 /// The running checks, keyed by cluster name and endpoint address.
 #[derive(Debug, Default)]
-pub struct HealthChecker {
+pub(crate) struct HealthChecker {
     checks: HashMap<(String, SocketAddr), Check>,
 }
 
@@ -31,7 +31,7 @@ struct Check {
 impl HealthChecker {
     /// Starts, keeps or stops checks to match `snapshot`, and returns its
     /// health table. A check that continues keeps its verdict.
-    pub fn update(&mut self, snapshot: &Snapshot) -> Arc<HealthTable> {
+    pub(crate) fn update(&mut self, snapshot: &Snapshot) -> Arc<HealthTable> {
         let mut table = Vec::with_capacity(snapshot.clusters.len());
         let mut live = HashMap::with_capacity(self.checks.len());
         for cluster in &snapshot.clusters {

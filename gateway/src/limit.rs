@@ -25,7 +25,7 @@ struct Bucket {
 
 /// One route's limit on one worker.
 #[derive(Debug)]
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     per_second: f64,
     burst: f64,
     buckets: RefCell<HashMap<u64, Bucket>>,
@@ -33,7 +33,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     /// This worker's share of `limit`.
-    pub fn new(limit: &RateLimit, workers: u32) -> RateLimiter {
+    pub(crate) fn new(limit: &RateLimit, workers: u32) -> RateLimiter {
         let w = f64::from(workers.max(1));
         RateLimiter {
             per_second: limit.per_second / w,
@@ -45,7 +45,7 @@ impl RateLimiter {
     /// Takes a token from the bucket of `key` (0 for an unkeyed limit).
     /// `Err` holds the whole seconds until a token is there, for
     /// `Retry-After`.
-    pub fn take(&self, key: u64, now: Instant) -> Result<(), u64> {
+    pub(crate) fn take(&self, key: u64, now: Instant) -> Result<(), u64> {
         let mut buckets = self.buckets.borrow_mut();
         if buckets.len() >= MAX_KEYS && !buckets.contains_key(&key) {
             let (rate, burst) = (self.per_second, self.burst);

@@ -13,13 +13,13 @@ use std::rc::Rc;
 use rustc_hash::FxHashMap;
 
 /// Upper bounds of the latency histograms, in seconds.
-pub const BUCKETS: [f64; 14] = [
+pub(crate) const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
 /// A latency histogram of one worker.
 #[derive(Debug, Default)]
-pub struct Histogram {
+pub(crate) struct Histogram {
     /// Non-cumulative counts per bucket; the last is +Inf.
     buckets: [Cell<u64>; BUCKETS.len() + 1],
     sum_micros: Cell<u64>,
@@ -27,7 +27,7 @@ pub struct Histogram {
 
 impl Histogram {
     /// Records one observation of `micros` microseconds.
-    pub fn observe(&self, micros: u64) {
+    pub(crate) fn observe(&self, micros: u64) {
         let seconds = micros as f64 / 1e6;
         let i = BUCKETS
             .iter()
@@ -47,7 +47,7 @@ impl Histogram {
 
 /// A copy of a histogram, summable across workers.
 #[derive(Debug, Clone, Default)]
-pub struct HistogramValues {
+pub(crate) struct HistogramValues {
     buckets: [u64; BUCKETS.len() + 1],
     sum_micros: u64,
 }
@@ -74,7 +74,7 @@ pub struct SeriesLabels {
 
 /// The counters of one (listener, route, cluster) on one worker.
 #[derive(Debug, Default)]
-pub struct Series {
+pub(crate) struct Series {
     /// Responses by status class: index 1 for 1xx ... 5 for 5xx, 0 other.
     by_class: [Cell<u64>; 6],
     /// Whole request time, first byte in to last byte out.
@@ -87,7 +87,7 @@ pub struct Series {
 
 impl Series {
     /// Counts one finished request.
-    pub fn record(&self, status: u16, micros: u64, bytes_in: u64, bytes_out: u64) {
+    pub(crate) fn record(&self, status: u16, micros: u64, bytes_in: u64, bytes_out: u64) {
         let class = usize::from(status / 100).min(5);
         self.by_class[class].set(self.by_class[class].get() + 1);
         self.duration.observe(micros);
@@ -108,7 +108,7 @@ pub struct SeriesValues {
 
 /// All counters of one worker.
 #[derive(Debug, Default)]
-pub struct WorkerMetrics {
+pub(crate) struct WorkerMetrics {
     /// Downstream connections open now.
     pub connections_active: Cell<u64>,
     /// Downstream connections accepted.
@@ -137,7 +137,7 @@ pub struct WorkerMetrics {
 impl WorkerMetrics {
     /// The series of `labels`, found by `key` (the labels joined, built by
     /// the caller into a reused buffer so that lookups do not allocate).
-    pub fn series(&self, key: &str, labels: impl FnOnce() -> SeriesLabels) -> Rc<Series> {
+    pub(crate) fn series(&self, key: &str, labels: impl FnOnce() -> SeriesLabels) -> Rc<Series> {
         if let Some((_, s)) = self.series.borrow().get(key) {
             return s.clone();
         }
@@ -149,7 +149,7 @@ impl WorkerMetrics {
     }
 
     /// A copy of every counter, to send to the scraper.
-    pub fn report(&self) -> MetricsReport {
+    pub(crate) fn report(&self) -> MetricsReport {
         MetricsReport {
             connections_active: self.connections_active.get(),
             connections_total: self.connections_total.get(),
@@ -240,7 +240,7 @@ pub struct MetricsReport {
 
 /// Process-wide values the control side adds to a scrape.
 #[derive(Debug, Clone, Default)]
-pub struct ControlValues {
+pub(crate) struct ControlValues {
     /// Current generation.
     pub generation: u64,
     /// Reloads applied.
@@ -250,7 +250,7 @@ pub struct ControlValues {
 }
 
 /// Renders the summed reports in the Prometheus text format.
-pub fn render(reports: &[MetricsReport], control: &ControlValues) -> String {
+pub(crate) fn render(reports: &[MetricsReport], control: &ControlValues) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let sum = |f: fn(&MetricsReport) -> u64| reports.iter().map(f).sum::<u64>();
     let scalar = |out: &mut String, name: &str, kind: &str, help: &str, value: u64| {
@@ -535,7 +535,7 @@ fn escape(value: &str) -> String {
 }
 
 /// Renders the endpoints for `GET /clusters`, one line each.
-pub fn render_clusters(reports: &[MetricsReport]) -> String {
+pub(crate) fn render_clusters(reports: &[MetricsReport]) -> String {
     let mut rows: HashMap<(String, String), (EndpointReport, u64)> = HashMap::new();
     for r in reports {
         for e in &r.endpoints {

@@ -28,7 +28,7 @@ impl std::fmt::Display for DriverInfo {
 /// Runs `work` on a new runtime of the requested kind on this thread.
 /// `ready` is called once the runtime exists (with what it is) or could
 /// not be made (with why, in words an operator can act on).
-pub fn run<F, Fut>(io: IoDriver, ready: impl FnOnce(Result<DriverInfo, String>), work: F)
+pub(crate) fn run<F, Fut>(io: IoDriver, ready: impl FnOnce(Result<DriverInfo, String>), work: F)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
@@ -108,7 +108,7 @@ fn build_uring() -> io::Result<(UringRuntime, DriverInfo)> {
 }
 
 /// Says why io_uring could not start and what the operator can change.
-pub fn explain_uring_error(e: &io::Error) -> String {
+pub(crate) fn explain_uring_error(e: &io::Error) -> String {
     let why = match e.raw_os_error() {
         Some(libc::ENOMEM) => {
             "the ring could not lock its memory: RLIMIT_MEMLOCK is too low for this user. \
@@ -128,7 +128,7 @@ pub fn explain_uring_error(e: &io::Error) -> String {
 }
 
 /// The CPUs this process may run on, in order (honours `taskset`).
-pub fn allowed_cpus() -> Vec<usize> {
+pub(crate) fn allowed_cpus() -> Vec<usize> {
     // SAFETY: `set` is a plain bitmask the kernel fills; sizes match.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: pid 0 is this thread; the size is that of `set`.
@@ -144,6 +144,6 @@ pub fn allowed_cpus() -> Vec<usize> {
 }
 
 /// Pins the calling thread to `cpu`.
-pub fn pin_to(cpu: usize) -> Result<(), String> {
+pub(crate) fn pin_to(cpu: usize) -> Result<(), String> {
     monoio::utils::bind_to_cpu_set([cpu]).map_err(|e| format!("cannot pin to CPU {cpu}: {e}"))
 }

@@ -37,7 +37,7 @@ use rustls::{
 use crate::buffer::write_all;
 
 /// The client stream of a TLS listener.
-pub type TlsStream = monoio_rustls::ServerTlsStream<TcpStream>;
+pub(crate) type TlsStream = monoio_rustls::ServerTlsStream<TcpStream>;
 
 /// Session IDs remembered per worker per listener.
 const SESSION_CACHE_SIZE: usize = 4096;
@@ -54,7 +54,7 @@ fn ticketer() -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
 }
 
 /// A worker's session-ID cache for one listener.
-pub fn session_cache() -> Arc<dyn StoresServerSessions> {
+pub(crate) fn session_cache() -> Arc<dyn StoresServerSessions> {
     ServerSessionMemoryCache::new(SESSION_CACHE_SIZE)
 }
 
@@ -70,7 +70,7 @@ fn versions(min: TlsVersion) -> &'static [&'static rustls::SupportedProtocolVers
 }
 
 /// Builds one worker's `ServerConfig` for a listener.
-pub fn server_config(
+pub(crate) fn server_config(
     tls: &Tls,
     cache: Arc<dyn StoresServerSessions>,
 ) -> Result<Arc<ServerConfig>, rustls::Error> {
@@ -160,7 +160,7 @@ impl ResolvesServerCert for SniResolver {
 
 /// A finished handshake: the stream, and the verified client identity.
 #[derive(Debug)]
-pub struct Accepted {
+pub(crate) struct Accepted {
     /// The TLS stream, ready for HTTP.
     pub stream: TlsStream,
     /// The client certificate's first URI SAN, else its first DNS SAN.
@@ -168,7 +168,10 @@ pub struct Accepted {
 }
 
 /// Runs the server side of a handshake on `io`.
-pub async fn handshake(mut io: TcpStream, config: Arc<ServerConfig>) -> io::Result<Accepted> {
+pub(crate) async fn handshake(
+    mut io: TcpStream,
+    config: Arc<ServerConfig>,
+) -> io::Result<Accepted> {
     let mut conn = ServerConnection::new(config).map_err(io::Error::other)?;
     drive(&mut io, &mut conn).await?;
     let identity = conn
@@ -184,7 +187,7 @@ pub async fn handshake(mut io: TcpStream, config: Arc<ServerConfig>) -> io::Resu
 /// Builds a `ClientConfig` for a cluster's endpoints. Sessions resume from
 /// rustls's in-memory cache, which belongs to the returned config: build one
 /// per worker so that no handshake waits on another core.
-pub fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, rustls::Error> {
+pub(crate) fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, rustls::Error> {
     let provider = Arc::new(ringway_config::crypto_provider());
     let mut roots = RootCertStore::empty();
     for ca in &tls.roots {
@@ -206,7 +209,7 @@ pub fn client_config(tls: &UpstreamTls) -> Result<Arc<ClientConfig>, rustls::Err
 /// A number that tells clusters' TLS settings apart, so that a pooled
 /// connection is only reused by a cluster that would have opened the same
 /// one (same trust, name, client certificate and protocols). 0 is plain TCP.
-pub fn fingerprint(tls: &UpstreamTls) -> u64 {
+pub(crate) fn fingerprint(tls: &UpstreamTls) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for root in &tls.roots {
@@ -227,7 +230,7 @@ pub fn fingerprint(tls: &UpstreamTls) -> u64 {
 /// `endpoint_host`: the cluster's `server_name` if set, else the host
 /// itself (an IP literal is verified against the certificate's IP SANs and
 /// sends no SNI).
-pub fn server_name_for(
+pub(crate) fn server_name_for(
     tls: &UpstreamTls,
     endpoint_host: &str,
 ) -> Result<ServerName<'static>, InvalidDnsNameError> {
@@ -242,7 +245,7 @@ pub fn server_name_for(
 /// Logs a failed upstream handshake, with rustls's reason: at most one
 /// line per worker every ten seconds (a broken upstream would otherwise
 /// log one per request); every failure answers 502 regardless.
-pub fn log_upstream_failure(cluster: &str, addr: std::net::SocketAddr, error: &io::Error) {
+pub(crate) fn log_upstream_failure(cluster: &str, addr: std::net::SocketAddr, error: &io::Error) {
     thread_local! {
         static LOGGED: std::cell::Cell<Option<std::time::Instant>> =
             const { std::cell::Cell::new(None) };
@@ -270,7 +273,7 @@ pub fn log_upstream_failure(cluster: &str, addr: std::net::SocketAddr, error: &i
 /// protocol chosen is `conn.alpn_protocol()`); a refused handshake (an
 /// untrusted certificate, a name mismatch) is `InvalidData` with rustls's
 /// reason.
-pub async fn connect(
+pub(crate) async fn connect(
     mut io: TcpStream,
     config: Arc<ClientConfig>,
     name: ServerName<'static>,

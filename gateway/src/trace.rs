@@ -73,7 +73,7 @@ impl TraceContext {
 }
 
 /// Lowercase hex of `bytes`, appended to `out`.
-pub fn hex(bytes: &[u8], out: &mut Vec<u8>) {
+pub(crate) fn hex(bytes: &[u8], out: &mut Vec<u8>) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     // Grown once and filled in place: a push per digit, each checking
     // the capacity, cost ~1,000 instructions per request for the ids and
@@ -120,7 +120,7 @@ pub struct SpanRecord {
 }
 
 /// The method as a `'static` string when it is a standard one.
-pub fn method_name(method: &str) -> Cow<'static, str> {
+pub(crate) fn method_name(method: &str) -> Cow<'static, str> {
     const STANDARD: [&str; 9] = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
     ];
@@ -156,7 +156,10 @@ const LINGER: Duration = Duration::from_millis(200);
 
 /// Starts an exporter thread posting to `endpoint`; it ends when every
 /// sink is dropped.
-pub fn spawn_exporter(endpoint: OtlpEndpoint, service_name: String) -> std::io::Result<SpanSink> {
+pub(crate) fn spawn_exporter(
+    endpoint: OtlpEndpoint,
+    service_name: String,
+) -> std::io::Result<SpanSink> {
     let (sender, receiver) = sync_channel(QUEUE);
     std::thread::Builder::new()
         .name("ringway-otlp".to_owned())
@@ -273,7 +276,7 @@ enum AttrValue<'a> {
 }
 
 /// Encodes an `ExportTraceServiceRequest` holding `spans`.
-pub fn encode_request(service: &str, spans: &[SpanRecord]) -> Vec<u8> {
+pub(crate) fn encode_request(service: &str, spans: &[SpanRecord]) -> Vec<u8> {
     let mut out = Vec::with_capacity(128 * spans.len() + 64);
     // resource_spans = 1
     message(1, &mut out, |rs| {

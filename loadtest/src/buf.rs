@@ -11,7 +11,7 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Reads more bytes onto the end of `buf`, growing it when needed.
 /// Returns the number read (0: the peer closed) and the buffer.
-pub async fn read_more<S: AsyncReadRent>(
+pub(crate) async fn read_more<S: AsyncReadRent>(
     io: &mut S,
     mut buf: Vec<u8>,
 ) -> (io::Result<usize>, Vec<u8>) {
@@ -25,7 +25,7 @@ pub async fn read_more<S: AsyncReadRent>(
 
 /// Drops the first `used` bytes of `buf`, keeping what follows (usually
 /// nothing, or the start of the next message) at the front.
-pub fn consume(buf: &mut Vec<u8>, used: usize) {
+pub(crate) fn consume(buf: &mut Vec<u8>, used: usize) {
     if used >= buf.len() {
         buf.clear();
     } else if used > 0 {

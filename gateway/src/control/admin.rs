@@ -27,7 +27,7 @@ use crate::worker::run::Command;
 
 /// What the admin listener reads.
 #[derive(Debug)]
-pub struct AdminState {
+pub(super) struct AdminState {
     /// The running snapshot.
     pub published: Arc<Published>,
     /// Reload outcomes.
@@ -42,7 +42,7 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 const RELOAD_WAIT: Duration = Duration::from_secs(30);
 
 /// Starts the admin listener on `addr` and returns the bound address.
-pub fn spawn(
+pub(super) fn spawn(
     addr: SocketAddr,
     state: AdminState,
     events: mpsc::Sender<Event>,

@@ -15,7 +15,7 @@ use inotify::{Inotify, WatchMask};
 use super::events::{Cause, Event};
 
 /// Starts a thread that sends [`Event::Reload`] when `path` may have changed.
-pub fn spawn(path: &Path, events: mpsc::Sender<Event>) -> std::io::Result<()> {
+pub(super) fn spawn(path: &Path, events: mpsc::Sender<Event>) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => Path::new(".").to_owned(),

@@ -22,7 +22,7 @@ use crate::worker::state::Worker;
 const TLS_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Serves one accepted plain-HTTP client connection until it closes.
-pub async fn serve(
+pub(crate) async fn serve(
     worker: Rc<Worker>,
     listener: Rc<Listener>,
     client: TcpStream,
@@ -71,7 +71,7 @@ impl Drop for ConnectionCount {
 
 /// Serves one accepted client connection of a TLS listener: the
 /// handshake (within the listener's header timeout), then HTTP/1.1.
-pub async fn serve_tls(
+pub(crate) async fn serve_tls(
     worker: Rc<Worker>,
     listener: Rc<Listener>,
     config: std::sync::Arc<rustls::ServerConfig>,

@@ -20,7 +20,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, Split, Splitable};
 use monoio::time::{Instant, timeout, timeout_at};
 use ringway_codec::HeaderRules;
 use ringway_codec::convert;
-use ringway_codec::http1::framing::{BodyReader, Framing, FramingError, chunk_header};
+use ringway_codec::http1::framing::{BodyReader, Framing, chunk_header};
+use ringway_codec::http1::relay::{Relay, frame_into};
 use ringway_codec::http1::request;
 use ringway_codec::http1::response::{self, ClientBody};
 use ringway_config::Listener;
@@ -54,17 +55,6 @@ pub(crate) enum Sniffed {
     Http2,
     /// Not at all, in time.
     Closed,
-}
-
-/// How the response's body bytes are turned into what the client gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Relay {
-    /// The same bytes.
-    PassThrough,
-    /// Close-delimited in, chunked out.
-    Encode,
-    /// Chunked in, payload out (a 1.0 client).
-    Decode,
 }
 
 /// One client connection speaking HTTP/1.1.
@@ -795,32 +785,5 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             }
         }
         Ok(())
-    }
-}
-
-/// Appends to `out` what the client gets for the body bytes in `data`, and
-/// returns how many of them belonged to the body.
-fn frame_into(
-    out: &mut Vec<u8>,
-    body: &mut BodyReader,
-    data: &[u8],
-    relay: Relay,
-) -> Result<usize, FramingError> {
-    match relay {
-        Relay::PassThrough => {
-            let p = body.advance(data, None)?;
-            out.extend_from_slice(&data[..p.consumed]);
-            Ok(p.consumed)
-        }
-        Relay::Decode => Ok(body.advance(data, Some(out))?.consumed),
-        Relay::Encode => {
-            let p = body.advance(data, None)?;
-            if p.consumed > 0 {
-                chunk_header(out, p.consumed);
-                out.extend_from_slice(&data[..p.consumed]);
-                out.extend_from_slice(b"\r\n");
-            }
-            Ok(p.consumed)
-        }
     }
 }

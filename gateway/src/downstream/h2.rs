@@ -18,8 +18,7 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{Method, Request, Response};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
-use monoio::time::{Instant as MonoInstant, sleep, timeout, timeout_at};
+use monoio::time::{sleep, timeout, timeout_at};
 use ringway_config::Listener;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -30,7 +29,7 @@ use crate::forward::h2::{pump_body, relay_h2_body, send_data};
 use crate::forward::plan::{ClientFacts, Plan, Target, local_answer, plan_request};
 use crate::forward::proxy::{Proxied, proxy};
 use crate::forward::record::{RequestLog, RequestText, Served};
-use crate::forward::tunnel::{idle_for, pass_h2};
+use crate::forward::tunnel::{tunnel_h1, tunnel_h2};
 use crate::h2_io::{Polled, counting_polls};
 use crate::metrics::bump;
 use crate::upstream::conn::UpstreamConn;
@@ -117,7 +116,7 @@ enum Event {
 ///
 /// `io` should gather flushes (`TlsIo::gathering`): this task counts its
 /// polls for it.
-pub async fn serve<T>(
+pub(crate) async fn serve<T>(
     worker: Rc<Worker>,
     listener: Rc<Listener>,
     io: T,
@@ -725,84 +724,6 @@ impl Stream {
         if !end_now {
             relay_h2_body(up_body, &mut send, timeout, None, &mut self.log.bytes_out).await;
         }
-    }
-}
-
-/// Joins a WebSocket's HTTP/2 stream to its HTTP/1.1 upstream connection
-/// until either side ends or nothing moves for `idle`.
-async fn tunnel_h1(
-    up: UpstreamConn,
-    mut from_client: RecvStream,
-    mut to_client: SendStream<Bytes>,
-    idle: Duration,
-) {
-    let early = up.rbuf.data().to_vec();
-    let (mut up_read, mut up_write) = up.stream.into_split();
-    let last = Rc::new(Cell::new(MonoInstant::now()));
-    let down = async {
-        if !early.is_empty()
-            && send_data(&mut to_client, Bytes::from(early), false)
-                .await
-                .is_err()
-        {
-            return;
-        }
-        let mut buf = Vec::with_capacity(BUF_SIZE);
-        loop {
-            let (res, b) = up_read.read(buf).await;
-            buf = b;
-            match res {
-                Ok(n) if n > 0 => {}
-                _ => break,
-            }
-            last.set(MonoInstant::now());
-            let data = Bytes::copy_from_slice(&buf);
-            buf.clear();
-            if send_data(&mut to_client, data, false).await.is_err() {
-                return;
-            }
-        }
-        let _ = to_client.send_data(Bytes::new(), true);
-    };
-    let up = async {
-        while let Some(Ok(data)) = from_client.data().await {
-            last.set(MonoInstant::now());
-            let len = data.len();
-            let (res, _) = up_write.write_all(data).await;
-            if res.is_err() {
-                break;
-            }
-            let _ = from_client.flow_control().release_capacity(len);
-        }
-        let _ = up_write.shutdown().await;
-    };
-    let both = async {
-        monoio::join!(down, up);
-    };
-    monoio::select! {
-        _ = both => {}
-        _ = idle_for(&last, idle) => {}
-    }
-}
-
-/// Joins a WebSocket's HTTP/2 stream to its HTTP/2 upstream stream (both
-/// extended CONNECT) until either side ends or nothing moves for `idle`.
-async fn tunnel_h2(
-    from_client: RecvStream,
-    to_upstream: SendStream<Bytes>,
-    from_upstream: RecvStream,
-    to_client: SendStream<Bytes>,
-    idle: Duration,
-) {
-    let last = Rc::new(Cell::new(MonoInstant::now()));
-    let up = pass_h2(from_client, to_upstream, &last);
-    let down = pass_h2(from_upstream, to_client, &last);
-    let both = async {
-        monoio::join!(up, down);
-    };
-    monoio::select! {
-        _ = both => {}
-        _ = idle_for(&last, idle) => {}
     }
 }
 

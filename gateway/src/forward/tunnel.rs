@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::time::Instant;
 
 use super::h2::send_data;
 use crate::buffer::BUF_SIZE;
+use crate::upstream::conn::UpstreamConn;
 
 /// Resolves once nothing has moved for `idle`.
 pub(crate) async fn idle_for(last: &Cell<Instant>, idle: Duration) {
@@ -71,4 +72,82 @@ pub(crate) async fn pass_h2(mut from: RecvStream, mut to: SendStream<Bytes>, las
         let _ = from.flow_control().release_capacity(len);
     }
     let _ = to.send_data(Bytes::new(), true);
+}
+
+/// Joins a WebSocket's HTTP/2 stream to its HTTP/1.1 upstream connection
+/// until either side ends or nothing moves for `idle`.
+pub(crate) async fn tunnel_h1(
+    up: UpstreamConn,
+    mut from_client: RecvStream,
+    mut to_client: SendStream<Bytes>,
+    idle: Duration,
+) {
+    let early = up.rbuf.data().to_vec();
+    let (mut up_read, mut up_write) = up.stream.into_split();
+    let last = Rc::new(Cell::new(Instant::now()));
+    let down = async {
+        if !early.is_empty()
+            && send_data(&mut to_client, Bytes::from(early), false)
+                .await
+                .is_err()
+        {
+            return;
+        }
+        let mut buf = Vec::with_capacity(BUF_SIZE);
+        loop {
+            let (res, b) = up_read.read(buf).await;
+            buf = b;
+            match res {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+            last.set(Instant::now());
+            let data = Bytes::copy_from_slice(&buf);
+            buf.clear();
+            if send_data(&mut to_client, data, false).await.is_err() {
+                return;
+            }
+        }
+        let _ = to_client.send_data(Bytes::new(), true);
+    };
+    let up = async {
+        while let Some(Ok(data)) = from_client.data().await {
+            last.set(Instant::now());
+            let len = data.len();
+            let (res, _) = up_write.write_all(data).await;
+            if res.is_err() {
+                break;
+            }
+            let _ = from_client.flow_control().release_capacity(len);
+        }
+        let _ = up_write.shutdown().await;
+    };
+    let both = async {
+        monoio::join!(down, up);
+    };
+    monoio::select! {
+        _ = both => {}
+        _ = idle_for(&last, idle) => {}
+    }
+}
+
+/// Joins a WebSocket's HTTP/2 stream to its HTTP/2 upstream stream (both
+/// extended CONNECT) until either side ends or nothing moves for `idle`.
+pub(crate) async fn tunnel_h2(
+    from_client: RecvStream,
+    to_upstream: SendStream<Bytes>,
+    from_upstream: RecvStream,
+    to_client: SendStream<Bytes>,
+    idle: Duration,
+) {
+    let last = Rc::new(Cell::new(Instant::now()));
+    let up = pass_h2(from_client, to_upstream, &last);
+    let down = pass_h2(from_upstream, to_client, &last);
+    let both = async {
+        monoio::join!(up, down);
+    };
+    monoio::select! {
+        _ = both => {}
+        _ = idle_for(&last, idle) => {}
+    }
 }

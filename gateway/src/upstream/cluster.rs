@@ -24,12 +24,12 @@ use crate::failure::Overflow;
 
 /// Health verdicts for every endpoint of every cluster of a snapshot, in
 /// snapshot order; written by the health checker, read by the workers.
-pub type HealthTable = Vec<Vec<Arc<AtomicBool>>>;
+pub(crate) type HealthTable = Vec<Vec<Arc<AtomicBool>>>;
 
 /// This worker's counters for one endpoint address. Kept across reloads
 /// for as long as the address stays in some cluster.
 #[derive(Debug, Default)]
-pub struct EndpointStats {
+pub(crate) struct EndpointStats {
     /// Requests this worker has in flight to it.
     pub active: Cell<u32>,
     failures: Cell<u32>,
@@ -46,11 +46,11 @@ impl EndpointStats {
 
 /// Counts a request in flight to an endpoint until dropped.
 #[derive(Debug)]
-pub struct Active(Rc<EndpointStats>);
+pub(crate) struct Active(Rc<EndpointStats>);
 
 impl Active {
     /// Starts counting.
-    pub fn new(stats: &Rc<EndpointStats>) -> Active {
+    pub(crate) fn new(stats: &Rc<EndpointStats>) -> Active {
         stats.active.set(stats.active.get() + 1);
         Active(stats.clone())
     }
@@ -64,11 +64,11 @@ impl Drop for Active {
 
 /// Counts something against a limit while it lives.
 #[derive(Debug)]
-pub struct Tally(Rc<Cell<u32>>);
+pub(crate) struct Tally(Rc<Cell<u32>>);
 
 impl Tally {
     /// Counts one more.
-    pub fn new(counter: &Rc<Cell<u32>>) -> Tally {
+    pub(crate) fn new(counter: &Rc<Cell<u32>>) -> Tally {
         counter.set(counter.get() + 1);
         Tally(counter.clone())
     }
@@ -83,7 +83,7 @@ impl Drop for Tally {
 /// A cluster's circuit-breaker counters on one worker, kept across
 /// reloads with the cluster's name.
 #[derive(Debug, Default)]
-pub struct Breakers {
+pub(crate) struct Breakers {
     /// Upstream connections open (idle or busy).
     pub connections: Rc<Cell<u32>>,
     /// Requests connecting.
@@ -96,7 +96,7 @@ pub struct Breakers {
 
 /// A cluster as one worker serves it in one generation.
 #[derive(Debug)]
-pub struct ClusterState {
+pub(crate) struct ClusterState {
     /// `None` where the endpoint set could not make one (which the
     /// config's validation rules out): picks then answer 503.
     balancer: RefCell<Option<Balancer>>,
@@ -112,7 +112,7 @@ pub struct ClusterState {
 impl ClusterState {
     /// Builds the state for `cluster`, reusing this worker's counters of
     /// endpoints it already knows (`known`, keyed by address).
-    pub fn new(
+    pub(crate) fn new(
         cluster: &Cluster,
         known: &mut HashMap<SocketAddr, Rc<EndpointStats>>,
         healthy: Vec<Arc<AtomicBool>>,
@@ -146,7 +146,7 @@ impl ClusterState {
 
     /// The breaker that would trip if one more `retry` (or first try)
     /// started now, if any.
-    pub fn overflow(&self, retry: bool) -> Option<Overflow> {
+    pub(crate) fn overflow(&self, retry: bool) -> Option<Overflow> {
         let b = &self.breakers;
         if b.requests.get() >= self.limits.max_requests {
             return Some(Overflow::Requests);
@@ -158,7 +158,7 @@ impl ClusterState {
     }
 
     /// The breaker that stops opening another connection, if any.
-    pub fn connect_overflow(&self) -> Option<Overflow> {
+    pub(crate) fn connect_overflow(&self) -> Option<Overflow> {
         let b = &self.breakers;
         if b.connections.get() >= self.limits.max_connections {
             return Some(Overflow::Connections);
@@ -170,7 +170,7 @@ impl ClusterState {
     }
 
     /// This worker's counters for endpoint `id`.
-    pub fn stats(&self, id: EndpointId) -> &Rc<EndpointStats> {
+    pub(crate) fn stats(&self, id: EndpointId) -> &Rc<EndpointStats> {
         &self.endpoints[id.0 as usize]
     }
 
@@ -185,7 +185,7 @@ impl ClusterState {
     /// Picks a usable endpoint other than those in `tried`. When fewer
     /// than the panic threshold's share are usable, all are used: sending
     /// traffic to suspect endpoints beats overloading the few good ones.
-    pub fn pick(&self, key_hash: Option<u64>, tried: &[EndpointId]) -> Option<EndpointId> {
+    pub(crate) fn pick(&self, key_hash: Option<u64>, tried: &[EndpointId]) -> Option<EndpointId> {
         let now = crate::clock::now();
         let n = self.endpoints.len();
         let usable = (0..n).filter(|&i| self.usable(i, now)).count();
@@ -201,7 +201,7 @@ impl ClusterState {
 
     /// True when some usable endpoint is not in `tried` (without moving
     /// the balancer).
-    pub fn has_candidate(&self, tried: &[EndpointId]) -> bool {
+    pub(crate) fn has_candidate(&self, tried: &[EndpointId]) -> bool {
         let now = crate::clock::now();
         (0..self.endpoints.len())
             .any(|i| !tried.contains(&EndpointId(i as u32)) && self.usable(i, now))
@@ -209,7 +209,7 @@ impl ClusterState {
 
     /// This worker's view of each endpoint, for metrics and `/clusters`.
     /// `idle` tells how many idle pooled connections an address has.
-    pub fn report(
+    pub(crate) fn report(
         &self,
         cluster: &Cluster,
         idle: impl Fn(SocketAddr) -> usize,
@@ -237,7 +237,7 @@ impl ClusterState {
     /// Records how a try on `id` went: a success clears its failures; a
     /// failure (no connection, reset, 5xx) counts towards ejection.
     /// Returns true when this failure ejected the endpoint.
-    pub fn record(&self, id: EndpointId, success: bool) -> bool {
+    pub(crate) fn record(&self, id: EndpointId, success: bool) -> bool {
         let stats = self.stats(id);
         if success {
             stats.failures.set(0);

@@ -19,7 +19,7 @@ use crate::failure::Failure;
 /// The byte stream to an upstream endpoint: plain TCP, or TLS when its
 /// cluster says so.
 #[derive(Debug)]
-pub enum UpstreamStream {
+pub(crate) enum UpstreamStream {
     Plain(TcpStream),
     Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
 }
@@ -29,7 +29,7 @@ impl UpstreamStream {
     /// reading them. Over TLS it never does: monoio-rustls does not lend
     /// its socket, so an early answer from a TLS upstream is seen once the
     /// request body is sent, or its write fails.
-    pub async fn readable(&self) -> std::io::Result<()> {
+    pub(crate) async fn readable(&self) -> std::io::Result<()> {
         match self {
             UpstreamStream::Plain(s) => s.readable(false).await,
             UpstreamStream::Tls(_) => std::future::pending().await,
@@ -88,7 +88,7 @@ impl AsyncWriteRent for UpstreamStream {
 
 /// A connection to an upstream endpoint and its read buffer.
 #[derive(Debug)]
-pub struct UpstreamConn {
+pub(crate) struct UpstreamConn {
     /// The socket.
     pub stream: UpstreamStream,
     /// Bytes read from it and not yet used.

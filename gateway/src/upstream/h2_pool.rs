@@ -39,12 +39,12 @@ struct Conn {
 
 /// A stream's claim on a connection, given back when dropped.
 #[derive(Debug)]
-pub struct Lease(Rc<Conn>);
+pub(crate) struct Lease(Rc<Conn>);
 
 impl Lease {
     /// Takes the connection out of use (its peer sent GOAWAY): streams
     /// already on it finish, new ones go to another.
-    pub fn retire(&self) {
+    pub(crate) fn retire(&self) {
         self.0.closed.set(true);
     }
 }
@@ -61,7 +61,7 @@ impl Drop for Lease {
 
 /// A worker's upstream HTTP/2 connections, by endpoint.
 #[derive(Debug, Default)]
-pub struct H2Pool {
+pub(crate) struct H2Pool {
     /// Keyed by configured addresses: a fast hash is safe.
     conns: RefCell<FxHashMap<SocketAddr, Vec<Rc<Conn>>>>,
     /// Connections being opened, by endpoint and TLS settings.
@@ -142,7 +142,7 @@ impl H2Pool {
     }
 
     /// Closes connections idle past their timeout, and forgets ended ones.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let now = Instant::now();
         let mut conns = self.conns.borrow_mut();
         for list in conns.values_mut() {

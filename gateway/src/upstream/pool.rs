@@ -27,7 +27,7 @@ use super::conn::UpstreamConn;
 /// How the last exchange on an upstream connection ended, as far as
 /// reusing the connection goes.
 #[derive(Debug, Clone, Copy)]
-pub struct Finished {
+pub(crate) struct Finished {
     /// The response's framing: a close-delimited body ends the connection.
     pub framing: Framing,
     /// The response was read to its framed end.
@@ -71,7 +71,7 @@ struct Idle {
 
 /// The idle upstream connections of one worker.
 #[derive(Debug, Default)]
-pub struct Pool {
+pub(crate) struct Pool {
     /// Keyed by endpoint address: a key from the configuration, never
     /// from a client, so a fast hash (not SipHash) is safe.
     idle: RefCell<FxHashMap<SocketAddr, Vec<Idle>>>,
@@ -86,7 +86,7 @@ impl Pool {
     /// An idle connection to `addr`, if one is left that has not expired
     /// and has received nothing while idle. One that has (unasked bytes,
     /// or the upstream's close) is closed, and the next one looked at.
-    pub fn take(&self, addr: SocketAddr, tls: u64) -> Option<UpstreamConn> {
+    pub(crate) fn take(&self, addr: SocketAddr, tls: u64) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let now = crate::clock::now();
@@ -111,7 +111,7 @@ impl Pool {
     }
 
     /// Counts a freshly opened connection.
-    pub fn note_opened(&self) {
+    pub(crate) fn note_opened(&self) {
         self.opened.set(self.opened.get() + 1);
     }
 
@@ -119,7 +119,7 @@ impl Pool {
     /// when `finished` says it is in step and nothing past the response
     /// has arrived, unless `max_idle` are kept already; otherwise drops
     /// (closes) it. True when it was kept.
-    pub fn give_back(
+    pub(crate) fn give_back(
         &self,
         addr: SocketAddr,
         mut conn: UpstreamConn,
@@ -163,7 +163,7 @@ impl Pool {
     }
 
     /// Drops expired idle connections.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         let now = Instant::now();
         let mut idle = self.idle.borrow_mut();
         for list in idle.values_mut() {
@@ -173,17 +173,17 @@ impl Pool {
     }
 
     /// Idle connections kept for `addr` now.
-    pub fn idle(&self, addr: SocketAddr) -> usize {
+    pub(crate) fn idle(&self, addr: SocketAddr) -> usize {
         self.idle.borrow().get(&addr).map_or(0, Vec::len)
     }
 
     /// Connections opened and reused so far, for metrics and tests.
-    pub fn counts(&self) -> (u64, u64) {
+    pub(crate) fn counts(&self) -> (u64, u64) {
         (self.opened.get(), self.reused.get())
     }
 
     /// Connections closed because they were out of step.
-    pub fn dirty(&self) -> u64 {
+    pub(crate) fn dirty(&self) -> u64 {
         self.dirty.get()
     }
 }

@@ -29,7 +29,7 @@ pub(crate) struct Try<'a> {
 
 impl Try<'_> {
     /// Which pooled connections this try may use: 0 for plain TCP.
-    pub fn tls_fingerprint(&self) -> u64 {
+    pub(crate) fn tls_fingerprint(&self) -> u64 {
         self.tls.map_or(0, |t| t.fingerprint)
     }
 }

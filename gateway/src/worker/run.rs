@@ -106,7 +106,7 @@ impl Listening {
 
 /// Runs a worker until told to shut down and its in-flight requests are
 /// done (or the drain deadline passes).
-pub async fn run(
+pub(crate) async fn run(
     worker: Rc<Worker>,
     sockets: Vec<(String, std::net::TcpListener)>,
     mut commands: UnboundedReceiver<Command>,

@@ -34,7 +34,7 @@ const SPAN_FLUSH: usize = 128;
 
 /// One snapshot and the per-core state built for it.
 #[derive(Debug)]
-pub struct Generation {
+pub(crate) struct Generation {
     /// The snapshot.
     pub snapshot: Arc<Snapshot>,
     /// Per cluster, in snapshot order.
@@ -179,12 +179,12 @@ impl Generation {
 
     /// This worker's TLS client configuration for `cluster`, when it is
     /// reached over TLS.
-    pub fn upstream_tls(&self, cluster: ClusterId) -> Option<&ClientTls> {
+    pub(crate) fn upstream_tls(&self, cluster: ClusterId) -> Option<&ClientTls> {
         self.upstream_tls.get(cluster.0 as usize)?.as_ref()
     }
 
     /// The span name for a request on `route` (`None`: no route matched).
-    pub fn span_name(&self, route: Option<RouteId>) -> Arc<str> {
+    pub(crate) fn span_name(&self, route: Option<RouteId>) -> Arc<str> {
         let last = self.span_names.len().saturating_sub(1);
         self.span_names
             .get(route.map_or(last, |r| r.0 as usize))
@@ -210,7 +210,7 @@ impl Generation {
 
     /// The cluster a request on `route` goes to: its cluster, or the next
     /// arm of its split. `None` for a route that does not proxy.
-    pub fn cluster_for(&self, route: RouteId) -> Option<ClusterId> {
+    pub(crate) fn cluster_for(&self, route: RouteId) -> Option<ClusterId> {
         let route = route.0 as usize;
         match &self.snapshot.routes.get(route)?.action {
             Action::Proxy(cluster) => Some(*cluster),
@@ -228,29 +228,29 @@ impl Generation {
     }
 
     /// The rate limiter of `route`, if it has one.
-    pub fn limiter(&self, route: RouteId) -> Option<&RateLimiter> {
+    pub(crate) fn limiter(&self, route: RouteId) -> Option<&RateLimiter> {
         self.limiters.get(route.0 as usize)?.as_ref()
     }
 
     /// This worker's state of `cluster`.
-    pub fn cluster(&self, cluster: ClusterId) -> &ClusterState {
+    pub(crate) fn cluster(&self, cluster: ClusterId) -> &ClusterState {
         &self.clusters[cluster.0 as usize]
     }
 
     /// The settings of the listener called `name`.
-    pub fn listener(&self, name: &str) -> Option<Rc<Listener>> {
+    pub(crate) fn listener(&self, name: &str) -> Option<Rc<Listener>> {
         self.listeners.get(name).cloned()
     }
 
     /// This worker's rustls configuration of the TLS listener `name`.
-    pub fn tls(&self, name: &str) -> Option<Arc<rustls::ServerConfig>> {
+    pub(crate) fn tls(&self, name: &str) -> Option<Arc<rustls::ServerConfig>> {
         self.tls.get(name).cloned()
     }
 }
 
 /// Everything one worker owns.
 #[derive(Debug)]
-pub struct Worker {
+pub(crate) struct Worker {
     /// Its index, for logs.
     pub id: usize,
     current: RefCell<Rc<Generation>>,
@@ -282,7 +282,7 @@ pub struct Worker {
 
 impl Worker {
     /// A worker serving `snapshot`.
-    pub fn new(
+    pub(crate) fn new(
         id: usize,
         workers: u32,
         snapshot: Arc<Snapshot>,
@@ -313,7 +313,7 @@ impl Worker {
     }
 
     /// A random 64-bit number from this worker's generator, for ids.
-    pub fn random_u64(&self) -> u64 {
+    pub(crate) fn random_u64(&self) -> u64 {
         let mut x = self.rng.get();
         x ^= x >> 12;
         x ^= x << 25;
@@ -324,7 +324,7 @@ impl Worker {
 
     /// Hands buffered log lines and spans to their writers: when `force`,
     /// whatever is there; otherwise only full batches.
-    pub fn flush(&self, force: bool) {
+    pub(crate) fn flush(&self, force: bool) {
         // Called after every request: most of the time nothing is due.
         let due = |len: usize, batch: usize| len > 0 && (force || len >= batch);
         if !due(self.log_buf.borrow().len(), LOG_FLUSH_BYTES)
@@ -359,7 +359,7 @@ impl Worker {
 
     /// A uniform number in `0.0..1.0` from this worker's own generator
     /// (xorshift64*), for fault injection.
-    pub fn random(&self) -> f64 {
+    pub(crate) fn random(&self) -> f64 {
         (self.random_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
@@ -379,7 +379,7 @@ impl Worker {
     }
 
     /// The generation to serve a new request from.
-    pub fn current(&self) -> Rc<Generation> {
+    pub(crate) fn current(&self) -> Rc<Generation> {
         self.current.borrow().clone()
     }
 

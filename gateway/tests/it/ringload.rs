@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 /// Where the `ringload` binary is.
-pub fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     let path = PathBuf::from(env!("CARGO_BIN_EXE_ringway")).with_file_name("ringload");
     assert!(
         path.exists(),
@@ -19,14 +19,14 @@ pub fn binary() -> PathBuf {
 }
 
 /// A `ringload serve` origin on 127.0.0.1:0, stopped on drop.
-pub struct Origin {
+pub(crate) struct Origin {
     child: Child,
     pub addr: SocketAddr,
 }
 
 impl Origin {
     /// Starts `ringload serve --name NAME extra...`.
-    pub fn start(name: &str, extra: &[&str]) -> Origin {
+    pub(crate) fn start(name: &str, extra: &[&str]) -> Origin {
         let mut child = Command::new(binary())
             .args([
                 "serve",
@@ -67,7 +67,7 @@ impl Drop for Origin {
 
 /// Starts `ringload run URL args... --json -q` and returns the child; its
 /// stdout holds the JSON report once it exits.
-pub fn run(url: &str, args: &[&str]) -> Child {
+pub(crate) fn run(url: &str, args: &[&str]) -> Child {
     Command::new(binary())
         .arg("run")
         .arg(url)
@@ -80,7 +80,7 @@ pub fn run(url: &str, args: &[&str]) -> Child {
 }
 
 /// Waits for a `run` child and parses its report.
-pub fn report(child: Child) -> serde_json::Value {
+pub(crate) fn report(child: Child) -> serde_json::Value {
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long any single test I/O may block before the test fails.
-pub const IO_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------- data
 
@@ -23,12 +23,12 @@ const PAGE: usize = 1 << 20;
 /// A deterministic byte stream that can be checked at any offset: pages of
 /// pseudo-random bytes, each page stamped with its index, so that a lost,
 /// repeated or reordered piece shows.
-pub struct Pattern {
+pub(crate) struct Pattern {
     base: Vec<u8>,
 }
 
 impl Pattern {
-    pub fn new() -> Pattern {
+    pub(crate) fn new() -> Pattern {
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         let base = (0..PAGE)
             .map(|_| {
@@ -42,7 +42,7 @@ impl Pattern {
     }
 
     /// Fills `out` with the stream's bytes from `offset`.
-    pub fn fill(&self, offset: u64, out: &mut [u8]) {
+    pub(crate) fn fill(&self, offset: u64, out: &mut [u8]) {
         let mut done = 0;
         while done < out.len() {
             let pos = offset + done as u64;
@@ -60,7 +60,7 @@ impl Pattern {
     }
 
     /// True when `data` equals the stream's bytes at `offset`.
-    pub fn matches(&self, offset: u64, data: &[u8], scratch: &mut Vec<u8>) -> bool {
+    pub(crate) fn matches(&self, offset: u64, data: &[u8], scratch: &mut Vec<u8>) -> bool {
         scratch.resize(data.len(), 0);
         self.fill(offset, scratch);
         scratch[..] == *data
@@ -79,7 +79,7 @@ fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str>
 
 /// What an upstream saw of one request.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(crate) struct Seen {
     pub method: String,
     pub target: String,
     pub headers: Vec<(String, String)>,
@@ -87,7 +87,7 @@ pub struct Seen {
 }
 
 impl Seen {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         header_in(&self.headers, name)
     }
 }
@@ -106,7 +106,7 @@ impl Seen {
 /// - `/close`: closes without answering; `/garbage`: answers garbage;
 /// - `/early-413`: answers 413 at once, without reading the body;
 /// - anything else: `NAME METHOD TARGET`.
-pub struct Upstream {
+pub(crate) struct Upstream {
     pub addr: SocketAddr,
     pub name: &'static str,
     connections: Arc<AtomicUsize>,
@@ -115,12 +115,12 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn start(name: &'static str) -> Upstream {
+    pub(crate) fn start(name: &'static str) -> Upstream {
         Upstream::start_with_delay(name, Duration::ZERO)
     }
 
     /// An upstream that waits `delay` before every answer.
-    pub fn start_with_delay(name: &'static str, delay: Duration) -> Upstream {
+    pub(crate) fn start_with_delay(name: &'static str, delay: Duration) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -147,12 +147,12 @@ impl Upstream {
     }
 
     /// While sick, every request (health checks too) gets a 503.
-    pub fn set_sick(&self, sick: bool) {
+    pub(crate) fn set_sick(&self, sick: bool) {
         self.sick.store(sick, Ordering::SeqCst);
     }
 
     /// Requests seen so far whose path starts with `prefix`.
-    pub fn count(&self, prefix: &str) -> usize {
+    pub(crate) fn count(&self, prefix: &str) -> usize {
         self.seen
             .lock()
             .unwrap()
@@ -162,24 +162,24 @@ impl Upstream {
     }
 
     /// Connections accepted so far.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
     }
 
     /// Requests seen so far.
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(crate) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
 
 /// A port nothing listens on now, for a server the test starts on it.
-pub fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap()
 }
 
 /// A port that refuses connections for the rest of the test run.
-pub fn closed_port() -> SocketAddr {
+pub(crate) fn closed_port() -> SocketAddr {
     // Bound but never listening, and kept for the rest of the test run:
     // connections to it are refused, and no other test running alongside
     // can be given the port (a listener bound and dropped freed it, and a
@@ -398,7 +398,7 @@ fn read_body(r: &mut BufReader<TcpStream>, chunked: bool, length: u64) -> std::i
 }
 
 /// Reads a chunked body, handing each piece of payload to `f`.
-pub fn read_chunked<R: BufRead>(
+pub(crate) fn read_chunked<R: BufRead>(
     r: &mut R,
     mut f: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
@@ -475,29 +475,29 @@ fn verify_body(
 
 /// A parsed response.
 #[derive(Debug)]
-pub struct Response {
+pub(crate) struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         header_in(&self.headers, name)
     }
 
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// A raw client connection that reads responses one at a time.
-pub struct Conn {
+pub(crate) struct Conn {
     pub reader: BufReader<TcpStream>,
 }
 
 impl Conn {
-    pub fn open(addr: SocketAddr) -> Conn {
+    pub(crate) fn open(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).unwrap();
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         Conn {
@@ -505,25 +505,25 @@ impl Conn {
         }
     }
 
-    pub fn send(&mut self, raw: &[u8]) {
+    pub(crate) fn send(&mut self, raw: &[u8]) {
         self.reader.get_mut().write_all(raw).unwrap();
     }
 
     /// Reads one response; `head` says the request was HEAD.
-    pub fn response(&mut self, head: bool) -> Response {
+    pub(crate) fn response(&mut self, head: bool) -> Response {
         read_response(&mut self.reader, head).expect("a complete response")
     }
 
     /// True when the gateway has closed the connection (EOF or reset),
     /// with nothing more sent.
-    pub fn is_closed(&mut self) -> bool {
+    pub(crate) fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];
         matches!(self.reader.read(&mut byte), Ok(0) | Err(_))
     }
 }
 
 /// Reads one response from `r`.
-pub fn read_response<R: BufRead>(r: &mut R, head: bool) -> std::io::Result<Response> {
+pub(crate) fn read_response<R: BufRead>(r: &mut R, head: bool) -> std::io::Result<Response> {
     let mut raw = Vec::new();
     loop {
         let n = r.read_until(b'\n', &mut raw)?;
@@ -575,14 +575,14 @@ pub fn read_response<R: BufRead>(r: &mut R, head: bool) -> std::io::Result<Respo
 }
 
 /// Sends `raw` on a new connection and reads one response.
-pub fn exchange(addr: SocketAddr, raw: &[u8]) -> Response {
+pub(crate) fn exchange(addr: SocketAddr, raw: &[u8]) -> Response {
     let mut c = Conn::open(addr);
     c.send(raw);
     c.response(raw.starts_with(b"HEAD "))
 }
 
 /// A GET on a new connection.
-pub fn get(addr: SocketAddr, host: &str, path: &str) -> Response {
+pub(crate) fn get(addr: SocketAddr, host: &str, path: &str) -> Response {
     exchange(
         addr,
         format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -590,7 +590,7 @@ pub fn get(addr: SocketAddr, host: &str, path: &str) -> Response {
 }
 
 /// Runs curl with `args`; returns (exit ok, stdout).
-pub fn curl(args: &[&str]) -> (bool, Vec<u8>) {
+pub(crate) fn curl(args: &[&str]) -> (bool, Vec<u8>) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "60"])
         .args(args)
@@ -606,18 +606,18 @@ pub fn curl(args: &[&str]) -> (bool, Vec<u8>) {
 
 /// A gateway running in this process on a config whose listeners bind
 /// port 0.
-pub struct InProcess {
+pub(crate) struct InProcess {
     pub gateway: ringway::Gateway,
 }
 
 impl InProcess {
     /// One worker.
-    pub fn start(toml: &str) -> InProcess {
+    pub(crate) fn start(toml: &str) -> InProcess {
         InProcess::with_workers(toml, 1)
     }
 
     /// `workers` workers.
-    pub fn with_workers(toml: &str, workers: usize) -> InProcess {
+    pub(crate) fn with_workers(toml: &str, workers: usize) -> InProcess {
         let snapshot = ringway_config::compile_str("test.toml", toml).unwrap();
         let options = ringway::Options {
             workers: Some(workers),
@@ -629,22 +629,22 @@ impl InProcess {
     }
 
     /// The address of the listener called `edge`.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.gateway.listener_addr("edge").unwrap()
     }
 }
 
 /// A cluster section with the given endpoints.
-pub fn cluster(name: &str, endpoints: &[SocketAddr]) -> String {
+pub(crate) fn cluster(name: &str, endpoints: &[SocketAddr]) -> String {
     let list: Vec<String> = endpoints.iter().map(|a| format!("\"{a}\"")).collect();
     format!("[cluster.{name}]\nendpoints = [{}]\n", list.join(", "))
 }
 
 /// The usual listener section, on port 0.
-pub const EDGE: &str = "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\n";
+pub(crate) const EDGE: &str = "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\n";
 
 /// The built `ringway` binary running in its own process.
-pub struct Binary {
+pub(crate) struct Binary {
     pub child: Child,
     pub addr: SocketAddr,
     /// The admin listener, when the config has `[admin]`.
@@ -659,7 +659,7 @@ pub struct Binary {
 impl Binary {
     /// Starts `ringway --config FILE extra...` and waits for its `edge`
     /// listener to be announced.
-    pub fn start(toml: &str, extra: &[&str]) -> Binary {
+    pub(crate) fn start(toml: &str, extra: &[&str]) -> Binary {
         let dir = TempDir::new();
         let path = dir.path.join("ringway.toml");
         std::fs::write(&path, toml).unwrap();
@@ -702,14 +702,14 @@ impl Binary {
 
     /// Replaces the configuration file atomically, as editors and
     /// deployment tools do: write a new file, rename it over the old.
-    pub fn write_config(&self, toml: &str) {
+    pub(crate) fn write_config(&self, toml: &str) {
         let tmp = self.config.with_extension("tmp");
         std::fs::write(&tmp, toml).unwrap();
         std::fs::rename(&tmp, &self.config).unwrap();
     }
 
     /// A request to the admin listener: (status, body).
-    pub fn admin(&self, method: &str, path: &str) -> (u16, String) {
+    pub(crate) fn admin(&self, method: &str, path: &str) -> (u16, String) {
         let addr = self.admin.expect("config has [admin]");
         let resp = exchange(
             addr,
@@ -720,7 +720,7 @@ impl Binary {
     }
 
     /// The generation the admin listener reports.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         let addr = self.admin.expect("config has [admin]");
         let resp = exchange(addr, b"GET /config HTTP/1.1\r\nHost: admin\r\n\r\n");
         resp.header("x-ringway-generation")
@@ -729,17 +729,17 @@ impl Binary {
             .unwrap()
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
-    pub fn signal(&self, signal: i32) {
+    pub(crate) fn signal(&self, signal: i32) {
         // SAFETY: plain kill(2) on our own child's pid.
         assert_eq!(unsafe { libc::kill(self.pid(), signal) }, 0);
     }
 
     /// A value from /proc/PID/status, in kB (VmRSS, VmHWM, ...).
-    pub fn status_kb(&self, field: &str) -> u64 {
+    pub(crate) fn status_kb(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         status
             .lines()
@@ -749,7 +749,7 @@ impl Binary {
     }
 
     /// Waits (with a deadline) for the process to exit; returns its code.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -771,12 +771,12 @@ impl Drop for Binary {
 }
 
 /// A temporary directory removed on drop.
-pub struct TempDir {
+pub(crate) struct TempDir {
     pub path: std::path::PathBuf,
 }
 
 impl TempDir {
-    pub fn new() -> TempDir {
+    pub(crate) fn new() -> TempDir {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
             "ringway-test-{}-{}",
@@ -795,7 +795,7 @@ impl Drop for TempDir {
 }
 
 /// Polls `condition` until it holds or `limit` passes.
-pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if condition() {
@@ -811,7 +811,7 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
 /// A helper process (a python peer, an origin) killed by its PID on drop.
 /// A thread collects its stdout lines, so that a test can wait for one with
 /// a deadline instead of blocking on the pipe.
-pub struct Peer {
+pub(crate) struct Peer {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
@@ -819,7 +819,7 @@ pub struct Peer {
 impl Peer {
     /// Starts `program args...` and waits up to [`IO_TIMEOUT`] for its
     /// first line on stdout (peers announce themselves there).
-    pub fn start(program: &str, args: &[&str]) -> Peer {
+    pub(crate) fn start(program: &str, args: &[&str]) -> Peer {
         let mut child = Command::new(program)
             .args(args)
             .stdin(Stdio::piped())
@@ -845,12 +845,12 @@ impl Peer {
     }
 
     /// Every stdout line so far.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
     }
 
     /// Waits up to `limit` for a stdout line that satisfies `want`.
-    pub fn wait_line(&self, limit: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
+    pub(crate) fn wait_line(&self, limit: Duration, want: impl Fn(&str) -> bool) -> Option<String> {
         let mut found = None;
         wait_until(limit, || {
             found = self.lines().into_iter().find(|l| want(l));
@@ -860,7 +860,7 @@ impl Peer {
     }
 
     /// The port in the first line, the last word of it (`listening PORT`).
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         let first = self.lines().remove(0);
         first
             .split_whitespace()
@@ -878,14 +878,14 @@ impl Drop for Peer {
 }
 
 /// The path of a helper script beside these tests.
-pub fn script(name: &str) -> String {
+pub(crate) fn script(name: &str) -> String {
     format!("{}/tests/it/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Runs `command` to completion, its stdout and stderr captured, within
 /// `limit`: past it the process is killed by its PID and the test fails.
 /// Its stdin is what the caller set (inherited otherwise).
-pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Output {
+pub(crate) fn output_within(command: &mut Command, limit: Duration) -> std::process::Output {
     let child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -910,7 +910,7 @@ pub fn output_within(command: &mut Command, limit: Duration) -> std::process::Ou
 /// Runs `python3 SCRIPT args...` to completion within `limit` (killed by
 /// its PID past it, and the test fails) and parses the last line it
 /// printed as JSON.
-pub fn python_json(name: &str, args: &[&str], limit: Duration) -> serde_json::Value {
+pub(crate) fn python_json(name: &str, args: &[&str], limit: Duration) -> serde_json::Value {
     let out = output_within(
         Command::new("python3")
             .arg(script(name))
@@ -928,13 +928,13 @@ pub fn python_json(name: &str, args: &[&str], limit: Duration) -> serde_json::Va
 /// A test certificate authority in a temporary folder (`ca.pem`, and
 /// `NAME.pem`/`NAME.key` per leaf), for the suites that need TLS beside
 /// the TLS suite's own.
-pub struct TestCa {
+pub(crate) struct TestCa {
     pub dir: TempDir,
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
 }
 
 impl TestCa {
-    pub fn new() -> TestCa {
+    pub(crate) fn new() -> TestCa {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
         let dir = TempDir::new();
         let key = KeyPair::generate().unwrap();
@@ -953,12 +953,12 @@ impl TestCa {
     }
 
     /// The path of `file` in the CA's folder.
-    pub fn path(&self, file: &str) -> String {
+    pub(crate) fn path(&self, file: &str) -> String {
         self.dir.path.join(file).display().to_string()
     }
 
     /// Writes `NAME.pem` and `NAME.key`: a leaf for the DNS names `names`.
-    pub fn leaf(&self, name: &str, names: &[&str]) {
+    pub(crate) fn leaf(&self, name: &str, names: &[&str]) {
         let sans = names
             .iter()
             .map(|n| rcgen::SanType::DnsName((*n).to_owned().try_into().unwrap()))
@@ -968,7 +968,7 @@ impl TestCa {
 
     /// Writes `NAME.pem` and `NAME.key`: a leaf with common name `cn` and
     /// the given SANs, valid until the start of `not_after_year` if given.
-    pub fn leaf_with(
+    pub(crate) fn leaf_with(
         &self,
         name: &str,
         cn: &str,
@@ -995,7 +995,7 @@ impl TestCa {
     }
 
     /// A listener's `tls = { cert, key }` for leaf `name`, and `extra` keys.
-    pub fn listener_tls(&self, name: &str, extra: &str) -> String {
+    pub(crate) fn listener_tls(&self, name: &str, extra: &str) -> String {
         format!(
             "tls = {{ cert = {:?}, key = {:?}{extra} }}",
             self.path(&format!("{name}.pem")),

@@ -21,11 +21,11 @@ const MAX_HEADERS: usize = 100;
 /// Why a response could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct ProtocolError(&'static str);
+pub(super) struct ProtocolError(&'static str);
 
 /// A complete response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Response {
+pub(super) struct Response {
     /// Status code.
     pub status: u16,
     /// The server will close the connection after it.
@@ -44,7 +44,7 @@ enum State {
 
 /// Reads responses one after another from a byte stream.
 #[derive(Debug, Clone)]
-pub struct ResponseParser {
+pub(super) struct ResponseParser {
     state: State,
     head_request: bool,
     status: u16,
@@ -54,7 +54,7 @@ pub struct ResponseParser {
 
 impl ResponseParser {
     /// A parser for responses to HEAD requests when `head_request`.
-    pub fn new(head_request: bool) -> ResponseParser {
+    pub(super) fn new(head_request: bool) -> ResponseParser {
         ResponseParser {
             state: State::Head,
             head_request,
@@ -75,7 +75,10 @@ impl ResponseParser {
 
     /// Consumes what it can of `buf`; returns the bytes used and the
     /// response if one completed (then stops, leaving the rest).
-    pub fn advance(&mut self, buf: &[u8]) -> Result<(usize, Option<Response>), ProtocolError> {
+    pub(super) fn advance(
+        &mut self,
+        buf: &[u8],
+    ) -> Result<(usize, Option<Response>), ProtocolError> {
         let mut pos = 0;
         loop {
             match &mut self.state {
@@ -145,7 +148,7 @@ impl ResponseParser {
     }
 
     /// The server closed: completes a body delimited by the close.
-    pub fn eof(&mut self) -> Option<Response> {
+    pub(super) fn eof(&mut self) -> Option<Response> {
         matches!(self.state, State::UntilClose).then(|| self.finish())
     }
 }

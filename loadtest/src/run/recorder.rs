@@ -118,7 +118,7 @@ impl Tally {
 
 /// The interval counters behind the once-a-second progress line.
 #[derive(Debug, Clone)]
-pub struct Interval {
+pub(super) struct Interval {
     /// Responses in the interval (warm-up included).
     pub responses: u64,
     /// Errors in the interval.
@@ -139,7 +139,7 @@ impl Default for Interval {
 
 /// A thread's recorder: the tally and the current interval.
 #[derive(Debug)]
-pub struct Recorder {
+pub(super) struct Recorder {
     measure_start: Instant,
     /// The totals.
     pub tally: Tally,
@@ -153,7 +153,7 @@ fn us(d: std::time::Duration) -> u64 {
 
 impl Recorder {
     /// A recorder that counts what was due from `measure_start` on.
-    pub fn new(measure_start: Instant) -> Recorder {
+    pub(super) fn new(measure_start: Instant) -> Recorder {
         Recorder {
             measure_start,
             tally: Tally::default(),
@@ -163,7 +163,7 @@ impl Recorder {
 
     /// A response to a request due at `intended`, sent at `sent`, complete
     /// at `done`.
-    pub fn response(
+    pub(super) fn response(
         &mut self,
         intended: Instant,
         sent: Instant,
@@ -191,7 +191,7 @@ impl Recorder {
 
     /// A failure of kind `kind`; `at` is when the request was due (or the
     /// connect started), to tell warm-up from measurement.
-    pub fn error(&mut self, kind: ErrorKind, at: Instant, why: &dyn std::fmt::Display) {
+    pub(super) fn error(&mut self, kind: ErrorKind, at: Instant, why: &dyn std::fmt::Display) {
         self.interval.errors += 1;
         if at < self.measure_start {
             self.tally.warmup += 1;
@@ -205,17 +205,17 @@ impl Recorder {
     }
 
     /// Requests that were due in the measured window but never sent.
-    pub fn unsent(&mut self, n: u64) {
+    pub(super) fn unsent(&mut self, n: u64) {
         self.tally.unsent += n;
     }
 
     /// A connection was opened.
-    pub fn connected(&mut self) {
+    pub(super) fn connected(&mut self) {
         self.tally.connects += 1;
     }
 
     /// Hands over the interval counters and starts a new interval.
-    pub fn take_interval(&mut self) -> Interval {
+    pub(super) fn take_interval(&mut self) -> Interval {
         std::mem::take(&mut self.interval)
     }
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 /// The run's clock and limits, the same on every thread.
 #[derive(Debug, Clone)]
-pub struct Schedule {
+pub(super) struct Schedule {
     /// When the first request is due (connections open just before).
     pub start: Instant,
     /// When measurement starts (after `--warmup`).
@@ -29,7 +29,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// When slot `j` is due.
-    pub fn due(&self, j: u64) -> Option<Instant> {
+    pub(super) fn due(&self, j: u64) -> Option<Instant> {
         let rate = self.rate?;
         if self.end_slot.is_some_and(|e| j >= e) {
             return None;
@@ -44,14 +44,14 @@ impl Schedule {
 /// One open-loop sender (a connection in HTTP/1.1, a stream slot in h2):
 /// its slots are `index`, `index + lanes`, `index + 2 * lanes`, ...
 #[derive(Debug)]
-pub struct Lane {
+pub(super) struct Lane {
     index: u64,
     next: Cell<u64>,
 }
 
 impl Lane {
     /// Lane number `index`.
-    pub fn new(index: u64) -> Lane {
+    pub(super) fn new(index: u64) -> Lane {
         Lane {
             index,
             next: Cell::new(0),
@@ -60,12 +60,12 @@ impl Lane {
 
     /// When this lane's next request is due, or `None` when it has no
     /// more slots before the end.
-    pub fn next_due(&self, s: &Schedule) -> Option<Instant> {
+    pub(super) fn next_due(&self, s: &Schedule) -> Option<Instant> {
         s.due(self.next.get() * s.lanes + self.index)
     }
 
     /// The next slot is taken (sent, or failed trying).
-    pub fn advance(&self) {
+    pub(super) fn advance(&self) {
         self.next.set(self.next.get() + 1);
     }
 
@@ -73,7 +73,7 @@ impl Lane {
     /// with this lane behind its schedule. Estimated in closed form (a
     /// server down for a long run can leave millions behind) and then
     /// corrected against `due` itself at both ends.
-    pub fn remaining_measured(&self, s: &Schedule) -> u64 {
+    pub(super) fn remaining_measured(&self, s: &Schedule) -> u64 {
         let Some(rate) = s.rate else { return 0 };
         let first = self.next.get();
         let slot = |k: u64| k.saturating_mul(s.lanes).saturating_add(self.index);
@@ -106,19 +106,19 @@ impl Lane {
 
 /// A thread's share of `-n` in closed loop.
 #[derive(Debug)]
-pub struct Tickets {
+pub(super) struct Tickets {
     left: Cell<Option<u64>>,
 }
 
 impl Tickets {
     /// `None`: unlimited (the run is bounded by time).
-    pub fn new(n: Option<u64>) -> Tickets {
+    pub(super) fn new(n: Option<u64>) -> Tickets {
         Tickets { left: Cell::new(n) }
     }
 
     /// Takes up to `want` requests; 0 when the run is over. The warm-up
     /// takes none: `-n` counts measured requests.
-    pub fn take(&self, s: &Schedule, want: usize) -> usize {
+    pub(super) fn take(&self, s: &Schedule, want: usize) -> usize {
         let now = Instant::now();
         if now >= s.end {
             return 0;

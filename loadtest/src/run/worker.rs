@@ -32,7 +32,7 @@ const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 /// HTTP version and its concurrency knob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
+pub(super) enum Protocol {
     /// HTTP/1.1 with this many requests pipelined per batch.
     H1 {
         /// Pipeline depth (1: none).
@@ -47,7 +47,7 @@ pub enum Protocol {
 
 /// Everything the threads share, read-only.
 #[derive(Debug)]
-pub struct Plan {
+pub(super) struct Plan {
     /// Where.
     pub target: Target,
     /// What.
@@ -79,7 +79,7 @@ pub struct Plan {
 }
 
 /// The client side of TLS: the configuration and the name to present.
-pub struct Tls {
+pub(super) struct Tls {
     /// rustls configuration.
     pub config: Arc<rustls::ClientConfig>,
     /// SNI and the name the certificate must carry.
@@ -96,7 +96,7 @@ impl std::fmt::Debug for Tls {
 
 /// A thread's progress since its last report.
 #[derive(Debug)]
-pub struct Tick {
+pub(super) struct Tick {
     /// The interval's counters.
     pub interval: Interval,
 }
@@ -220,7 +220,7 @@ pub(super) fn io_kind(e: &std::io::Error, guard: &ConnGuard) -> ErrorKind {
 }
 
 /// Runs thread `tid` to the end of the run and returns its tally.
-pub fn thread_main(
+pub(super) fn thread_main(
     tid: usize,
     cpu: Option<usize>,
     plan: Arc<Plan>,

@@ -12,16 +12,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub const RINGLOAD: &str = env!("CARGO_BIN_EXE_ringload");
+pub(crate) const RINGLOAD: &str = env!("CARGO_BIN_EXE_ringload");
 
 /// A child process killed on drop, with its stdout lines on a channel.
-pub struct Proc {
+pub(crate) struct Proc {
     pub child: Child,
     pub lines: mpsc::Receiver<String>,
 }
 
 impl Proc {
-    pub fn spawn(cmd: &mut Command) -> Proc {
+    pub(crate) fn spawn(cmd: &mut Command) -> Proc {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -41,7 +41,7 @@ impl Proc {
     }
 
     /// The next stdout line matching `pred`, within `within`.
-    pub fn line(&self, within: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub(crate) fn line(&self, within: Duration, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -53,14 +53,14 @@ impl Proc {
         }
     }
 
-    pub fn signal(&self, sig: i32) {
+    pub(crate) fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child's pid.
         let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
         assert_eq!(rc, 0, "kill({sig})");
     }
 
     /// Waits for exit within `within` (killing it and failing otherwise).
-    pub fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+    pub(crate) fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -74,7 +74,7 @@ impl Proc {
         }
     }
 
-    pub fn stderr(&mut self) -> String {
+    pub(crate) fn stderr(&mut self) -> String {
         let mut s = String::new();
         if let Some(mut e) = self.child.stderr.take() {
             let _ = e.read_to_string(&mut s);
@@ -91,7 +91,7 @@ impl Drop for Proc {
 }
 
 /// A running `ringload serve`.
-pub struct Serve {
+pub(crate) struct Serve {
     pub proc: Proc,
     pub addr: SocketAddr,
 }
@@ -99,7 +99,7 @@ pub struct Serve {
 impl Serve {
     /// Starts `ringload serve --listen 127.0.0.1:0 ARGS` and waits for its
     /// "listening on" line.
-    pub fn start(args: &[&str]) -> Serve {
+    pub(crate) fn start(args: &[&str]) -> Serve {
         let proc = Proc::spawn(
             Command::new(RINGLOAD)
                 .args(["serve", "--listen", "127.0.0.1:0", "--workers", "1"])
@@ -115,19 +115,19 @@ impl Serve {
         Serve { proc, addr }
     }
 
-    pub fn url(&self, scheme: &str) -> String {
+    pub(crate) fn url(&self, scheme: &str) -> String {
         format!("{scheme}://{}/", self.addr)
     }
 
     /// The origin's counters from `/__ringload/stats`.
-    pub fn stats(&self) -> Value {
+    pub(crate) fn stats(&self) -> Value {
         let (head, body) = http_get(self.addr, "/__ringload/stats");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         serde_json::from_slice(&body).unwrap()
     }
 
     /// SIGINT, then the stats line the origin prints on its way out.
-    pub fn stop(mut self) -> Value {
+    pub(crate) fn stop(mut self) -> Value {
         self.proc.signal(libc::SIGINT);
         let line = self
             .proc
@@ -141,7 +141,7 @@ impl Serve {
 
 /// A plain HTTP/1.1 GET with `Connection: close`, read to the end with a
 /// deadline: (head, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
     http_raw(
         addr,
         format!("GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").as_bytes(),
@@ -149,7 +149,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (String, Vec<u8>) {
 }
 
 /// Sends `request` as is and reads until the server closes: (head, body).
-pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
+pub(crate) fn http_raw(addr: SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(request).unwrap();
@@ -165,7 +165,7 @@ pub fn http_raw(addr: SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
 
 /// Runs `ringload run ARGS --json -q` to completion within `within` and
 /// returns its JSON summary and its exit status.
-pub fn run(args: &[&str], within: Duration) -> (Value, std::process::ExitStatus) {
+pub(crate) fn run(args: &[&str], within: Duration) -> (Value, std::process::ExitStatus) {
     let mut p = Proc::spawn(
         Command::new(RINGLOAD)
             .arg("run")
@@ -179,7 +179,7 @@ pub fn run(args: &[&str], within: Duration) -> (Value, std::process::ExitStatus)
     (v, status)
 }
 
-pub fn num(v: &Value, path: &str) -> f64 {
+pub(crate) fn num(v: &Value, path: &str) -> f64 {
     let mut cur = v;
     for key in path.split('/') {
         cur = cur.get(key).unwrap_or_else(|| panic!("no {path} in {v}"));
@@ -189,10 +189,10 @@ pub fn num(v: &Value, path: &str) -> f64 {
 }
 
 /// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
+pub(crate) struct TempDir(pub PathBuf);
 
 impl TempDir {
-    pub fn new(tag: &str) -> TempDir {
+    pub(crate) fn new(tag: &str) -> TempDir {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir =
@@ -201,7 +201,7 @@ impl TempDir {
         TempDir(dir)
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -213,7 +213,7 @@ impl Drop for TempDir {
 }
 
 /// A self-signed certificate for 127.0.0.1 and localhost: (cert, key).
-pub fn test_cert(dir: &TempDir) -> (PathBuf, PathBuf) {
+pub(crate) fn test_cert(dir: &TempDir) -> (PathBuf, PathBuf) {
     let rcgen::CertifiedKey { cert, signing_key } =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
     let (c, k) = (dir.path("cert.pem"), dir.path("key.pem"));
@@ -226,7 +226,7 @@ pub fn test_cert(dir: &TempDir) -> (PathBuf, PathBuf) {
 /// keep-alive, counting every GET except `/count`, which answers the
 /// count. With `close_every = N` every Nth response says
 /// `Connection: close` and the server closes.
-pub struct PyOrigin {
+pub(crate) struct PyOrigin {
     _proc: Proc,
     pub addr: SocketAddr,
     _dir: TempDir,
@@ -268,7 +268,7 @@ s.serve_forever()
 "#;
 
 impl PyOrigin {
-    pub fn start(close_every: u32) -> PyOrigin {
+    pub(crate) fn start(close_every: u32) -> PyOrigin {
         let dir = TempDir::new("py");
         let script = dir.path("origin.py");
         std::fs::write(&script, PY_ORIGIN).unwrap();
@@ -292,7 +292,7 @@ impl PyOrigin {
         }
     }
 
-    pub fn count(&self) -> u64 {
+    pub(crate) fn count(&self) -> u64 {
         let (_, body) = http_get(self.addr, "/count");
         String::from_utf8(body).unwrap().trim().parse().unwrap()
     }
