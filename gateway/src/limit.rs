@@ -1,4 +1,5 @@
-//! Token-bucket rate limits, one per route per worker.
+//! Token-bucket rate limits, one per route per worker, and each
+//! worker's retry budget.
 //!
 //! Shared-nothing: each worker holds `1 / workers` of a route's rate and
 //! burst, so the process-wide total holds without a lock as long as the
@@ -7,7 +8,7 @@
 //! that worker's share; per-client limits (`key`) are meant for many
 //! clients, where the spread evens out.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -67,6 +68,16 @@ impl RateLimiter {
         let wait = (1.0 - bucket.tokens) / self.per_second;
         Err(wait.ceil().max(1.0) as u64)
     }
+}
+
+/// Requests and retries a worker has in flight: at most a route's
+/// `budget` share of the requests may be retries at once.
+#[derive(Debug, Default)]
+pub(crate) struct RetryBudget {
+    /// Proxied requests in flight.
+    pub(crate) active_requests: Cell<u32>,
+    /// Retries in flight.
+    pub(crate) active_retries: Cell<u32>,
 }
 
 #[cfg(test)]

@@ -71,7 +71,8 @@ pub(crate) async fn proxy<C: Client>(
         key_hash,
     };
     let destination = Destination {
-        worker,
+        budget: &worker.budget,
+        metrics: &worker.metrics,
         route,
         cluster,
         state,

@@ -12,11 +12,12 @@ use ringway_balancer::EndpointId;
 use ringway_config::{Cluster, Route};
 
 use crate::failure::Failure;
+use crate::limit::RetryBudget;
+use crate::metrics::WorkerMetrics;
 use crate::metrics::{Counted, bump};
 use crate::tls::ClientTls;
 use crate::upstream::cluster::{Active, ClusterState, Tally};
 use crate::upstream::target::Try;
-use crate::worker::state::Worker;
 
 /// Most tries of one request, whatever a route asks.
 const MAX_ATTEMPTS: usize = 10;
@@ -57,7 +58,10 @@ pub(crate) struct Request {
 /// chosen) and this worker's state for it.
 #[derive(Clone, Copy)]
 pub(crate) struct Destination<'a> {
-    pub worker: &'a Worker,
+    /// The worker's requests and retries in flight.
+    pub budget: &'a RetryBudget,
+    /// The worker's counters (retries, ejections).
+    pub metrics: &'a WorkerMetrics,
     pub route: &'a Route,
     pub cluster: &'a Cluster,
     pub state: &'a ClusterState,
@@ -77,7 +81,8 @@ pub(crate) async fn run<E: Exchange>(
     upstream: &mut Option<SocketAddr>,
 ) -> Result<Chosen<E::Answer>, Failure> {
     let Destination {
-        worker,
+        budget,
+        metrics,
         route,
         cluster,
         state,
@@ -94,13 +99,13 @@ pub(crate) async fn run<E: Exchange>(
     let may_resend = request.replayable && request.idempotent;
     // A retry must leave room for the request's other retries too: at
     // most `budget` of the worker's active requests may be retries.
-    let budget_allows = |worker: &Worker| {
-        let share = (policy.budget * f64::from(worker.budget.active_requests.get())) as u32;
-        worker.budget.active_retries.get() < share.max(policy.min_retries)
+    let budget_allows = || {
+        let share = (policy.budget * f64::from(budget.active_requests.get())) as u32;
+        budget.active_retries.get() < share.max(policy.min_retries)
     };
     while tries < attempts {
         if tries > 0 {
-            if retrying.is_none() && !budget_allows(worker) {
+            if retrying.is_none() && !budget_allows() {
                 break;
             }
             if retry_tally.is_none() {
@@ -109,8 +114,8 @@ pub(crate) async fn run<E: Exchange>(
                 }
                 retry_tally = Some(Tally::new(&state.breakers.retries));
             }
-            retrying.get_or_insert_with(|| Counted::new(&worker.budget.active_retries));
-            bump(&worker.metrics.retries);
+            retrying.get_or_insert_with(|| Counted::new(&budget.active_retries));
+            bump(&metrics.retries);
         }
         // A stream refused unprocessed may go to the same endpoint again
         // when no other is left.
@@ -145,12 +150,12 @@ pub(crate) async fn run<E: Exchange>(
         match exchange.attempt(to).await {
             Ok((answer, status)) => {
                 if state.record(endpoint, status < 500) {
-                    bump(&worker.metrics.ejections);
+                    bump(&metrics.ejections);
                 }
                 let again = policy.on_statuses.contains(&status)
                     && tries < attempts
                     && may_resend
-                    && (retrying.is_some() || budget_allows(worker))
+                    && (retrying.is_some() || budget_allows())
                     && state.has_candidate(&tried[..tries]);
                 if !again {
                     return Ok(Chosen {
@@ -165,7 +170,7 @@ pub(crate) async fn run<E: Exchange>(
             }
             Err(failure) => {
                 if failure.is_upstream_fault() && state.record(endpoint, false) {
-                    bump(&worker.metrics.ejections);
+                    bump(&metrics.ejections);
                 }
                 let again = match failure {
                     // Nothing was sent: safe for any request.
@@ -184,4 +189,197 @@ pub(crate) async fn run<E: Exchange>(
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::rc::Rc;
+
+    use ringway_config::{Snapshot, compile_str};
+
+    use super::*;
+    use crate::upstream::cluster::Breakers;
+
+    /// What each endpoint answers, by port: a status, or a failure.
+    struct Scripted {
+        answers: HashMap<u16, Result<u16, Failure>>,
+        tried: Vec<u16>,
+        discarded: Vec<u16>,
+    }
+
+    impl Scripted {
+        fn new(answers: &[(u16, Result<u16, Failure>)]) -> Scripted {
+            Scripted {
+                answers: answers.iter().copied().collect(),
+                tried: Vec::new(),
+                discarded: Vec::new(),
+            }
+        }
+    }
+
+    impl Exchange for Scripted {
+        type Answer = u16;
+
+        async fn attempt(&mut self, to: Try<'_>) -> Result<(u16, u16), Failure> {
+            let port = to.addr.port();
+            self.tried.push(port);
+            self.answers[&port].map(|status| (port, status))
+        }
+
+        async fn discard(&mut self, answer: u16, _to: Try<'_>) {
+            self.discarded.push(answer);
+        }
+    }
+
+    /// A snapshot with one route on a round-robin cluster of endpoints on
+    /// the scripted ports (127.0.0.1), the route's `retry` as given.
+    fn snapshot(retry: &str, ports: &[u16]) -> Snapshot {
+        let endpoints: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+        let toml = format!(
+            "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\n\
+             [[route]]\nmatch = {{ path_prefix = \"/\" }}\ncluster = \"app\"\n{retry}\n\
+             [cluster.app]\nendpoints = [{}]\nbalancer = \"round-robin\"\n",
+            endpoints.join(", ")
+        );
+        compile_str("tries.toml", &toml).unwrap()
+    }
+
+    struct Run {
+        result: Result<u16, Failure>,
+        tried: Vec<u16>,
+        discarded: Vec<u16>,
+        retries: u64,
+    }
+
+    /// Runs the tries of one request against `answers`, with `active`
+    /// requests and `retrying` retries already in flight on the worker.
+    fn run_tries(
+        retry: &str,
+        answers: &[(u16, Result<u16, Failure>)],
+        request: Request,
+        (active, retrying): (u32, u32),
+    ) -> Run {
+        let ports: Vec<u16> = answers.iter().map(|(port, _)| *port).collect();
+        let snapshot = snapshot(retry, &ports);
+        let cluster = &snapshot.clusters[0];
+        let state = ClusterState::new(
+            cluster,
+            &mut HashMap::new(),
+            Vec::new(),
+            1,
+            1,
+            Rc::new(Breakers::default()),
+        );
+        let budget = RetryBudget::default();
+        budget.active_requests.set(active);
+        budget.active_retries.set(retrying);
+        let metrics = WorkerMetrics::default();
+        let to = Destination {
+            budget: &budget,
+            metrics: &metrics,
+            route: &snapshot.routes[0],
+            cluster,
+            state: &state,
+            tls: None,
+        };
+        let mut exchange = Scripted::new(answers);
+        let mut upstream = None;
+        let result = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap()
+            .block_on(run(&mut exchange, to, request, &mut upstream));
+        Run {
+            result: result.map(|chosen| chosen.answer),
+            tried: exchange.tried,
+            discarded: exchange.discarded,
+            retries: metrics.retries.get(),
+        }
+    }
+
+    const GET: Request = Request {
+        replayable: true,
+        idempotent: true,
+        key_hash: None,
+    };
+    const REFUSED: Failure = Failure::Connect(std::io::ErrorKind::ConnectionRefused);
+
+    #[test]
+    fn a_refused_connection_is_tried_once_more_elsewhere_by_default() {
+        let all_refuse = [(1, Err(REFUSED)), (2, Err(REFUSED)), (3, Err(REFUSED))];
+        let run = run_tries("", &all_refuse, GET, (1, 0));
+        assert_eq!(run.result, Err(REFUSED));
+        // The default policy: two tries in all, on two endpoints.
+        assert_eq!(run.tried.len(), 2);
+        assert_ne!(run.tried[0], run.tried[1]);
+        assert_eq!(run.retries, 1);
+    }
+
+    #[test]
+    fn a_retryable_status_is_replaced_and_the_replaced_answer_discarded() {
+        let retry = "retry = { attempts = 3, on = [\"503\"] }";
+        let answers = [(1, Ok(503)), (2, Ok(503)), (3, Ok(503))];
+        let run = run_tries(retry, &answers, GET, (1, 0));
+        // Every endpoint says 503: the last answer is the one relayed, the
+        // two before it were discarded (their connections given back).
+        assert_eq!(run.result, Ok(*run.tried.last().unwrap()));
+        assert_eq!(run.tried.len(), 3);
+        assert_eq!(run.discarded, run.tried[..2]);
+        assert_eq!(run.retries, 2);
+    }
+
+    #[test]
+    fn a_status_is_not_retried_for_a_request_that_cannot_be_sent_again() {
+        let retry = "retry = { attempts = 3, on = [\"503\"] }";
+        let answers = [(1, Ok(503)), (2, Ok(503)), (3, Ok(503))];
+        let post = Request {
+            idempotent: false,
+            ..GET
+        };
+        let streamed = Request {
+            replayable: false,
+            ..GET
+        };
+        for request in [post, streamed] {
+            let run = run_tries(retry, &answers, request, (1, 0));
+            assert_eq!(run.tried.len(), 1);
+            assert!(run.discarded.is_empty());
+            assert_eq!(run.retries, 0);
+        }
+    }
+
+    #[test]
+    fn the_retry_budget_stops_retries_beyond_its_share() {
+        let retry =
+            "retry = { attempts = 3, on = [\"connect-failure\"], budget = 0.2, min_retries = 1 }";
+        let answers = [(1, Err(REFUSED)), (2, Err(REFUSED)), (3, Ok(200))];
+        // 10 requests in flight, 2 of them retries: 20% is spent.
+        let run = run_tries(retry, &answers, GET, (10, 2));
+        assert_eq!(run.tried.len(), 1);
+        assert_eq!(run.retries, 0);
+        // With room in the budget, the request reaches a working endpoint.
+        let run = run_tries(retry, &answers, GET, (10, 0));
+        assert_eq!(run.result, Ok(3));
+        assert_eq!(run.retries as usize, run.tried.len() - 1);
+    }
+
+    #[test]
+    fn a_stream_refused_unprocessed_may_go_again_to_the_same_endpoint() {
+        let retry = "retry = { attempts = 2, on = [\"reset\"] }";
+        let post = Request {
+            idempotent: false,
+            ..GET
+        };
+        // Not processed: safe whatever the method, and with no other
+        // endpoint left, the same one is asked again.
+        let run = run_tries(retry, &[(1, Err(Failure::Refused))], post, (1, 0));
+        assert_eq!(run.tried, [1, 1]);
+        assert_eq!(run.result, Err(Failure::Refused));
+        // A reset after processing may not: a POST is not sent twice.
+        let closed = Failure::Closed { started: false };
+        let run = run_tries(retry, &[(1, Err(closed)), (2, Ok(200))], post, (1, 0));
+        assert_eq!(run.tried.len(), 1);
+        assert_eq!(run.result, Err(closed));
+    }
 }

@@ -20,7 +20,7 @@ use ringway_router::RouteId;
 
 use crate::access_log::LogSink;
 use crate::drain::Drain;
-use crate::limit::RateLimiter;
+use crate::limit::{RateLimiter, RetryBudget};
 use crate::metrics::{MetricsReport, WorkerMetrics};
 use crate::tls::ClientTls;
 use crate::trace::{SpanRecord, SpanSink};
@@ -56,16 +56,6 @@ pub(crate) struct Generation {
     /// Span names: each route's name, and one for requests no route took,
     /// shared so that a span costs no allocation for its name.
     span_names: Vec<Arc<str>>,
-}
-
-/// Requests and retries a worker has in flight: at most a route's
-/// `budget` share of the requests may be retries at once.
-#[derive(Debug, Default)]
-pub(crate) struct RetryBudget {
-    /// Proxied requests in flight.
-    pub(crate) active_requests: Cell<u32>,
-    /// Retries in flight.
-    pub(crate) active_retries: Cell<u32>,
 }
 
 /// Where a generation's telemetry goes.
