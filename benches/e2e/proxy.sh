@@ -10,6 +10,10 @@
 #
 #   cargo build --release -p ringway -p ringway-loadtest
 #   benches/e2e/proxy.sh        # DUR=10 CONNS=64 REPS=3 RATE=10000 by default
+#
+# RINGWAY_B=/path/to/another/ringway adds that build as "ringway-b" (port
+# 19204), measured in the same reps; TARGETS="ringway ringway-b" limits
+# the run to the builds (an A/B of two commits).
 source "$(dirname "$0")/common.sh"
 need wrk wrk
 need nginx nginx
@@ -31,12 +35,19 @@ start 0 nginx nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf"
 wait_port 19202
 start 0 haproxy haproxy -db -f "$HERE/haproxy.cfg"
 wait_port 19203
+if [ -n "${RINGWAY_B:-}" ]; then
+    sed 's/127.0.0.1:19201"/127.0.0.1:19204"/' "$HERE/ringway.toml" >"$WORK/ringway-b.toml"
+    start 0 ringway_b "$RINGWAY_B" --config "$WORK/ringway-b.toml" --workers 1
+    wait_port 19204
+fi
 
-declare -A PORT=([direct]=19200 [ringway]=19201 [nginx]=19202 [haproxy]=19203)
-declare -A PID=([direct]="" [ringway]=$PID_ringway [nginx]=$PID_nginx [haproxy]=$PID_haproxy)
+declare -A PORT=([direct]=19200 [ringway]=19201 [nginx]=19202 [haproxy]=19203 [ringway-b]=19204)
+declare -A PID=([direct]="" [ringway]=$PID_ringway [nginx]=$PID_nginx [haproxy]=$PID_haproxy [ringway-b]=${PID_ringway_b:-})
+TARGETS=${TARGETS:-direct ringway ${RINGWAY_B:+ringway-b }nginx haproxy}
 
 # Every proxy must answer through to the origin before anything is measured.
-for p in ringway nginx haproxy; do
+for p in $TARGETS; do
+    [ "$p" = direct ] && continue
     curl -sf --max-time 5 -o /dev/null -D - "http://127.0.0.1:${PORT[$p]}/" | grep -qi '^x-ringload-server: origin' \
         || { echo "$p does not reach the origin" >&2; exit 1; }
 done
@@ -52,7 +63,7 @@ echo
 echo "| target | rep | ringload req/s | proxy CPU µs/req (ringload) | wrk req/s | proxy CPU µs/req (wrk) | errors |"
 echo "|---|---:|---:|---:|---:|---:|---:|"
 for rep in $(seq "$REPS"); do
-    for p in direct ringway nginx haproxy; do
+    for p in $TARGETS; do
         url="http://127.0.0.1:${PORT[$p]}/"
         pid=${PID[$p]}
         t0=$([ -n "$pid" ] && cpu_ticks "$pid" || echo 0)
@@ -78,7 +89,7 @@ echo
 echo "| target | rep | achieved req/s | p50 | p90 | p99 | p99.9 | max | proxy CPU µs/req |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for rep in $(seq "$REPS"); do
-    for p in direct ringway nginx haproxy; do
+    for p in $TARGETS; do
         url="http://127.0.0.1:${PORT[$p]}/"
         pid=${PID[$p]}
         t0=$([ -n "$pid" ] && cpu_ticks "$pid" || echo 0)

@@ -9,70 +9,31 @@
 
 mod h1;
 mod h2;
+mod options;
 mod pacer;
 mod recorder;
 mod schedule;
+mod session;
 mod target;
 mod worker;
 
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
+pub use self::options::RunOptions;
 pub use self::recorder::{ErrorKind, Tally};
 use self::schedule::Schedule;
+use self::session::{Plan, Protocol, Tick, Tls};
 pub use self::target::{RequestTemplate, Target};
-use self::worker::{Plan, Protocol, Tick, Tls};
 use crate::histogram;
 use crate::report::Summary;
-use crate::tls::{self, Trust};
+use crate::tls::{self};
 use crate::{Error, Result, runtime};
 
 /// Without `-d`, a `-n` run still ends after this long.
 const N_ONLY_LIMIT: Duration = Duration::from_secs(600);
 /// Time for the threads to start and connect before the first request.
 const LEAD_IN: Duration = Duration::from_millis(100);
-
-/// A run as the command line describes it.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// `http://` or `https://` URL.
-    pub url: String,
-    /// Connections in total (`-c`).
-    pub connections: usize,
-    /// Threads (`-t`).
-    pub threads: usize,
-    /// Measured duration (`-d`).
-    pub duration: Option<Duration>,
-    /// Measured requests (`-n`).
-    pub requests: Option<u64>,
-    /// Open loop: total requests per second (`-R`).
-    pub rate: Option<f64>,
-    /// HTTP/1.1 pipeline depth.
-    pub pipeline: usize,
-    /// Speak HTTP/2 (h2c prior knowledge, or h2 by ALPN over TLS).
-    pub h2: bool,
-    /// h2 streams per connection (`-m`).
-    pub streams: usize,
-    /// Method.
-    pub method: String,
-    /// Headers, `Name: value`.
-    pub headers: Vec<String>,
-    /// Body.
-    pub body: Bytes,
-    /// How to check certificates (https).
-    pub trust: Option<Trust>,
-    /// Excluded from the figures.
-    pub warmup: Duration,
-    /// Per-request deadline; also how long in-flight requests get after
-    /// the end.
-    pub timeout: Duration,
-    /// Per-connection deadline for TCP, TLS and h2 handshakes.
-    pub connect_timeout: Duration,
-    /// Print a progress line on stderr once a second.
-    pub progress: bool,
-}
 
 /// Runs the load and returns what was measured.
 pub fn run(opts: &RunOptions) -> Result<Summary> {

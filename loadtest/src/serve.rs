@@ -12,11 +12,11 @@
 //! request itself is not counted); the same object is printed on stdout
 //! when the process stops on SIGINT or SIGTERM.
 
+mod ctx;
 mod h1;
 mod h2;
 mod stats;
 
-use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::{Arc, mpsc};
@@ -27,34 +27,11 @@ use monoio::net::{TcpListener, TcpStream};
 use monoio_compat::StreamWrapper;
 use monoio_rustls::TlsAcceptor;
 
+use self::ctx::Ctx;
+pub use self::ctx::{STATS_PATH, ServeOptions};
 pub use self::stats::{Stats, Totals};
 use crate::buf::read_more;
-use crate::duration::{Delay, Rng};
 use crate::{Error, Result, runtime};
-
-/// The path that answers the origin's counters instead of a canned body.
-pub const STATS_PATH: &str = "/__ringload/stats";
-
-/// What the origin answers and where.
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// Address to listen on (port 0: any free port).
-    pub listen: SocketAddr,
-    /// Worker threads (each pinned, each with its own listener).
-    pub workers: usize,
-    /// Bytes of body in each response.
-    pub body_size: usize,
-    /// Wait before each response.
-    pub delay: Delay,
-    /// Status code of each response.
-    pub status: u16,
-    /// Answer with the request's head and body instead of a canned body.
-    pub echo: bool,
-    /// Value of `x-ringload-server`.
-    pub name: String,
-    /// TLS configuration; `None` for plain HTTP and h2c.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-}
 
 /// A running origin.
 #[derive(Debug)]
@@ -123,56 +100,6 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// What every connection of one worker shares.
-#[derive(Debug)]
-struct Ctx {
-    id: usize,
-    opts: ServeOptions,
-    stats: Arc<Stats>,
-    rng: RefCell<Rng>,
-    /// The canned response, head and body, for GET-like requests.
-    full: Bytes,
-    /// The same head without its body, for HEAD.
-    head_only: Bytes,
-    /// The canned body alone (h2 sends head and body separately).
-    body: Bytes,
-}
-
-impl Ctx {
-    fn new(id: usize, opts: ServeOptions, stats: Arc<Stats>) -> Ctx {
-        let body = Bytes::from(vec![b'x'; opts.body_size]);
-        let head = h1::response_head(
-            opts.status,
-            &opts.name,
-            opts.body_size,
-            false,
-            "application/octet-stream",
-        );
-        let mut full = Vec::with_capacity(head.len() + body.len());
-        full.extend_from_slice(&head);
-        full.extend_from_slice(&body);
-        let seed = 0x5eed ^ (id as u64) << 32 ^ u64::from(std::process::id());
-        Ctx {
-            id,
-            rng: RefCell::new(Rng::new(seed)),
-            full: Bytes::from(full),
-            head_only: Bytes::from(head),
-            body,
-            opts,
-            stats,
-        }
-    }
-
-    /// The wait before the next response (zero most of the time).
-    fn next_delay(&self) -> Duration {
-        if self.opts.delay.is_zero() {
-            Duration::ZERO
-        } else {
-            self.opts.delay.sample(&mut self.rng.borrow_mut())
-        }
-    }
-}
-
 fn worker(
     id: usize,
     cpu: Option<usize>,
@@ -201,7 +128,14 @@ fn worker(
         };
         let _ = ready.send(Ok(()));
         let acceptor = opts.tls.clone().map(TlsAcceptor::from);
-        let ctx = Rc::new(Ctx::new(id, opts, stats));
+        let head = h1::response_head(
+            opts.status,
+            &opts.name,
+            opts.body_size,
+            false,
+            "application/octet-stream",
+        );
+        let ctx = Rc::new(Ctx::new(id, opts, stats, head));
         loop {
             match listener.accept().await {
                 Ok((stream, _peer)) => {

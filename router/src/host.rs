@@ -5,7 +5,30 @@
 //! Both sides end up in the same form (ASCII lowercase, no port, no trailing
 //! dot) so that the index can compare bytes and hash them directly.
 
-use crate::{Error, HostMatch, Result};
+use crate::error::{Error, Result};
+
+/// How a rule matches the request's host (the `Host` header without port).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Any host.
+    Any,
+    /// Exactly this name (compared case-insensitively).
+    Exact(String),
+    /// `*.example.com`: any name that ends with `.example.com` and has at
+    /// least one character before it. Holds the suffix, `.example.com`.
+    Suffix(String),
+}
+
+impl HostMatch {
+    /// Parses `example.com`, `*.example.com` or `*`.
+    ///
+    /// Names are lowercased and lose a trailing dot. Refused: an empty name,
+    /// `*` anywhere but a leading `*.`, empty labels (`a..b`, `.a`), a port,
+    /// and names of 255 bytes or more.
+    pub fn parse(pattern: &str) -> Result<HostMatch> {
+        parse_pattern(pattern)
+    }
+}
 
 /// Longest normalized request host that is looked up in the host tables.
 /// A DNS name has at most 253 characters, so a longer `Host` cannot name any

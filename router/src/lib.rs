@@ -48,6 +48,7 @@
 //!   grown (rarely) when new input reaches new automaton states.
 #![forbid(unsafe_code)]
 
+mod error;
 mod hash;
 mod host;
 mod path_table;
@@ -55,39 +56,16 @@ mod prefix_trie;
 
 use std::fmt;
 
+pub use error::{Error, Result};
+pub use host::HostMatch;
+
 use hash::BytesMap;
 use path_table::{PathTable, PathTableBuilder, RequestPath};
-
-/// "No route (yet)" in the index's `u32` route ids: larger than any real
-/// one, so that "lower id wins" comparisons need no `Option`.
-const NO_ROUTE: u32 = u32::MAX;
+use prefix_trie::NO_ROUTE;
 
 /// Index of a route in the order the rules were given to [`Router::build`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RouteId(pub u32);
-
-/// How a rule matches the request's host (the `Host` header without port).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostMatch {
-    /// Any host.
-    Any,
-    /// Exactly this name (compared case-insensitively).
-    Exact(String),
-    /// `*.example.com`: any name that ends with `.example.com` and has at
-    /// least one character before it. Holds the suffix, `.example.com`.
-    Suffix(String),
-}
-
-impl HostMatch {
-    /// Parses `example.com`, `*.example.com` or `*`.
-    ///
-    /// Names are lowercased and lose a trailing dot. Refused: an empty name,
-    /// `*` anywhere but a leading `*.`, empty labels (`a..b`, `.a`), a port,
-    /// and names of 255 bytes or more.
-    pub fn parse(pattern: &str) -> Result<HostMatch> {
-        host::parse_pattern(pattern)
-    }
-}
 
 /// How a rule matches the request's path (the target without its query).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,30 +117,6 @@ pub trait Headers {
     /// case-insensitively), if present.
     fn get(&self, name: &str) -> Option<&[u8]>;
 }
-
-/// Errors found while compiling rules.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum Error {
-    /// A path regex does not compile.
-    #[error("route {route}: invalid path regex: {message}")]
-    InvalidRegex {
-        /// Index of the rule.
-        route: usize,
-        /// What the regex engine said.
-        message: String,
-    },
-    /// A host pattern is malformed.
-    #[error("invalid host pattern {pattern:?}: {reason}")]
-    InvalidHost {
-        /// The pattern as given.
-        pattern: String,
-        /// Why it was refused.
-        reason: &'static str,
-    },
-}
-
-/// Result alias for this crate.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Compiled routing rules; see the crate documentation for the index.
 pub struct Router {

@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::NO_ROUTE;
+/// "No route (yet)" in the index's `u32` route ids: larger than any real
+/// one, so that "lower id wins" comparisons need no `Option`.
+pub(crate) const NO_ROUTE: u32 = u32::MAX;
 
 /// Built prefix trie; see the module docs.
 #[derive(Debug, Clone)]

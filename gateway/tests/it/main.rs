@@ -13,6 +13,7 @@ mod grpc;
 mod h2_resets;
 mod http2;
 mod lifecycle;
+mod matrix;
 mod observability;
 mod pool_hygiene;
 mod reload;

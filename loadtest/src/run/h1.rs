@@ -10,7 +10,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use super::pacer::Pacer;
 use super::recorder::ErrorKind;
 use super::schedule::Lane;
-use super::worker::{ConnGuard, Protocol, SessionEnd, ThreadCtx, io_kind};
+use super::session::{ConnGuard, Protocol, SessionEnd, ThreadCtx, io_kind};
 use crate::buf::{consume, read_more};
 use crate::chunked::ChunkedDecoder;
 

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::pacer::Pacer;
 use super::recorder::ErrorKind;
 use super::schedule::Lane;
-use super::worker::{ConnGuard, SessionEnd, ThreadCtx};
+use super::session::{ConnGuard, SessionEnd, ThreadCtx};
 
 fn kind(e: &h2::Error, guard: &ConnGuard) -> ErrorKind {
     if guard.timed_out() {

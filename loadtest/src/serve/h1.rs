@@ -8,7 +8,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-use super::{Ctx, STATS_PATH};
+use super::ctx::{Ctx, STATS_PATH};
 use crate::buf::{consume, read_more};
 use crate::chunked::ChunkedDecoder;
 

@@ -12,7 +12,7 @@ use h2::RecvStream;
 use h2::server::SendResponse;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::{Ctx, STATS_PATH};
+use super::ctx::{Ctx, STATS_PATH};
 
 /// Serves HTTP/2 on `io` until the client goes away.
 pub(super) async fn serve<T>(io: T, ctx: Rc<Ctx>)
