@@ -130,10 +130,12 @@ impl Pool {
         if !finished.reusable() {
             return false;
         }
-        // Bytes after the framed end, read with it or arrived since: a
-        // second response nobody asked for. Kept, it would be served to
-        // the next request sent on this connection.
-        if !conn.rbuf.is_empty() || !is_quiet(conn.fd) {
+        // Bytes after the framed end, read with it: a second response
+        // nobody asked for. Kept, it would be served to the next request
+        // sent on this connection. (Bytes that arrive later are caught by
+        // `take`, which looks before it lends: one look per reuse, not
+        // two.)
+        if !conn.rbuf.is_empty() {
             self.dirty.set(self.dirty.get() + 1);
             return false;
         }
