@@ -139,7 +139,7 @@ pub(crate) async fn run<E: Exchange>(
         let active = Active::new(state.stats(endpoint));
         let to = Try {
             addr,
-            endpoint: endpoint.0 as usize,
+            endpoint,
             cluster,
             state,
             rules: &route.policy.response_headers,

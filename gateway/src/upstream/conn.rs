@@ -117,7 +117,7 @@ pub(crate) async fn open(to: Try<'_>) -> Result<UpstreamConn, Failure> {
     let fd = stream.as_raw_fd();
     let stream = match (to.tls, &to.cluster.tls) {
         (Some(tls), Some(settings)) => {
-            let host = &to.cluster.endpoints[to.endpoint].host;
+            let host = &to.cluster.endpoints[to.endpoint.0 as usize].host;
             let name = crate::tls::server_name_for(settings, host)
                 .map_err(|_| Failure::Invalid("upstream TLS name is not valid"))?;
             let left = to.cluster.connect_timeout.saturating_sub(started.elapsed());

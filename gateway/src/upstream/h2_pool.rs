@@ -102,7 +102,7 @@ impl H2Pool {
             return Err(Failure::Overflow(overflow));
         }
         let connecting = Tally::new(&to.state.breakers.pending);
-        let host = &to.cluster.endpoints[to.endpoint].host;
+        let host = &to.cluster.endpoints[to.endpoint.0 as usize].host;
         let result = timeout(to.cluster.connect_timeout, connect(to, host)).await;
         drop(connecting);
         let (send, closed) = match result {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ringway_balancer::EndpointId;
 use ringway_config::{Cluster, HeaderRules};
 
 use super::cluster::ClusterState;
@@ -14,7 +15,7 @@ use crate::tls::ClientTls;
 pub(crate) struct Try<'a> {
     pub addr: SocketAddr,
     /// The endpoint's index in the cluster.
-    pub endpoint: usize,
+    pub endpoint: EndpointId,
     pub cluster: &'a Cluster,
     pub state: &'a ClusterState,
     /// Response header rules of the route.
