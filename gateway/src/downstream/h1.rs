@@ -273,9 +273,6 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                 key_hash,
                 delay,
             } => {
-                if let Some(delay) = delay {
-                    monoio::time::sleep(delay).await;
-                }
                 self.plan = plan;
                 self.body = BodyReader::new(plan.framing);
                 // The body bytes that came with the head travel with it.
@@ -294,6 +291,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                     route,
                     cluster,
                     key_hash,
+                    delay,
                 };
                 let worker = self.worker.clone();
                 proxy(self, &worker, generation, request).await

@@ -390,9 +390,6 @@ impl Stream {
                 key_hash,
                 delay,
             } => {
-                if let Some(delay) = delay {
-                    sleep(delay).await;
-                }
                 // A WebSocket's stream carries the tunnel's bytes, not a
                 // body.
                 if plan.upgrade {
@@ -406,6 +403,7 @@ impl Stream {
                     route,
                     cluster,
                     key_hash,
+                    delay,
                 };
                 proxy(self, &worker, generation, request).await;
             }

@@ -17,7 +17,7 @@ use ringway_config::Cluster;
 
 use super::client::{Client, HeadFromH1, Next};
 use super::plan::Plan;
-use super::tries::{Chosen, Exchange};
+use super::tries::{Chosen, Exchange, Relay};
 use crate::buffer::{BUF_SIZE, send_now, write_all};
 use crate::failure::Failure;
 use crate::upstream::conn::{UpstreamConn, UpstreamStream};
@@ -89,6 +89,33 @@ impl<C: Client> Exchange for H1Exchange<'_, C> {
     }
 }
 
+impl<C: Client> Relay for H1Exchange<'_, C> {
+    type Client = C;
+
+    fn client(&mut self) -> &mut C {
+        self.client
+    }
+
+    /// Relays the chosen answer and gives its connection back.
+    async fn finish(&mut self, chosen: Chosen<Answer>) -> Next {
+        let Chosen {
+            mut answer,
+            addr,
+            timeout,
+            ..
+        } = chosen;
+        if answer.switched {
+            return self.client.tunnel_to_h1(answer.up).await;
+        }
+        let relayed = self
+            .client
+            .relay_from_h1(&mut answer.up, answer.framing, timeout)
+            .await;
+        self.give_back(addr, answer, relayed.complete);
+        relayed.next
+    }
+}
+
 impl<C: Client> H1Exchange<'_, C> {
     /// Sends the request on `up` and reads the response head, passing
     /// informational responses on; the final head is prepared in the
@@ -156,25 +183,6 @@ impl<C: Client> H1Exchange<'_, C> {
         };
         up.rbuf.consume(resp.head_len);
         Ok(Some(step))
-    }
-
-    /// Relays the chosen answer and gives its connection back.
-    pub(crate) async fn finish(&mut self, chosen: Chosen<Answer>) -> Next {
-        let Chosen {
-            mut answer,
-            addr,
-            timeout,
-            ..
-        } = chosen;
-        if answer.switched {
-            return self.client.tunnel_to_h1(answer.up).await;
-        }
-        let relayed = self
-            .client
-            .relay_from_h1(&mut answer.up, answer.framing, timeout)
-            .await;
-        self.give_back(addr, answer, relayed.complete);
-        relayed.next
     }
 
     /// The one way an answer's connection leaves the exchange: back to the

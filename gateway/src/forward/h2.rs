@@ -14,7 +14,7 @@ use ringway_codec::{HeaderRules, convert};
 
 use super::client::{BodyUp, Client, Next};
 use super::plan::Plan;
-use super::tries::{Chosen, Exchange};
+use super::tries::{Chosen, Exchange, Relay};
 use crate::failure::Failure;
 use crate::upstream::h2_pool::{H2Pool, Lease};
 use crate::upstream::target::Try;
@@ -54,6 +54,26 @@ impl<C: Client> Exchange for H2Exchange<'_, C> {
     async fn discard(&mut self, answer: Answer, _to: Try<'_>) {
         // Dropping the stream's handles resets it (CANCEL).
         drop(answer);
+    }
+}
+
+impl<C: Client> Relay for H2Exchange<'_, C> {
+    type Client = C;
+
+    fn client(&mut self) -> &mut C {
+        self.client
+    }
+
+    /// Relays the chosen answer to the client.
+    async fn finish(&mut self, chosen: Chosen<Answer>) -> Next {
+        let Answer {
+            response,
+            lease,
+            body_up,
+        } = chosen.answer;
+        self.client
+            .relay_from_h2(response, lease, body_up, self.rules, chosen.timeout)
+            .await
     }
 }
 
@@ -117,18 +137,6 @@ impl<C: Client> H2Exchange<'_, C> {
             body_up,
         };
         Ok((answer, status))
-    }
-
-    /// Relays the chosen answer to the client.
-    pub(crate) async fn finish(&mut self, chosen: Chosen<Answer>) -> Next {
-        let Answer {
-            response,
-            lease,
-            body_up,
-        } = chosen.answer;
-        self.client
-            .relay_from_h2(response, lease, body_up, self.rules, chosen.timeout)
-            .await
     }
 }
 

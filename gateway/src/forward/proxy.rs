@@ -2,6 +2,8 @@
 //! breakers, the tries (retries, budgets, ejections), then the chosen
 //! answer relayed or the failure answered.
 
+use std::time::Duration;
+
 use ringway_codec::http1::framing::Framing;
 use ringway_config::{ClusterId, UpstreamProtocol};
 use ringway_router::RouteId;
@@ -10,7 +12,7 @@ use super::client::{Client, Next};
 use super::h1::H1Exchange;
 use super::h2::H2Exchange;
 use super::plan::Plan;
-use super::tries::{self, Destination};
+use super::tries::{self, Destination, Relay};
 use crate::failure::Failure;
 use crate::metrics::Counted;
 use crate::upstream::cluster::Tally;
@@ -25,6 +27,8 @@ pub(crate) struct Proxied {
     pub(crate) cluster: Option<ClusterId>,
     /// The request's hash key, for the hashing balancers.
     pub(crate) key_hash: Option<u64>,
+    /// Injected delay before proxying.
+    pub(crate) delay: Option<Duration>,
 }
 
 /// Proxies `client`'s request, trying again on another endpoint where the
@@ -40,7 +44,11 @@ pub(crate) async fn proxy<C: Client>(
         route,
         cluster,
         key_hash,
+        delay,
     } = request;
+    if let Some(delay) = delay {
+        monoio::time::sleep(delay).await;
+    }
     // With the whole request at hand (in the upstream head), it can be
     // sent again.
     let replayable = !client.body_pending();
@@ -78,42 +86,46 @@ pub(crate) async fn proxy<C: Client>(
         state,
         tls: generation.upstream_tls(cluster_id),
     };
-    let mut upstream = None;
     let rules = &route.policy.response_headers;
     match cluster.protocol {
         UpstreamProtocol::Http1 => {
-            let mut exchange = H1Exchange {
+            let pool = &worker.upstreams.h1;
+            let exchange = H1Exchange {
                 client,
-                pool: &worker.upstreams.h1,
+                pool,
                 cluster,
                 plan,
             };
-            let chosen = tries::run(&mut exchange, destination, retry, &mut upstream).await;
-            exchange.client.log().upstream = upstream;
-            match chosen {
-                Ok(chosen) => exchange.finish(chosen).await,
-                Err(failure) => {
-                    let body_read = !exchange.client.body_pending();
-                    exchange.client.fail(failure, body_read).await
-                }
-            }
+            try_and_relay(exchange, destination, retry).await
         }
         UpstreamProtocol::Http2 => {
-            let mut exchange = H2Exchange {
+            let pool = &worker.upstreams.h2;
+            let exchange = H2Exchange {
                 client,
-                pool: &worker.upstreams.h2,
+                pool,
                 plan,
                 rules,
             };
-            let chosen = tries::run(&mut exchange, destination, retry, &mut upstream).await;
-            exchange.client.log().upstream = upstream;
-            match chosen {
-                Ok(chosen) => exchange.finish(chosen).await,
-                Err(failure) => {
-                    let body_read = !exchange.client.body_pending();
-                    exchange.client.fail(failure, body_read).await
-                }
-            }
+            try_and_relay(exchange, destination, retry).await
+        }
+    }
+}
+
+/// Runs the tries, then relays the chosen answer or answers the failure.
+async fn try_and_relay<E: Relay>(
+    mut exchange: E,
+    destination: Destination<'_>,
+    retry: tries::Request,
+) -> Next {
+    let mut upstream = None;
+    let chosen = tries::run(&mut exchange, destination, retry, &mut upstream).await;
+    exchange.client().log().upstream = upstream;
+    match chosen {
+        Ok(chosen) => exchange.finish(chosen).await,
+        Err(failure) => {
+            let client = exchange.client();
+            let body_read = !client.body_pending();
+            client.fail(failure, body_read).await
         }
     }
 }

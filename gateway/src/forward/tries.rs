@@ -11,6 +11,7 @@ use std::time::Duration;
 use ringway_balancer::EndpointId;
 use ringway_config::{Cluster, Route};
 
+use super::client::{Client, Next};
 use crate::failure::Failure;
 use crate::limit::RetryBudget;
 use crate::metrics::WorkerMetrics;
@@ -32,6 +33,17 @@ pub(crate) trait Exchange {
 
     /// Drops an answer that a retry replaces.
     async fn discard(&mut self, answer: Self::Answer, to: Try<'_>);
+}
+
+/// An exchange whose chosen answer can be relayed to its client.
+pub(crate) trait Relay: Exchange {
+    /// The client the answer goes to.
+    type Client: Client;
+
+    fn client(&mut self) -> &mut Self::Client;
+
+    /// Relays the chosen answer.
+    async fn finish(&mut self, chosen: Chosen<Self::Answer>) -> Next;
 }
 
 /// The answer chosen, with what relaying it needs.
