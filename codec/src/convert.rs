@@ -248,6 +248,38 @@ pub fn write_chunked_trailers(out: &mut Vec<u8>, trailers: Option<&HeaderMap>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// HTTP/2 trailers for the lines of an HTTP/1.1 chunked trailer section
+/// (as [`BodyReader::keep_trailers`](crate::http1::framing::BodyReader::keep_trailers)
+/// keeps them). Fields that frame, route or authenticate a message are
+/// not allowed in trailers (RFC 9110 §6.5.1) and are dropped, as are the
+/// connection-specific ones and any line that is not a valid field.
+pub fn trailers_from_chunked(lines: &[u8]) -> HeaderMap {
+    const NOT_IN_TRAILERS: [&str; 5] = [
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "authorization",
+        "trailer",
+    ];
+    let mut map = HeaderMap::new();
+    for line in lines.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+        let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+        else {
+            continue;
+        };
+        if is_connection_specific(name.as_str()) || NOT_IN_TRAILERS.contains(&name.as_str()) {
+            continue;
+        }
+        map.append(name, value);
+    }
+    map
+}
+
 /// The body bytes of a response the gateway makes itself.
 pub fn own_body(body: &[u8]) -> Bytes {
     Bytes::copy_from_slice(body)
@@ -256,6 +288,18 @@ pub fn own_body(body: &[u8]) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunked_trailer_lines_become_http2_trailers_without_forbidden_fields() {
+        let map = trailers_from_chunked(
+            b"Grpc-Status: 0\r\ngrpc-message:  ok \r\ncontent-length: 5\r\nbad line\r\n\
+              x-a: 1\r\nx-a: 2\r\nbad name: x\r\nTransfer-Encoding: chunked\r\n",
+        );
+        assert_eq!(map.get("grpc-status").unwrap(), "0");
+        assert_eq!(map.get("grpc-message").unwrap(), "ok");
+        assert_eq!(map.get_all("x-a").iter().count(), 2);
+        assert_eq!(map.len(), 4, "{map:?}");
+    }
 
     #[test]
     fn upstream_requests_send_per_request_ids_never_indexed() {

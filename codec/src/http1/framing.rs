@@ -68,6 +68,10 @@ enum Chunked {
 #[derive(Debug, Clone)]
 pub struct BodyReader {
     state: State,
+    /// The chunked trailer section's lines, when asked for
+    /// ([`BodyReader::keep_trailers`]): bounded by `MAX_LINE` with the
+    /// rest of the section.
+    trailers: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -95,7 +99,24 @@ impl BodyReader {
             Framing::Chunked => State::Chunked(Chunked::Size { size: 0, digits: 0 }),
             Framing::UntilClose => State::UntilClose,
         };
-        BodyReader { state }
+        BodyReader {
+            state,
+            trailers: None,
+        }
+    }
+
+    /// Keeps the chunked trailer section's lines (each `name: value\r\n`)
+    /// as they pass, for a peer that takes trailers in another form
+    /// (HTTP/2). Without it they are checked and skipped.
+    pub fn keep_trailers(mut self) -> BodyReader {
+        self.trailers = Some(Vec::new());
+        self
+    }
+
+    /// The trailer lines kept so far (empty when there were none, or
+    /// when they were not asked for).
+    pub fn trailers(&self) -> &[u8] {
+        self.trailers.as_deref().unwrap_or_default()
     }
 
     /// True when the whole body has been seen.
@@ -149,7 +170,19 @@ impl BodyReader {
                         }
                         continue;
                     }
-                    *state = step(*state, data[i])?;
+                    let before = *state;
+                    *state = step(before, data[i])?;
+                    if let Some(kept) = self.trailers.as_mut()
+                        && matches!(
+                            state,
+                            Chunked::Trailer { .. }
+                                | Chunked::TrailerLf { .. }
+                                | Chunked::TrailerStart { .. }
+                        )
+                        && !matches!(before, Chunked::SizeLf { .. })
+                    {
+                        kept.push(data[i]);
+                    }
                     i += 1;
                 }
                 Ok(Progress {
@@ -291,6 +324,26 @@ mod tests {
             }
         }
         Ok((consumed, false, payload))
+    }
+
+    #[test]
+    fn trailer_lines_are_kept_when_asked_for_whichever_way_the_bytes_come() {
+        let body = b"5\r\nhello\r\n0\r\nx-a: 1\r\nx-b: 2\r\n\r\nNEXT";
+        let mut whole = BodyReader::new(Framing::Chunked).keep_trailers();
+        let p = whole.advance(body, None).unwrap();
+        assert_eq!((p.consumed, p.done), (body.len() - 4, true));
+        assert_eq!(whole.trailers(), b"x-a: 1\r\nx-b: 2\r\n");
+        let mut bytewise = BodyReader::new(Framing::Chunked).keep_trailers();
+        for b in &body[..body.len() - 4] {
+            bytewise.advance(std::slice::from_ref(b), None).unwrap();
+        }
+        assert_eq!(bytewise.trailers(), whole.trailers());
+        let mut none = BodyReader::new(Framing::Chunked).keep_trailers();
+        none.advance(b"0\r\n\r\n", None).unwrap();
+        assert!(none.trailers().is_empty());
+        let mut unasked = BodyReader::new(Framing::Chunked);
+        unasked.advance(body, None).unwrap();
+        assert!(unasked.trailers().is_empty());
     }
 
     #[test]

@@ -571,7 +571,8 @@ impl Client for Stream {
                 ..done
             };
         }
-        let mut body = BodyReader::new(framing);
+        // A chunked body's trailer section becomes HTTP/2 trailers.
+        let mut body = BodyReader::new(framing).keep_trailers();
         // Sized by what each read brings: most bodies fit one.
         let mut payload = Vec::new();
         loop {
@@ -580,12 +581,21 @@ impl Client for Stream {
                 return done;
             };
             up.rbuf.consume(p.consumed);
+            let trailers = (p.done && !body.trailers().is_empty())
+                .then(|| convert::trailers_from_chunked(body.trailers()))
+                .filter(|t| !t.is_empty());
             if !payload.is_empty() || p.done {
                 self.log.bytes_out += payload.len() as u64;
                 let data = Bytes::from(std::mem::take(&mut payload));
-                if send_data(&mut send, data, p.done).await.is_err() {
+                let end = p.done && trailers.is_none();
+                if send_data(&mut send, data, end).await.is_err() {
                     return done;
                 }
+            }
+            if let Some(trailers) = trailers
+                && send.send_trailers(trailers).is_err()
+            {
+                return done;
             }
             if p.done {
                 return Relayed {

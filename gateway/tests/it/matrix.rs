@@ -20,11 +20,9 @@
 //! Every pair runs the common cases (see [`matrix!`]). Beyond them:
 //!
 //! - `trailers_reach_the_client` runs for every pair. With an HTTP/1.1
-//!   client, the trailers come in the chunked trailer section. An h2
-//!   client behind an HTTP/1.1 cluster (4 pairs) is `#[ignore]`d: the
-//!   gateway drops an HTTP/1.1 upstream's chunked trailers on the way to
-//!   an HTTP/2 client (it relays them to an HTTP/1.1 client, and relays an
-//!   h2 upstream's trailers to both).
+//!   client, the trailers come in the chunked trailer section; an h2
+//!   client behind an HTTP/1.1 cluster gets that section as HTTP/2
+//!   trailers.
 //! - `websocket_tunnel` is skipped (not generated) for an HTTP/1.1 client
 //!   with an h2 or h2-over-TLS cluster: ringway does not turn an HTTP/1.1
 //!   `Upgrade: websocket` into an extended CONNECT (README: the HTTP/1.1
@@ -98,12 +96,10 @@ matrix! {
     h1_client_to_h2_tls_cluster: H1 -> H2Tls [trailers_reach_the_client];
 
     h2c_client_to_h1_cluster: H2c -> H1 [
-        #[ignore = "gateway bug: an HTTP/1.1 upstream's chunked trailers are dropped on the way to an HTTP/2 client"]
         trailers_reach_the_client,
         websocket_tunnel,
     ];
     h2c_client_to_h1_tls_cluster: H2c -> H1Tls [
-        #[ignore = "gateway bug: an HTTP/1.1 upstream's chunked trailers are dropped on the way to an HTTP/2 client"]
         trailers_reach_the_client,
         websocket_tunnel,
     ];
@@ -111,12 +107,10 @@ matrix! {
     h2c_client_to_h2_tls_cluster: H2c -> H2Tls [trailers_reach_the_client, websocket_tunnel];
 
     h2_tls_client_to_h1_cluster: H2Tls -> H1 [
-        #[ignore = "gateway bug: an HTTP/1.1 upstream's chunked trailers are dropped on the way to an HTTP/2 client"]
         trailers_reach_the_client,
         websocket_tunnel,
     ];
     h2_tls_client_to_h1_tls_cluster: H2Tls -> H1Tls [
-        #[ignore = "gateway bug: an HTTP/1.1 upstream's chunked trailers are dropped on the way to an HTTP/2 client"]
         trailers_reach_the_client,
         websocket_tunnel,
     ];
