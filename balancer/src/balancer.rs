@@ -1,6 +1,8 @@
 //! One front for every algorithm: what a cluster's configuration compiles
 //! to, and what a worker calls per request.
 
+use std::sync::Arc;
+
 use crate::bounded_load::BoundedLoad;
 use crate::consistent_hash::HashBalancer;
 use crate::{
@@ -94,6 +96,78 @@ impl From<BalancerKind> for BalancerSpec {
     }
 }
 
+/// What a hashing kind precomputes from the endpoint set alone: built once
+/// (off the request path) and shared read-only by every balancer of that
+/// endpoint set, whichever worker it is on.
+#[derive(Debug, Clone)]
+pub enum SharedTable {
+    /// A ring-hash ring.
+    RingHash(Arc<Ketama>),
+    /// A Maglev table.
+    Maglev(Arc<Maglev>),
+}
+
+impl SharedTable {
+    /// The table `kind` needs for `endpoints`; `None` for the kinds that
+    /// precompute nothing.
+    pub fn build(kind: BalancerKind, endpoints: &[EndpointSpec]) -> Result<Option<SharedTable>> {
+        Ok(match kind {
+            BalancerKind::RoundRobin | BalancerKind::Random | BalancerKind::LeastRequest { .. } => {
+                None
+            }
+            BalancerKind::RingHash {
+                min_ring_size,
+                max_ring_size,
+                ..
+            } => {
+                let max = max_ring_size.unwrap_or(Ketama::DEFAULT_MAX_RING_SIZE);
+                Some(SharedTable::RingHash(Arc::new(Ketama::new(
+                    endpoints,
+                    min_ring_size,
+                    max,
+                )?)))
+            }
+            BalancerKind::Maglev { table_size, .. } => Some(SharedTable::Maglev(Arc::new(
+                Maglev::new(endpoints, table_size)?,
+            ))),
+        })
+    }
+
+    /// Heap bytes the table holds (once, however many share it).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            SharedTable::RingHash(ring) => ring.heap_bytes(),
+            SharedTable::Maglev(maglev) => maglev.heap_bytes(),
+        }
+    }
+
+    /// Which table in memory this is: equal for two handles on one table.
+    pub fn identity(&self) -> usize {
+        match self {
+            SharedTable::RingHash(ring) => Arc::as_ptr(ring) as usize,
+            SharedTable::Maglev(maglev) => Arc::as_ptr(maglev) as usize,
+        }
+    }
+
+    /// True when both are the same table in memory.
+    pub fn same(&self, other: &SharedTable) -> bool {
+        self.identity() == other.identity()
+    }
+}
+
+/// Equal when built from the same input: the same table in memory, or
+/// equal contents.
+impl PartialEq for SharedTable {
+    fn eq(&self, other: &SharedTable) -> bool {
+        self.same(other)
+            || match (self, other) {
+                (SharedTable::RingHash(a), SharedTable::RingHash(b)) => a == b,
+                (SharedTable::Maglev(a), SharedTable::Maglev(b)) => a == b,
+                _ => false,
+            }
+    }
+}
+
 /// A built selector of any kind.
 #[derive(Debug, Clone)]
 pub enum Balancer {
@@ -114,8 +188,20 @@ impl Balancer {
     /// an empty list, a zero weight, duplicate keys (hash kinds) or invalid
     /// parameters.
     pub fn build(spec: BalancerSpec, endpoints: &[EndpointSpec]) -> Result<Balancer> {
+        Balancer::with_table(spec, endpoints, None)
+    }
+
+    /// Builds the selector around `table` when it was built for this kind
+    /// and endpoint count ([`SharedTable::build`], once for every worker);
+    /// otherwise (no table, or one for something else) builds its own.
+    pub fn with_table(
+        spec: BalancerSpec,
+        endpoints: &[EndpointSpec],
+        table: Option<&SharedTable>,
+    ) -> Result<Balancer> {
         let weights = || endpoints.iter().map(|e| e.weight).collect::<Vec<_>>();
         let bound = |c: Option<f64>| c.map(BoundedLoad::new).transpose();
+        let fits = |n: usize| n == endpoints.len();
         Ok(match spec.kind {
             BalancerKind::RoundRobin => Balancer::RoundRobin(RoundRobin::new(&weights())?),
             BalancerKind::Random => Balancer::Random(Random::new(&weights(), spec.seed)?),
@@ -132,8 +218,14 @@ impl Balancer {
                 bounded_load,
             } => {
                 let bounded_load = bound(bounded_load)?;
-                let max = max_ring_size.unwrap_or(Ketama::DEFAULT_MAX_RING_SIZE);
-                let ring = Ketama::new(endpoints, min_ring_size, max)?;
+                let ring = match table {
+                    Some(SharedTable::RingHash(ring)) if fits(ring.len()) => ring.clone(),
+                    _ => Arc::new(Ketama::new(
+                        endpoints,
+                        min_ring_size,
+                        max_ring_size.unwrap_or(Ketama::DEFAULT_MAX_RING_SIZE),
+                    )?),
+                };
                 Balancer::RingHash(HashBalancer::new(ring, bounded_load, spec.seed))
             }
             BalancerKind::Maglev {
@@ -141,8 +233,15 @@ impl Balancer {
                 bounded_load,
             } => {
                 let bounded_load = bound(bounded_load)?;
-                let table = Maglev::new(endpoints, table_size)?;
-                Balancer::Maglev(HashBalancer::new(table, bounded_load, spec.seed))
+                let maglev = match table {
+                    Some(SharedTable::Maglev(maglev))
+                        if fits(maglev.len()) && maglev.table_size() == table_size =>
+                    {
+                        maglev.clone()
+                    }
+                    _ => Arc::new(Maglev::new(endpoints, table_size)?),
+                };
+                Balancer::Maglev(HashBalancer::new(maglev, bounded_load, spec.seed))
             }
         })
     }

@@ -8,6 +8,8 @@
 //! positions (the positions are pseudo-random), which is what consistent
 //! hashing promises when an endpoint leaves.
 
+use std::sync::Arc;
+
 use crate::bounded_load::BoundedLoad;
 use crate::rng::Rng;
 use crate::{EndpointId, EndpointState};
@@ -36,26 +38,34 @@ pub trait ConsistentHash: Sealed {
 /// A consistent-hash table with its pick policy: skip ineligible endpoints,
 /// optionally bound the load, and hash a random position for requests
 /// without a key.
+///
+/// The table is shared (`Arc`), read-only: every worker's balancer for the
+/// same endpoint set can use one table built once for the process. What
+/// is per balancer (the random state) stays per balancer.
 #[derive(Debug, Clone)]
 pub struct HashBalancer<T> {
-    table: T,
+    table: Arc<T>,
     bounded_load: Option<BoundedLoad>,
     rng: Rng,
 }
 
 impl<T: ConsistentHash> HashBalancer<T> {
-    /// Wraps a built table; `seed` drives the random position used for
-    /// requests without a key.
-    pub fn new(table: T, bounded_load: Option<BoundedLoad>, seed: u64) -> HashBalancer<T> {
+    /// Wraps a built table (owned, or already shared); `seed` drives the
+    /// random position used for requests without a key.
+    pub fn new(
+        table: impl Into<Arc<T>>,
+        bounded_load: Option<BoundedLoad>,
+        seed: u64,
+    ) -> HashBalancer<T> {
         HashBalancer {
-            table,
+            table: table.into(),
             bounded_load,
             rng: Rng::new(seed),
         }
     }
 
     /// The table.
-    pub fn table(&self) -> &T {
+    pub fn table(&self) -> &Arc<T> {
         &self.table
     }
 

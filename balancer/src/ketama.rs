@@ -32,7 +32,7 @@ use crate::hash::xxh64;
 use crate::{EndpointId, EndpointSpec, Error, Result, check_endpoints};
 
 /// A ring of virtual nodes for one endpoint set.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ketama {
     /// Node positions, ascending.
     hashes: Vec<u64>,
@@ -119,6 +119,12 @@ impl Ketama {
     /// The endpoint that owns `key_hash`, ignoring eligibility and load.
     pub fn lookup(&self, key_hash: u64) -> EndpointId {
         self.endpoint_at(self.position(key_hash))
+    }
+
+    /// Heap bytes the ring holds.
+    pub fn heap_bytes(&self) -> usize {
+        self.hashes.capacity() * std::mem::size_of::<u64>()
+            + (self.ids.capacity() + self.weights.capacity()) * std::mem::size_of::<u32>()
     }
 }
 

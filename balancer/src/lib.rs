@@ -96,11 +96,12 @@ mod hash;
 mod ketama;
 mod least_request;
 mod maglev;
+mod packed;
 mod random;
 mod rng;
 mod round_robin;
 
-pub use balancer::{Balancer, BalancerKind, BalancerSpec};
+pub use balancer::{Balancer, BalancerKind, BalancerSpec, SharedTable};
 pub use bounded_load::BoundedLoad;
 pub use consistent_hash::{ConsistentHash, HashBalancer};
 #[cfg(test)]

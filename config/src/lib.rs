@@ -21,6 +21,7 @@ mod error;
 mod publish;
 pub mod schema;
 mod snapshot;
+mod tables;
 mod tls;
 
 pub use compile::{DEFAULT_CONFIG, compile_str, load_file};
@@ -34,6 +35,7 @@ pub use snapshot::{
     RateLimit, Redirect, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, Tracing,
     UpstreamProtocol, WeightedCluster, Workers,
 };
+pub use tables::TableBuild;
 pub use tls::{
     ClientAuth, Tls, TlsCertificate, TlsVersion, UpstreamTls, client_identity, crypto_provider,
 };

@@ -329,6 +329,9 @@ pub struct Cluster {
     pub max_streams_per_connection: u32,
     /// TLS to the endpoints, if any.
     pub tls: Option<crate::tls::UpstreamTls>,
+    /// The hashing balancer's table, once [`Snapshot::build_tables`] has
+    /// run (`None` until then, and for the other balancers).
+    pub table: Option<ringway_balancer::SharedTable>,
 }
 
 /// The protocol a cluster's endpoints speak.

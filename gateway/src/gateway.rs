@@ -134,6 +134,9 @@ impl Gateway {
             })
             .max(1);
         let io = options.io.unwrap_or(snapshot.runtime.io);
+        let mut snapshot = snapshot;
+        let tables = snapshot.build_tables(None);
+        say_tables(&tables);
         let published = Arc::new(Published::new(snapshot));
         let snapshot = published.load();
         let mut checker = health::HealthChecker::default();
@@ -213,8 +216,10 @@ impl Gateway {
     /// be opened fails the reload and leaves everything as it was),
     /// publishes it, and returns once every worker has switched to it.
     /// Requests in flight finish on the snapshot they started with.
-    pub fn reload(&mut self, next: Snapshot) -> Result<Arc<Snapshot>> {
+    pub fn reload(&mut self, mut next: Snapshot) -> Result<Arc<Snapshot>> {
         let previous = self.published.load();
+        let tables = next.build_tables(Some(&previous));
+        say_tables(&tables);
         let mut sockets: Vec<Vec<(String, std::net::TcpListener)>> =
             (0..self.workers.len()).map(|_| Vec::new()).collect();
         let mut listeners = Vec::with_capacity(next.listeners.len());
@@ -344,6 +349,18 @@ impl Drop for Gateway {
 
 /// Asks each worker behind `workers` for its counters; a worker that does
 /// not answer within a second is left out.
+/// Says what building the balancer tables did, when there were any.
+fn say_tables(tables: &ringway_config::TableBuild) {
+    if tables.built + tables.reused > 0 {
+        say!(
+            "ringway: balancer tables: {} built, {} kept, {} KiB shared by every worker",
+            tables.built,
+            tables.reused,
+            tables.bytes.div_ceil(1024)
+        );
+    }
+}
+
 pub(crate) fn scrape(workers: &[UnboundedSender<Command>]) -> Vec<metrics::MetricsReport> {
     let (reply, reports) = std::sync::mpsc::channel();
     let asked = workers

@@ -66,9 +66,21 @@ fn main() -> ExitCode {
 }
 
 fn check(file: &std::path::Path) -> ExitCode {
+    let before = resident_bytes();
     match load_file(file) {
-        Ok(snapshot) => {
+        Ok(mut snapshot) => {
+            let tables = snapshot.build_tables(None);
+            let held = resident_bytes().saturating_sub(before);
             print!("{}", snapshot.summary());
+            println!(
+                "memory: about {} KiB to hold this configuration (routes, clusters, TLS), \
+                 of which {} KiB are {} balancer table(s) built once and shared by every \
+                 worker; a reload holds the old and the new one until the old one's last \
+                 request ends",
+                held.div_ceil(1024),
+                tables.bytes.div_ceil(1024),
+                tables.built,
+            );
             println!("ok");
             ExitCode::SUCCESS
         }
@@ -77,6 +89,24 @@ fn check(file: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// This process's resident anonymous memory (the heap, not the code it
+/// maps), from `/proc/self/statm`: resident minus file-backed pages, 0
+/// where it cannot be read.
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let field = |i| {
+        statm
+            .split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let pages = field(1).saturating_sub(field(2));
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * usize::try_from(page).unwrap_or(4096)
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {

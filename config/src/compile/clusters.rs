@@ -92,6 +92,7 @@ impl Cx<'_> {
                     "expected a stream count in 1..=10000",
                 )?,
                 tls,
+                table: None,
             });
         }
         Ok((out, ids))

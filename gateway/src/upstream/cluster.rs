@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use ringway_balancer::{Balancer, BalancerSpec, EndpointId, EndpointSpec, EndpointState};
+use ringway_balancer::{Balancer, BalancerSpec, EndpointId, EndpointState};
 use ringway_config::{Cluster, Limits, Outlier};
 
 use crate::failure::Overflow;
@@ -120,15 +120,15 @@ impl ClusterState {
         workers: u32,
         breakers: Rc<Breakers>,
     ) -> ClusterState {
-        // Endpoints are known to the hashes by address, so that a key stays
-        // on its endpoint whatever else changes in the list.
-        let specs: Vec<EndpointSpec> = cluster
-            .endpoints
-            .iter()
-            .map(|e| EndpointSpec::new(e.addr.to_string(), e.weight))
-            .collect();
-        let balancer =
-            Balancer::build(BalancerSpec::new(cluster.balancer).with_seed(seed), &specs).ok();
+        // A hashing balancer's table was built once for the process
+        // (`Snapshot::build_tables`); this worker only adds its own
+        // random state.
+        let balancer = Balancer::with_table(
+            BalancerSpec::new(cluster.balancer).with_seed(seed),
+            &cluster.endpoint_specs(),
+            cluster.table.as_ref(),
+        )
+        .ok();
         let endpoints = cluster
             .endpoints
             .iter()

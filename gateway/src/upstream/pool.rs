@@ -13,27 +13,16 @@
 //! hostile upstream sending unasked bytes, or a close) is never handed
 //! out: [`Pool::take`] looks before it lends, and closes such a
 //! connection, as nginx, HAProxy and Envoy do.
-//!
-//! How it looks: a plain connection is watched while idle by a readiness
-//! poll armed on the worker's ring when it is pooled (io_uring
-//! `POLL_ADD`, cancelled when it is lent), so lending costs no system
-//! call: the poll's state is read from memory. A TLS connection's socket
-//! is inside monoio-rustls, which does not lend it, so it is looked at
-//! with a non-blocking `MSG_PEEK` when lent.
 
 use std::cell::{Cell, RefCell};
-use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use ringway_codec::http1::framing::Framing;
 use rustc_hash::FxHashMap;
 
-use super::conn::{UpstreamConn, UpstreamStream};
+use super::conn::UpstreamConn;
 
 /// How the last exchange on an upstream connection ended, as far as
 /// reusing the connection goes.
@@ -74,76 +63,10 @@ fn is_quiet(fd: RawFd) -> bool {
     n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
 }
 
-/// A pending readiness poll on an idle connection's socket: ready once
-/// bytes (or the upstream's close) arrive.
-type Watch = Pin<Box<dyn Future<Output = std::io::Result<()>>>>;
-
-/// A pooled connection and how it is watched while idle.
+#[derive(Debug)]
 struct Idle {
-    /// Declared before `conn`: dropped (and so cancelled) first. `None`
-    /// for TLS, looked at with a peek instead.
-    watch: Option<Watch>,
-    /// Shared with `watch` while it runs; alone again once it is dropped.
-    conn: Rc<UpstreamConn>,
+    conn: UpstreamConn,
     expires: Instant,
-}
-
-impl std::fmt::Debug for Idle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Idle")
-            .field("conn", &self.conn)
-            .field("watched", &self.watch.is_some())
-            .field("expires", &self.expires)
-            .finish()
-    }
-}
-
-impl Idle {
-    /// Pools `conn`, arming a readiness poll on its socket when it is
-    /// plain TCP. The poll is submitted now (polled once, with a waker
-    /// that does nothing: nobody waits for it, `lend` reads its state).
-    fn new(conn: UpstreamConn, expires: Instant) -> Idle {
-        let conn = Rc::new(conn);
-        let watch = match conn.stream {
-            UpstreamStream::Plain(_) => {
-                let watched = Rc::clone(&conn);
-                let mut watch: Watch = Box::pin(async move { watched.stream.readable().await });
-                match poll_once(&mut watch) {
-                    // Already readable: kept as a finished watch, so
-                    // `lend` sees it at once (and never polls the
-                    // finished one again).
-                    Poll::Ready(_) => Some(Box::pin(std::future::ready(Ok(()))) as Watch),
-                    Poll::Pending => Some(watch),
-                }
-            }
-            UpstreamStream::Tls(_) => None,
-        };
-        Idle {
-            watch,
-            conn,
-            expires,
-        }
-    }
-
-    /// The connection, if nothing arrived on it while it was idle.
-    fn lend(self) -> Option<UpstreamConn> {
-        let Idle { watch, conn, .. } = self;
-        let quiet = match watch {
-            // Dropping the pending poll cancels it and lets go of its
-            // share of the connection.
-            Some(mut watch) => poll_once(&mut watch).is_pending(),
-            None => is_quiet(conn.fd),
-        };
-        if !quiet {
-            return None;
-        }
-        // The watch is gone, so this is the only share left.
-        Rc::into_inner(conn)
-    }
-}
-
-fn poll_once(watch: &mut Watch) -> Poll<std::io::Result<()>> {
-    watch.as_mut().poll(&mut Context::from_waker(Waker::noop()))
 }
 
 /// The idle upstream connections of one worker.
@@ -176,10 +99,11 @@ impl Pool {
                 list.retain(|c| c.expires > now);
                 at = list.iter().rposition(|c| c.conn.tls == tls)?;
             }
-            let Some(mut conn) = list.remove(at).lend() else {
+            let mut conn = list.remove(at).conn;
+            if !is_quiet(conn.fd) {
                 self.dirty.set(self.dirty.get() + 1);
                 continue;
-            };
+            }
             self.reused.set(self.reused.get() + 1);
             conn.reused = true;
             return Some(conn);
@@ -233,7 +157,10 @@ impl Pool {
         if list.len() >= max_idle {
             return false;
         }
-        list.push(Idle::new(conn, crate::clock::now() + idle_timeout));
+        list.push(Idle {
+            conn,
+            expires: crate::clock::now() + idle_timeout,
+        });
         true
     }
 

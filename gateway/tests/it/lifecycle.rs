@@ -49,6 +49,35 @@ fn check_accepts_good_files_and_points_at_bad_ones() {
 }
 
 #[test]
+fn check_reports_the_memory_of_the_balancer_tables() {
+    let dir = TempDir::new();
+    let file = dir.path.join("tables.toml");
+    let mut text = format!("{EDGE}[[route]]\ncluster = \"c0\"\n");
+    // Three maglev clusters of three endpoints, two of them alike: two
+    // tables of 65,537 slots at 2 bits, 16 KiB (and a few bytes) each.
+    for (name, first) in [("c0", 1), ("c1", 1), ("c2", 4)] {
+        text.push_str(&format!(
+            "[cluster.{name}]\nbalancer = \"maglev\"\nendpoints = [\"127.0.0.1:{}\", \"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n",
+            9000 + first,
+            9001 + first,
+            9002 + first
+        ));
+    }
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .arg("check")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("of which 33 KiB are 2 balancer table(s) built once"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_bad_config_refuses_to_start() {
     let dir = TempDir::new();
     let bad = dir.path.join("bad.toml");
