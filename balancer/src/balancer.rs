@@ -66,6 +66,34 @@ impl BalancerKind {
             bounded_load: None,
         }
     }
+
+    /// Checks the parameters as building would, without building anything
+    /// (a Maglev table costs a millisecond; a config may name thousands).
+    pub fn check(&self) -> Result<()> {
+        let bound = |c: Option<f64>| c.map(BoundedLoad::new).transpose().map(|_| ());
+        match *self {
+            BalancerKind::RoundRobin | BalancerKind::Random => Ok(()),
+            BalancerKind::LeastRequest {
+                active_request_bias,
+            } => LeastRequest::check_bias(active_request_bias),
+            BalancerKind::RingHash {
+                min_ring_size,
+                max_ring_size,
+                bounded_load,
+            } => {
+                let max = max_ring_size.unwrap_or(Ketama::DEFAULT_MAX_RING_SIZE);
+                Ketama::check_ring_sizes(min_ring_size, max)?;
+                bound(bounded_load)
+            }
+            BalancerKind::Maglev {
+                table_size,
+                bounded_load,
+            } => {
+                Maglev::check_table_size(table_size, 1)?;
+                bound(bounded_load)
+            }
+        }
+    }
 }
 
 /// Everything needed to build a [`Balancer`] besides the endpoints.

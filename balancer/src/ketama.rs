@@ -49,14 +49,9 @@ impl Ketama {
     /// Largest ring accepted.
     pub const MAX_RING_SIZE: usize = 8 * 1024 * 1024;
 
-    /// Builds the ring. Endpoint keys must be unique and weights at least 1;
-    /// `1 <= min_ring_size <= max_ring_size <= MAX_RING_SIZE`.
-    pub fn new(
-        endpoints: &[EndpointSpec],
-        min_ring_size: usize,
-        max_ring_size: usize,
-    ) -> Result<Ketama> {
-        check_endpoints(endpoints)?;
+    /// Checks ring sizes without building a ring (as [`Ketama::new`]
+    /// checks them).
+    pub fn check_ring_sizes(min_ring_size: usize, max_ring_size: usize) -> Result<()> {
         if !(1 <= min_ring_size && min_ring_size <= max_ring_size)
             || max_ring_size > Self::MAX_RING_SIZE
         {
@@ -65,6 +60,18 @@ impl Ketama {
                 max: max_ring_size,
             });
         }
+        Ok(())
+    }
+
+    /// Builds the ring. Endpoint keys must be unique and weights at least 1;
+    /// `1 <= min_ring_size <= max_ring_size <= MAX_RING_SIZE`.
+    pub fn new(
+        endpoints: &[EndpointSpec],
+        min_ring_size: usize,
+        max_ring_size: usize,
+    ) -> Result<Ketama> {
+        check_endpoints(endpoints)?;
+        Self::check_ring_sizes(min_ring_size, max_ring_size)?;
         let total: u64 = endpoints.iter().map(|e| u64::from(e.weight)).sum();
         let share = |w: u32| f64::from(w) / total as f64;
         let min_share = endpoints

@@ -119,14 +119,21 @@ impl LeastRequest {
     /// Envoy's default `active_request_bias`.
     pub const DEFAULT_ACTIVE_REQUEST_BIAS: f64 = 1.0;
 
+    /// Checks an `active_request_bias`: finite and at least 0.
+    pub fn check_bias(active_request_bias: f64) -> Result<()> {
+        if active_request_bias.is_finite() && active_request_bias >= 0.0 {
+            Ok(())
+        } else {
+            Err(Error::InvalidActiveRequestBias)
+        }
+    }
+
     /// Builds the selector from endpoint weights, in endpoint order.
     /// `active_request_bias` (finite, >= 0) only matters when weights
     /// differ; `seed` starts the random stream.
     pub fn new(weights: &[u32], active_request_bias: f64, seed: u64) -> Result<LeastRequest> {
         check_weights(weights.iter().copied())?;
-        if !(active_request_bias.is_finite() && active_request_bias >= 0.0) {
-            return Err(Error::InvalidActiveRequestBias);
-        }
+        Self::check_bias(active_request_bias)?;
         let mut rng = Rng::new(seed);
         let max = weights.iter().copied().max().unwrap_or(1);
         let mode = if weights.iter().all(|&w| w == max) {

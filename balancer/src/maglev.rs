@@ -65,15 +65,7 @@ impl Maglev {
     /// number of endpoints (the paper uses at least 100 times).
     pub fn new(endpoints: &[EndpointSpec], table_size: usize) -> Result<Maglev> {
         check_endpoints(endpoints)?;
-        if table_size < endpoints.len() || table_size > Self::MAX_TABLE_SIZE {
-            return Err(Error::InvalidTableSize {
-                table_size,
-                endpoints: endpoints.len(),
-            });
-        }
-        if !is_prime(table_size as u64) {
-            return Err(Error::TableSizeNotPrime(table_size));
-        }
+        Self::check_table_size(table_size, endpoints.len())?;
         let m = table_size as u64;
         let max_weight = endpoints
             .iter()
@@ -130,6 +122,21 @@ impl Maglev {
             table: PackedIds::new(&table, endpoints.len()),
             weights: endpoints.iter().map(|e| e.weight).collect(),
         })
+    }
+
+    /// Checks a table size for `endpoints` endpoints without building the
+    /// table (as [`Maglev::new`] checks it).
+    pub fn check_table_size(table_size: usize, endpoints: usize) -> Result<()> {
+        if table_size < endpoints || table_size > Self::MAX_TABLE_SIZE {
+            return Err(Error::InvalidTableSize {
+                table_size,
+                endpoints,
+            });
+        }
+        if !is_prime(table_size as u64) {
+            return Err(Error::TableSizeNotPrime(table_size));
+        }
+        Ok(())
     }
 
     /// Number of endpoints.

@@ -284,9 +284,9 @@ impl Cx<'_> {
             }
         };
         // Parameters the algorithm itself refuses (a table size that is
-        // not prime, a load factor below 1) are found by building it once.
-        let probe = [ringway_balancer::EndpointSpec::new("probe", 1)];
-        ringway_balancer::Balancer::build(ringway_balancer::BalancerSpec::new(kind), &probe)
+        // not prime, a load factor below 1), checked as building would
+        // check them; the tables are built later, once per process.
+        kind.check()
             .map_err(|e| bad(format!("invalid balancer: {e}")))?;
         Ok((kind, key))
     }

@@ -88,7 +88,17 @@ fn serve(
         }
     };
     match (method.as_str(), path.as_str()) {
-        ("GET", "/healthz") => respond(&mut stream, 200, &[], "ok\n"),
+        ("GET", "/healthz") => {
+            // The generation every worker serves: a deploy script (or the
+            // scale bench) waits on it after putting a new file in place.
+            let generation = published.load().generation.to_string();
+            respond(
+                &mut stream,
+                200,
+                &[("x-ringway-generation", &generation)],
+                "ok\n",
+            )
+        }
         ("GET", "/ready") => {
             if stats.draining.load(Ordering::Relaxed) {
                 respond(&mut stream, 503, &[], "draining\n")

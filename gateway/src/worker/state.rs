@@ -383,12 +383,12 @@ impl Worker {
         // Counters of endpoints that left every cluster are forgotten;
         // requests still running on the old generation hold their own.
         let mut known = self.endpoints.borrow_mut();
-        known.retain(|addr, _| {
-            snapshot
-                .clusters
-                .iter()
-                .any(|c| c.endpoints.iter().any(|e| e.addr == *addr))
-        });
+        let kept: std::collections::HashSet<SocketAddr> = snapshot
+            .clusters
+            .iter()
+            .flat_map(|c| c.endpoints.iter().map(|e| e.addr))
+            .collect();
+        known.retain(|addr, _| kept.contains(addr));
         let next = Generation::new(self, snapshot, health, sinks, &mut known);
         drop(known);
         *self.current.borrow_mut() = Rc::new(next);

@@ -81,14 +81,23 @@ impl Binary {
         (resp.status, resp.text())
     }
 
-    /// The generation the admin listener reports.
+    /// The generation the admin listener reports, on `/healthz` (the
+    /// cheap way a deploy script watches for it) and on `/config`, which
+    /// must agree.
     pub(crate) fn generation(&self) -> u64 {
         let addr = self.admin.expect("config has [admin]");
-        let resp = exchange(addr, b"GET /config HTTP/1.1\r\nHost: admin\r\n\r\n");
-        resp.header("x-ringway-generation")
-            .unwrap()
-            .parse()
-            .unwrap()
+        let of = |request: &[u8]| -> u64 {
+            exchange(addr, request)
+                .header("x-ringway-generation")
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let healthz = of(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n");
+        let config = of(b"GET /config HTTP/1.1\r\nHost: admin\r\n\r\n");
+        // A reload may land between the two reads, never go back.
+        assert!(config >= healthz, "/healthz {healthz}, /config {config}");
+        healthz
     }
 
     pub(crate) fn pid(&self) -> i32 {
