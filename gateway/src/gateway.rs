@@ -270,6 +270,9 @@ impl Gateway {
         // listener reports is one every worker has switched to.
         self.published.publish(stored.clone());
         self.listeners = listeners;
+        // The replaced snapshot is gone unless a request still holds it.
+        drop(previous);
+        crate::memory::release_freed();
         Ok(stored)
     }
 

@@ -36,6 +36,7 @@ mod gateway;
 mod h2_io;
 mod health;
 mod limit;
+mod memory;
 mod metrics;
 mod runtime;
 mod tls;

@@ -128,6 +128,8 @@ pub(crate) async fn run(
                 listening.keep_only(&snapshot);
                 listening.open(&worker, sockets);
                 let _ = done.send(worker.id);
+                // After the acknowledgement: the reload does not wait on it.
+                crate::memory::release_freed();
             }
             Some(Command::Scrape(reply)) => {
                 let _ = reply.send(worker.report());
