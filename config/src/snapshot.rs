@@ -171,7 +171,7 @@ impl Default for Http2Settings {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// Name for logs (`route-N` when not given).
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// What to do with a matched request.
     pub action: Action,
     /// Time the upstream has to start its response (504 after it).

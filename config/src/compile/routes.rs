@@ -40,7 +40,8 @@ impl Cx<'_> {
                 name: r
                     .name
                     .as_ref()
-                    .map_or_else(|| format!("route-{i}"), |n| n.get_ref().clone()),
+                    .map_or_else(|| format!("route-{i}"), |n| n.get_ref().clone())
+                    .into(),
                 action,
                 timeout: self.duration(r.timeout.as_ref(), DEFAULT_ROUTE_TIMEOUT)?,
                 retry: match &r.retry {

@@ -50,7 +50,7 @@ fn a_complete_file_compiles() {
     assert_eq!(s.routes.len(), 2);
     assert_eq!(s.routes[0].action, Action::Proxy(ClusterId(0)));
     assert_eq!(s.routes[0].timeout, Duration::from_secs(5));
-    assert_eq!(s.routes[1].name, "health");
+    assert_eq!(&*s.routes[1].name, "health");
     let c = &s.clusters[0];
     assert_eq!(c.endpoints[1].weight, 3);
     assert_eq!(c.connect_timeout, Duration::from_millis(250));

@@ -122,7 +122,7 @@ impl Served<'_> {
             .log
             .route
             .and_then(|r| snapshot.routes.get(r.0 as usize))
-            .map_or("", |r| r.name.as_str());
+            .map_or("", |r| &*r.name);
         let cluster = self
             .log
             .cluster

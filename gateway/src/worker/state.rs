@@ -53,9 +53,10 @@ pub(crate) struct Generation {
     upstream_tls: Vec<Option<ClientTls>>,
     /// Access log and span export.
     pub sinks: Sinks,
-    /// Span names: each route's name, and one for requests no route took,
-    /// shared so that a span costs no allocation for its name.
-    span_names: Vec<Arc<str>>,
+    /// The span name of requests no route took (a route's span is named
+    /// by the route's `Arc<str>` name in the snapshot): a span costs no
+    /// allocation for its name, and a reload none per route.
+    unrouted: Arc<str>,
 }
 
 /// Where a generation's telemetry goes.
@@ -148,12 +149,7 @@ impl Generation {
                 })
             })
             .collect();
-        let span_names = snapshot
-            .routes
-            .iter()
-            .map(|r| Arc::from(r.name.as_str()))
-            .chain([Arc::from("ringway")])
-            .collect();
+
         Generation {
             snapshot,
             clusters,
@@ -163,7 +159,7 @@ impl Generation {
             tls,
             upstream_tls,
             sinks,
-            span_names,
+            unrouted: Arc::from("ringway"),
         }
     }
 
@@ -175,11 +171,9 @@ impl Generation {
 
     /// The span name for a request on `route` (`None`: no route matched).
     pub(crate) fn span_name(&self, route: Option<RouteId>) -> Arc<str> {
-        let last = self.span_names.len().saturating_sub(1);
-        self.span_names
-            .get(route.map_or(last, |r| r.0 as usize))
-            .cloned()
-            .unwrap_or_else(|| Arc::from("ringway"))
+        route
+            .and_then(|r| self.snapshot.routes.get(r.0 as usize))
+            .map_or_else(|| self.unrouted.clone(), |r| r.name.clone())
     }
 
     /// A generation with no per-core state yet, only while a worker is
@@ -194,7 +188,7 @@ impl Generation {
             tls: HashMap::new(),
             upstream_tls: Vec::new(),
             sinks: Sinks::default(),
-            span_names: Vec::new(),
+            unrouted: Arc::from("ringway"),
         }
     }
 
