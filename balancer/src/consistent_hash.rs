@@ -122,8 +122,11 @@ impl<T: ConsistentHash> HashBalancer<T> {
         key_hash: u64,
         state: &S,
     ) -> Option<EndpointId> {
-        let start = self.table.position(key_hash);
-        let home = self.table.endpoint_at(start);
+        // A plain reference, not the Arc: lets the compiler keep the
+        // table's fields in registers across the loops.
+        let table: &T = &self.table;
+        let start = table.position(key_hash);
+        let home = table.endpoint_at(start);
         if state.eligible(home) {
             return Some(home);
         }
@@ -132,7 +135,7 @@ impl<T: ConsistentHash> HashBalancer<T> {
         }
         let mut last = home;
         for position in self.walk(start).skip(1) {
-            let id = self.table.endpoint_at(position);
+            let id = table.endpoint_at(position);
             if id == last {
                 continue;
             }
@@ -150,8 +153,11 @@ impl<T: ConsistentHash> HashBalancer<T> {
         key_hash: u64,
         state: &S,
     ) -> Option<EndpointId> {
-        let start = self.table.position(key_hash);
-        let home = self.table.endpoint_at(start);
+        // A plain reference, not the Arc: lets the compiler keep the
+        // table's fields in registers across the loops.
+        let table: &T = &self.table;
+        let start = table.position(key_hash);
+        let home = table.endpoint_at(start);
         // Every capacity is at least 1, so an idle home is under it: no need
         // to sum the loads.
         if state.eligible(home) && state.active(home) == 0 {
@@ -161,7 +167,7 @@ impl<T: ConsistentHash> HashBalancer<T> {
         let mut total_weight = 0u64;
         for id in self.ids().filter(|&id| state.eligible(id)) {
             total_load = total_load.saturating_add(u64::from(state.active(id)));
-            total_weight = total_weight.saturating_add(u64::from(self.table.weight(id)));
+            total_weight = total_weight.saturating_add(u64::from(table.weight(id)));
         }
         if total_weight == 0 {
             return None;
@@ -169,7 +175,7 @@ impl<T: ConsistentHash> HashBalancer<T> {
         let mut first_eligible = None;
         let mut last = None;
         for position in self.walk(start) {
-            let id = self.table.endpoint_at(position);
+            let id = table.endpoint_at(position);
             if last == Some(id) {
                 continue;
             }
@@ -178,7 +184,7 @@ impl<T: ConsistentHash> HashBalancer<T> {
                 continue;
             }
             first_eligible.get_or_insert(id);
-            let capacity = bound.capacity(total_load, self.table.weight(id), total_weight);
+            let capacity = bound.capacity(total_load, table.weight(id), total_weight);
             if u64::from(state.active(id)) < capacity {
                 return Some(id);
             }

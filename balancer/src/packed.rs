@@ -12,6 +12,12 @@ pub(crate) struct PackedIds {
     len: usize,
     /// log2 of the entry width in bits (0..=5).
     width_log2: u32,
+    /// log2 of the entries per word: `i >> index_shift` is `i`'s word.
+    index_shift: u32,
+    /// `i & slot_mask` is `i`'s place in its word.
+    slot_mask: usize,
+    /// The low `width` bits.
+    entry_mask: u64,
 }
 
 impl PackedIds {
@@ -29,6 +35,9 @@ impl PackedIds {
             words,
             len: ids.len(),
             width_log2,
+            index_shift: 6 - width_log2,
+            slot_mask: per_word - 1,
+            entry_mask: u64::MAX >> (64 - bits),
         }
     }
 
@@ -40,17 +49,9 @@ impl PackedIds {
     /// The id at `i`; 0 past the end (callers stay below `len`).
     #[inline]
     pub(crate) fn get(&self, i: usize) -> u32 {
-        // per_word = 64 >> width_log2 = 1 << (6 - width_log2).
-        let index_shift = 6 - self.width_log2;
-        let word = self.words.get(i >> index_shift).copied().unwrap_or(0);
-        let slot = i & ((1 << index_shift) - 1);
-        let bits = 1u32 << self.width_log2;
-        let mask = if bits == 32 {
-            u64::from(u32::MAX)
-        } else {
-            (1u64 << bits) - 1
-        };
-        ((word >> (slot << self.width_log2)) & mask) as u32
+        let word = self.words.get(i >> self.index_shift).copied().unwrap_or(0);
+        let shift = (i & self.slot_mask) << self.width_log2;
+        ((word >> shift) & self.entry_mask) as u32
     }
 
     /// Every entry in order.

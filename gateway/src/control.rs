@@ -40,6 +40,7 @@ impl Supervisor {
         let gateway = Gateway::start(snapshot, options)?;
         let (sender, events) = mpsc::channel();
         let stats = Arc::new(ReloadStats::default());
+        stats.count_tables(&gateway.tables());
         let admin = match admin_addr {
             Some(addr) => Some(
                 admin::spawn(
@@ -114,6 +115,10 @@ impl Supervisor {
                 Event::Shutdown => break,
             }
         }
+        // Not ready from the moment the drain starts, however it started
+        // (SIGTERM, SIGINT): a load balancer or Kubernetes stops sending
+        // new traffic while the requests in flight finish.
+        self.stats.draining.store(true, Ordering::Relaxed);
         self.gateway.join();
     }
 
@@ -141,6 +146,7 @@ impl Supervisor {
             Ok(None) => Ok(running.generation),
             Ok(Some(generation)) => {
                 self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
+                self.stats.count_tables(&self.gateway.tables());
                 if let Ok(mut last) = self.stats.last_error.lock() {
                     *last = None;
                 }

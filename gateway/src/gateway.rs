@@ -64,6 +64,8 @@ pub struct Gateway {
     published: Arc<Published>,
     health: health::HealthChecker,
     telemetry: Telemetry,
+    /// What the last start or reload did to the balancer tables.
+    tables: ringway_config::TableBuild,
 }
 
 /// The access log writer and span exporter in use, with the settings they
@@ -196,6 +198,7 @@ impl Gateway {
             published,
             health: checker,
             telemetry,
+            tables,
         };
         for _ in 0..count {
             match ready_rx.recv() {
@@ -220,6 +223,7 @@ impl Gateway {
         let previous = self.published.load();
         let tables = next.build_tables(Some(&previous));
         say_tables(&tables);
+        self.tables = tables;
         let mut sockets: Vec<Vec<(String, std::net::TcpListener)>> =
             (0..self.workers.len()).map(|_| Vec::new()).collect();
         let mut listeners = Vec::with_capacity(next.listeners.len());
@@ -274,6 +278,12 @@ impl Gateway {
         drop(previous);
         crate::memory::release_freed();
         Ok(stored)
+    }
+
+    /// What the last start or reload did to the balancer tables: built,
+    /// taken over, and the bytes the served ones hold.
+    pub fn tables(&self) -> ringway_config::TableBuild {
+        self.tables
     }
 
     /// Asks every worker for its counters and waits (briefly) for them.

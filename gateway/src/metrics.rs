@@ -247,6 +247,12 @@ pub(crate) struct ControlValues {
     pub reloads_ok: u64,
     /// Reloads refused.
     pub reloads_failed: u64,
+    /// Balancer tables built since start.
+    pub tables_built: u64,
+    /// Balancer tables reloads took over unchanged.
+    pub tables_kept: u64,
+    /// Heap bytes of the served configuration's balancer tables.
+    pub table_bytes: u64,
 }
 
 /// Renders the summed reports in the Prometheus text format.
@@ -370,6 +376,27 @@ pub(crate) fn render(reports: &[MetricsReport], control: &ControlValues) -> Stri
         "counter",
         "Configuration reloads refused (the running one stayed).",
         control.reloads_failed,
+    );
+    scalar(
+        &mut out,
+        "ringway_balancer_tables_built_total",
+        "counter",
+        "Maglev tables and hash rings built (at start, and by reloads for clusters whose endpoints or sizes changed).",
+        control.tables_built,
+    );
+    scalar(
+        &mut out,
+        "ringway_balancer_tables_kept_total",
+        "counter",
+        "Maglev tables and hash rings a reload took over unchanged.",
+        control.tables_kept,
+    );
+    scalar(
+        &mut out,
+        "ringway_balancer_table_bytes",
+        "gauge",
+        "Memory of the served configuration's balancer tables, held once and shared by every worker.",
+        control.table_bytes,
     );
 
     // Request series, summed over workers.

@@ -112,6 +112,9 @@ fn serve(
                 generation: published.generation(),
                 reloads_ok: stats.succeeded.load(Ordering::Relaxed),
                 reloads_failed: stats.failed.load(Ordering::Relaxed),
+                tables_built: stats.tables_built.load(Ordering::Relaxed),
+                tables_kept: stats.tables_kept.load(Ordering::Relaxed),
+                table_bytes: stats.table_bytes.load(Ordering::Relaxed),
             };
             let body = metrics::render(&reports, &control);
             respond(

@@ -2,7 +2,7 @@
 //! admin listener, and what it tells back.
 
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 /// What the control thread is asked to do.
@@ -47,4 +47,22 @@ pub struct ReloadStats {
     pub last_error: Mutex<Option<String>>,
     /// `POST /drain` was asked: not ready any more.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Balancer tables built since start (at start and by reloads).
+    pub tables_built: AtomicU64,
+    /// Balancer tables a reload took over unchanged.
+    pub tables_kept: AtomicU64,
+    /// Heap bytes of the served configuration's tables (each once).
+    pub table_bytes: AtomicU64,
+}
+
+impl ReloadStats {
+    /// Adds what a start or a reload did to the balancer tables.
+    pub(crate) fn count_tables(&self, build: &ringway_config::TableBuild) {
+        self.tables_built
+            .fetch_add(build.built as u64, Ordering::Relaxed);
+        self.tables_kept
+            .fetch_add(build.reused as u64, Ordering::Relaxed);
+        self.table_bytes
+            .store(build.bytes as u64, Ordering::Relaxed);
+    }
 }

@@ -345,3 +345,25 @@ fn sigterm_sends_goaway_to_h2_clients_and_finishes_their_streams() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "slow");
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// Kubernetes stops sending traffic on `/ready`: from the moment a SIGTERM
+/// drain starts it must say 503, while the request in flight still gets
+/// its answer.
+#[test]
+fn ready_answers_503_from_the_start_of_a_sigterm_drain() {
+    let up = Upstream::start("app");
+    let config = proxy_config(&up, "[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let mut gw = Binary::start(&config, &["--workers", "1"]);
+    assert_eq!(gw.admin("GET", "/ready").0, 200);
+    let addr = gw.addr;
+    let slow = std::thread::spawn(move || get(addr, "a", "/delay/1500"));
+    assert!(wait_until(Duration::from_secs(5), || up.count("/delay") == 1));
+    gw.signal(libc::SIGTERM);
+    assert!(wait_until(Duration::from_secs(1), || {
+        gw.admin("GET", "/ready").0 == 503
+    }));
+    let answered = slow.join().unwrap();
+    assert_eq!(answered.status, 200);
+    assert_eq!(answered.text(), "slow");
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
+}

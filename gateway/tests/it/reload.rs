@@ -282,3 +282,55 @@ fn a_hundred_rewrites_under_load_lose_nothing() {
         }
     }
 }
+
+/// A config with three Maglev clusters, two with the same endpoints;
+/// `third` is the third cluster's first endpoint port.
+fn hashing(third: u16) -> String {
+    let mut text = format!("{ADMIN}{EDGE}[[route]]\ncluster = \"a\"\n");
+    for (name, first) in [("a", 9101), ("b", 9101), ("c", third)] {
+        text.push_str(&format!(
+            "[cluster.{name}]\nbalancer = \"maglev\"\nendpoints = [\"127.0.0.1:{first}\", \"127.0.0.1:{}\", \"127.0.0.1:{}\"]\n",
+            first + 1,
+            first + 2
+        ));
+    }
+    text
+}
+
+/// The value of a metric without labels.
+fn metric(gw: &Binary, name: &str) -> u64 {
+    let (status, body) = gw.admin("GET", "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+#[test]
+fn a_reload_builds_only_the_tables_whose_endpoints_changed() {
+    let gw = Binary::start(&hashing(9201), &["--workers", "2"]);
+    // Two distinct endpoint sets: two tables, the copy shares one.
+    assert_eq!(metric(&gw, "ringway_balancer_tables_built_total"), 2);
+    assert_eq!(metric(&gw, "ringway_balancer_tables_kept_total"), 1);
+    // 65,537 slots at 2 bits, twice, and a few bytes of weights.
+    let bytes = metric(&gw, "ringway_balancer_table_bytes");
+    assert!((32_768..33_000).contains(&bytes), "{bytes}");
+
+    // Nothing changed: nothing built, all three taken over.
+    let (status, body) = gw.admin("POST", "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(metric(&gw, "ringway_balancer_tables_built_total"), 2);
+    assert_eq!(metric(&gw, "ringway_balancer_tables_kept_total"), 4);
+
+    // One cluster's endpoints changed: only its table is built.
+    let g = gw.generation();
+    gw.write_config(&hashing(9301));
+    assert!(wait_until(Duration::from_secs(5), || gw.generation() > g));
+    // The counters follow the generation by a moment (the control thread
+    // adds them once the workers have switched).
+    assert!(wait_until(Duration::from_secs(5), || {
+        metric(&gw, "ringway_balancer_tables_kept_total") == 6
+    }));
+    assert_eq!(metric(&gw, "ringway_balancer_tables_built_total"), 3);
+    assert_eq!(metric(&gw, "ringway_balancer_table_bytes"), bytes);
+}
