@@ -59,9 +59,15 @@ pub fn load_file(path: &Path) -> Result<Snapshot> {
         file: path.to_owned(),
         source,
     })?;
-    // Files a listener's `tls` names are relative to the config's folder.
+    compile_file_text(path, &text)
+}
+
+/// Compiles `text`, read from the file at `path`: files it names (TLS
+/// certificates and keys) are relative to that file's folder, whatever
+/// the working directory is, at start and at every reload alike.
+pub fn compile_file_text(path: &Path, text: &str) -> Result<Snapshot> {
     let dir = path.parent().unwrap_or(Path::new(""));
-    compile_in(&path.display().to_string(), &text, dir)
+    compile_in(&path.display().to_string(), text, dir)
 }
 
 /// Compiles configuration text; `name` is used in error locations.

@@ -24,7 +24,7 @@ mod snapshot;
 mod tables;
 mod tls;
 
-pub use compile::{DEFAULT_CONFIG, compile_str, load_file};
+pub use compile::{DEFAULT_CONFIG, compile_file_text, compile_str, load_file};
 pub use duration::parse_duration;
 pub use error::{Error, Result};
 pub use publish::Published;

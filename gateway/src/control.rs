@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
 
-use ringway_config::{Snapshot, compile_str};
+use ringway_config::{Snapshot, compile_file_text};
 
 mod admin;
 mod events;
@@ -137,8 +137,9 @@ impl Supervisor {
                     // editor's temporary file): not a reload.
                     return Ok(None);
                 }
-                let next =
-                    compile_str(&path.display().to_string(), &text).map_err(|e| e.to_string())?;
+                // Relative file names resolve against the config's folder,
+                // as they did at start.
+                let next = compile_file_text(path, &text).map_err(|e| e.to_string())?;
                 let stored = self.gateway.reload(next).map_err(|e| e.to_string())?;
                 Ok(Some(stored.generation))
             });

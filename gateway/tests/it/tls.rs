@@ -524,3 +524,43 @@ fn upstream_tls_verifies_the_endpoint_and_presents_the_mesh_identity() {
         assert_eq!(up.count(path), 0);
     }
 }
+
+/// Certificate paths relative to the config file work at start and at
+/// every reload (file change, SIGHUP, `POST /reload`) with ringway's
+/// working directory elsewhere (`/`).
+#[test]
+fn relative_certificate_paths_survive_every_kind_of_reload() {
+    let pki = Pki::standard();
+    let config = |body: &str| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\n\
+             tls = {{ cert = \"server.pem\", key = \"server.key\" }}\n\
+             [[route]]\nrespond = {{ status = 200, body = \"{body}\" }}\n"
+        )
+    };
+    let path = pki.dir.path.join("ringway.toml");
+    std::fs::write(&path, config("v0")).unwrap();
+    let gw = Binary::start_at(path.clone(), Path::new("/"), &["--workers", "1"]);
+    let body = |gw: &Binary| {
+        let (ok, body) = curl_tls(&pki, gw.addr, "localhost", "/", &[]);
+        assert!(ok);
+        String::from_utf8(body).unwrap()
+    };
+    assert_eq!(body(&gw), "v0");
+
+    // The file changes.
+    gw.write_config(&config("v1"));
+    assert!(wait_until(Duration::from_secs(5), || body(&gw) == "v1"));
+    gw.write_config(&config("v2"));
+    assert!(wait_until(Duration::from_secs(5), || body(&gw) == "v2"));
+    // SIGHUP (of the unchanged file: only the signal reloads it).
+    let g = gw.generation();
+    gw.signal(libc::SIGHUP);
+    assert!(wait_until(Duration::from_secs(5), || gw.generation() > g));
+    // POST /reload.
+    let (status, answer) = gw.admin("POST", "/reload");
+    assert_eq!(status, 200, "{answer}");
+    let (_, shown) = gw.admin("GET", "/config");
+    assert!(!shown.contains("last reload refused"), "{shown}");
+    assert_eq!(body(&gw), "v2");
+}

@@ -15,7 +15,7 @@ pub(crate) struct Binary {
     pub config: std::path::PathBuf,
     pub stderr: BufReader<std::process::ChildStderr>,
     pub log: Vec<String>,
-    _dir: TempDir,
+    _dir: Option<TempDir>,
 }
 
 impl Binary {
@@ -25,7 +25,21 @@ impl Binary {
         let dir = TempDir::new();
         let path = dir.path.join("ringway.toml");
         std::fs::write(&path, toml).unwrap();
+        let mut binary = Binary::start_at(path, std::path::Path::new("."), extra);
+        binary._dir = Some(dir);
+        binary
+    }
+
+    /// Starts `ringway --config CONFIG extra...` from the working
+    /// directory `cwd`, on a config file the caller wrote (and keeps).
+    pub(crate) fn start_at(
+        path: std::path::PathBuf,
+        cwd: &std::path::Path,
+        extra: &[&str],
+    ) -> Binary {
+        let toml = std::fs::read_to_string(&path).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringway"))
+            .current_dir(cwd)
             .arg("--config")
             .arg(&path)
             .args(extra)
@@ -58,7 +72,7 @@ impl Binary {
             config: path,
             stderr,
             log,
-            _dir: dir,
+            _dir: None,
         }
     }
 
