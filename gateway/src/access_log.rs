@@ -118,6 +118,12 @@ pub(crate) struct Entry<'a> {
     pub request_id: &'a str,
     /// Trace id.
     pub trace_id: Option<[u8; 16]>,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+    pub protocol: &'a str,
+    /// `Referer` (empty: none; only filled for the combined format).
+    pub referer: &'a str,
+    /// `User-Agent` (empty: none; only filled for the combined format).
+    pub user_agent: &'a str,
 }
 
 /// Appends one line for `e` to `out`.
@@ -170,13 +176,21 @@ pub(crate) fn write_line(out: &mut Vec<u8>, format: LogFormat, e: &Entry<'_>) {
         LogFormat::Combined => {
             let _ = write!(out, "{} - - [", e.client.ip());
             clf_time(e.time, out);
+            // nginx's "combined": `-` for an absent field, quotes and
+            // control characters escaped so that a line stays one line.
+            fn or_dash(s: &str) -> &str {
+                if s.is_empty() { "-" } else { s }
+            }
             let _ = writeln!(
                 out,
-                "] \"{} {} HTTP/1.1\" {} {} \"-\" \"-\"",
+                "] \"{} {} {}\" {} {} \"{}\" \"{}\"",
                 e.method.escape_debug(),
                 e.target.escape_debug(),
+                e.protocol,
                 e.status,
-                e.bytes_out
+                e.bytes_out,
+                or_dash(e.referer).escape_debug(),
+                or_dash(e.user_agent).escape_debug(),
             );
         }
     }
@@ -281,6 +295,9 @@ mod tests {
             duration_micros: 2500,
             request_id: "id",
             trace_id: None,
+            protocol: "HTTP/1.1",
+            referer: "",
+            user_agent: "",
         };
         let mut out = Vec::new();
         write_line(&mut out, LogFormat::Json, &e);
@@ -294,5 +311,35 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with("}\n"));
+    }
+
+    #[test]
+    fn combined_lines_carry_the_protocol_referer_and_agent_escaped() {
+        let e = Entry {
+            time: UNIX_EPOCH,
+            client: "127.0.0.1:5000".parse().unwrap(),
+            method: "GET",
+            host: "a",
+            target: "/x",
+            status: 200,
+            bytes_in: 10,
+            bytes_out: 20,
+            upstream: None,
+            upstream_micros: None,
+            duration_micros: 2500,
+            request_id: "id",
+            trace_id: None,
+            protocol: "HTTP/2.0",
+            referer: "",
+            user_agent: "curl \"8\"\n",
+        };
+        let mut out = Vec::new();
+        write_line(&mut out, LogFormat::Combined, &e);
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.ends_with(&(r#""GET /x HTTP/2.0" 200 20 "-" "curl \"8\"\n""#.to_owned() + "\n")),
+            "{line}"
+        );
+        assert_eq!(line.lines().count(), 1);
     }
 }

@@ -228,8 +228,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                     return self.refuse(431, "request head too large").await;
                 }
                 Ok(Some(req)) => {
-                    let sample_rate = generation.snapshot.tracing.sample_rate;
-                    self.text.capture(&self.worker, sample_rate, &req);
+                    self.text.capture(&self.worker, generation, &req);
                     let client = ClientFacts::new(
                         &self.listener,
                         self.peer,

@@ -364,8 +364,7 @@ impl Stream {
             expect_continue: false,
         };
         let worker = self.conn.worker.clone();
-        self.text
-            .capture(&worker, generation.snapshot.tracing.sample_rate, &view);
+        self.text.capture(&worker, generation, &view);
         let client = ClientFacts::new(
             &self.conn.listener,
             self.conn.peer,

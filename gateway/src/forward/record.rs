@@ -25,6 +25,12 @@ pub(crate) struct RequestText {
     pub(crate) generated_id: bool,
     pub(crate) trace: Option<TraceContext>,
     pub(crate) traceparent: Vec<u8>,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`, as the combined log writes it.
+    pub(crate) protocol: &'static str,
+    /// `Referer` and `User-Agent`, copied only when a combined access log
+    /// will print them.
+    pub(crate) referer: String,
+    pub(crate) user_agent: String,
 }
 
 impl RequestText {
@@ -37,6 +43,9 @@ impl RequestText {
             generated_id: false,
             trace: None,
             traceparent: Vec::with_capacity(55),
+            protocol: "HTTP/1.1",
+            referer: String::new(),
+            user_agent: String::new(),
         }
     }
 
@@ -45,9 +54,15 @@ impl RequestText {
     pub(crate) fn capture(
         &mut self,
         worker: &Worker,
-        sample_rate: f64,
+        generation: &Generation,
         req: &request::Request<'_, '_>,
     ) {
+        let sample_rate = generation.snapshot.tracing.sample_rate;
+        self.protocol = match (req.http2, req.minor_version) {
+            (true, _) => "HTTP/2.0",
+            (false, 0) => "HTTP/1.0",
+            (false, _) => "HTTP/1.1",
+        };
         self.method.clear();
         self.method.push_str(req.method);
         self.host.clear();
@@ -59,6 +74,21 @@ impl RequestText {
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case(name))
         };
+        self.referer.clear();
+        self.user_agent.clear();
+        let combined = generation
+            .sinks
+            .log
+            .as_ref()
+            .is_some_and(|l| l.format == ringway_config::LogFormat::Combined);
+        if combined {
+            if let Some(h) = header("referer") {
+                push_lossy(&mut self.referer, h.value);
+            }
+            if let Some(h) = header("user-agent") {
+                push_lossy(&mut self.user_agent, h.value);
+            }
+        }
         self.request_id.clear();
         match header("x-request-id").map(|h| h.value.trim_ascii()) {
             Some(id)
@@ -171,6 +201,9 @@ impl Served<'_> {
                 duration_micros: micros,
                 request_id: &self.text.request_id,
                 trace_id: self.text.trace.map(|t| t.trace_id),
+                protocol: self.text.protocol,
+                referer: &self.text.referer,
+                user_agent: &self.text.user_agent,
             };
             let mut buf = self.worker.log_buf.borrow_mut();
             access_log::write_line(&mut buf, log.format, &entry);

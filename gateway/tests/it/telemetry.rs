@@ -172,3 +172,50 @@ fn spans_are_exported_over_otlp_with_parent_and_child_ids() {
     let _ = receiver.wait();
     assert!(rest.is_empty(), "unexpected spans: {rest:?}");
 }
+
+/// The combined format carries the real protocol, Referer and User-Agent,
+/// over HTTP/1.1 and over HTTP/2 (h2c here).
+#[test]
+fn combined_log_lines_show_protocol_referer_and_agent() {
+    let dir = TempDir::new();
+    let log = dir.path.join("access.log");
+    let toml = format!(
+        "[access_log]\npath = \"{}\"\nformat = \"combined\"\n{EDGE}[[route]]\nrespond = {{ status = 200, body = \"ok\" }}\n",
+        log.display(),
+    );
+    let gw = Binary::start(&toml, &["--workers", "1"]);
+    let url = format!("http://{}/page", gw.addr);
+    for (flags, want) in [
+        (
+            &["--http1.1", "-e", "https://ref.example/a", "-A", "agent/1"][..],
+            (
+                "\"GET /page HTTP/1.1\" 200 ",
+                "\"https://ref.example/a\" \"agent/1\"",
+            ),
+        ),
+        (
+            &["--http2-prior-knowledge", "-A", "agent/2"][..],
+            ("\"GET /page HTTP/2.0\" 200 ", "\"-\" \"agent/2\""),
+        ),
+    ] {
+        let mut args = vec!["-s", "-o", "/dev/null"];
+        args.extend_from_slice(flags);
+        args.push(&url);
+        assert!(curl(&args).0);
+        assert!(
+            wait_until(Duration::from_secs(5), || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l.contains(want.0) && l.ends_with(want.1))
+            }),
+            "no line with {want:?}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines().all(|l| l.starts_with("127.0.0.1 - - [")),
+        "{text}"
+    );
+}
