@@ -8,6 +8,8 @@
 //! - [`convert`]: an HTTP/1.1 head written for the upstream turned into an
 //!   `http::Request` for an HTTP/2 upstream, and HTTP/2 responses into
 //!   heads for either kind of client.
+//! - [`path`]: request path normalization before routing (dot segments,
+//!   percent-encodings, slashes).
 //! - [`HeaderRules`]: the header edits a route applies.
 //!
 //! No I/O, no runtime, no allocation beyond the caller's reused buffers
@@ -20,6 +22,7 @@
 
 pub mod convert;
 pub mod http1;
+pub mod path;
 mod rules;
 
 pub use rules::HeaderRules;

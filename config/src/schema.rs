@@ -124,6 +124,11 @@ pub struct ListenerSection {
     pub tls: Option<Spanned<TlsSection>>,
     /// HTTP/2 settings.
     pub http2: Option<Spanned<Http2Section>>,
+    /// Fold `//` in request paths into `/` before routing (default true).
+    pub merge_slashes: Option<bool>,
+    /// `%2F` and `%5C` in request paths: "keep" (default), "reject" or
+    /// "decode".
+    pub escaped_slashes: Option<Spanned<String>>,
 }
 
 /// A listener's `http2 = { ... }`.

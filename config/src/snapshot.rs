@@ -131,6 +131,8 @@ pub struct Listener {
     pub tls: Option<crate::tls::Tls>,
     /// HTTP/2 settings (h2 by ALPN on TLS, h2c on plain listeners).
     pub http2: Http2Settings,
+    /// How request paths are normalized before routing.
+    pub paths: ringway_codec::path::PathRules,
 }
 
 /// A listener's HTTP/2 settings. The largest header list is the

@@ -49,7 +49,7 @@ impl HeadError {
 }
 
 /// A complete, validated request head; it borrows the read buffer.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Request<'h, 'b> {
     /// The method, e.g. `GET`.
     pub method: &'b str,

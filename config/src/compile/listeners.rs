@@ -2,6 +2,7 @@
 //! read and checked here, so a bad one is refused at load with its place).
 
 use super::*;
+use ringway_codec::path::{EscapedSlashes, PathRules};
 
 impl Cx<'_> {
     pub(super) fn listeners(
@@ -42,9 +43,31 @@ impl Cx<'_> {
                     Some(h) => self.http2(h)?,
                     None => Http2Settings::default(),
                 },
+                paths: self.path_rules(l)?,
             });
         }
         Ok(out)
+    }
+
+    fn path_rules(&self, l: &schema::ListenerSection) -> Result<PathRules> {
+        let escaped_slashes = match &l.escaped_slashes {
+            None => EscapedSlashes::Keep,
+            Some(v) => match v.get_ref().as_str() {
+                "keep" => EscapedSlashes::Keep,
+                "reject" => EscapedSlashes::Reject,
+                "decode" => EscapedSlashes::Decode,
+                other => {
+                    return Err(self.err(
+                        v.span(),
+                        format!("unknown escaped_slashes {other:?}; expected \"keep\", \"reject\" or \"decode\""),
+                    ));
+                }
+            },
+        };
+        Ok(PathRules {
+            merge_slashes: l.merge_slashes.unwrap_or(true),
+            escaped_slashes,
+        })
     }
 
     pub(super) fn http2(&self, section: &Spanned<schema::Http2Section>) -> Result<Http2Settings> {

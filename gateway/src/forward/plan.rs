@@ -83,6 +83,9 @@ pub(crate) enum Target {
         route: RouteId,
     },
     NotFound,
+    /// A path that cannot be normalized (bad escape, above the root, an
+    /// encoded slash the listener refuses): 400, and the connection closes.
+    BadPath,
 }
 
 impl Target {
@@ -94,7 +97,7 @@ impl Target {
             | Target::Redirect { route }
             | Target::Limited { route, .. }
             | Target::Abort { route, .. } => Some(route),
-            Target::NotFound => None,
+            Target::NotFound | Target::BadPath => None,
         }
     }
 }
@@ -158,6 +161,7 @@ pub(crate) fn local_answer<'g>(
         Target::NotFound | Target::Proxy { .. } => {
             text(404, vec![plain()], b"no route matches this request\n")
         }
+        Target::BadPath => text(400, vec![plain()], b"bad request path\n"),
     }
 }
 
@@ -170,6 +174,8 @@ pub(crate) struct ClientFacts<'a> {
     pub(crate) identity_header: Option<&'a str>,
     /// The verified client certificate's identity.
     pub(crate) identity: Option<&'a str>,
+    /// The listener's path normalization rules.
+    pub(crate) paths: ringway_codec::path::PathRules,
 }
 
 impl<'a> ClientFacts<'a> {
@@ -189,6 +195,7 @@ impl<'a> ClientFacts<'a> {
                 .as_ref()
                 .and_then(|t| t.identity_header.as_deref()),
             identity,
+            paths: listener.paths,
         }
     }
 }
@@ -223,6 +230,24 @@ pub(crate) fn plan_request(
         ),
         minor_version: req.minor_version,
         max_body: None,
+    };
+    // Routed, and sent upstream, by its normal form: `/x/../admin/` is
+    // `/admin/` (ringway_codec::path).
+    let mut path_buf = worker.path_buf.borrow_mut();
+    let normal;
+    let req = match ringway_codec::path::normalize(req.target, client.paths, &mut path_buf) {
+        Ok(false) => req,
+        Ok(true) => {
+            normal = request::Request {
+                target: &path_buf[..],
+                ..*req
+            };
+            &normal
+        }
+        Err(_) => {
+            plan.keep_alive = false;
+            return (plan, Target::BadPath, req.head_len);
+        }
     };
     let snapshot = &generation.snapshot;
     let peer = client.peer;

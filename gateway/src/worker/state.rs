@@ -255,6 +255,9 @@ pub(crate) struct Worker {
     rng: Cell<u64>,
     /// Access log lines not yet handed to the writer.
     pub log_buf: RefCell<Vec<u8>>,
+    /// A request's normalized path while it is routed (planning is
+    /// synchronous: one request at a time uses it).
+    pub path_buf: RefCell<Vec<u8>>,
     /// Sampled spans not yet handed to the exporter.
     pub span_buf: RefCell<Vec<SpanRecord>>,
     /// TLS session-ID caches by listener name, kept across reloads.
@@ -285,6 +288,7 @@ impl Worker {
             workers,
             rng: Cell::new(seed(id)),
             log_buf: RefCell::new(Vec::with_capacity(LOG_FLUSH_BYTES)),
+            path_buf: RefCell::new(Vec::new()),
             span_buf: RefCell::new(Vec::new()),
             session_caches: RefCell::new(HashMap::new()),
             tls_failure_logged: Cell::new(None),

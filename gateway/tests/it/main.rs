@@ -15,6 +15,7 @@ mod http2;
 mod lifecycle;
 mod matrix;
 mod observability;
+mod paths;
 mod pool_hygiene;
 mod reload;
 mod ringload;
