@@ -18,6 +18,8 @@
 //! The result is what nginx matches its locations against. Targets that
 //! are not a path (`*` for `OPTIONS`) are left alone.
 
+use crate::http1::framing::hex_value;
+
 /// What to do with `%2F` and `%5C` in a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum EscapedSlashes {
@@ -101,15 +103,6 @@ fn is_normal(path: &[u8], rules: PathRules) -> bool {
     })
 }
 
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
@@ -127,8 +120,8 @@ fn decode(path: &[u8], slashes: EscapedSlashes) -> Result<Vec<u8>, PathError> {
             continue;
         }
         let (Some(hi), Some(lo)) = (
-            path.get(i + 1).copied().and_then(hex),
-            path.get(i + 2).copied().and_then(hex),
+            path.get(i + 1).copied().and_then(hex_value),
+            path.get(i + 2).copied().and_then(hex_value),
         ) else {
             return Err(PathError::BadEscape);
         };

@@ -281,7 +281,7 @@ fn size_rest(size: u64, seen: u32, in_ext: bool, b: u8) -> Result<Chunked, Frami
     }
 }
 
-fn hex_value(b: u8) -> Option<u8> {
+pub(crate) fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
