@@ -113,6 +113,18 @@ impl Cx<'_> {
         }
     }
 
+    /// A list of addresses and CIDR blocks.
+    fn ip_ranges(&self, list: Option<&Vec<Spanned<String>>>) -> Result<Vec<crate::IpRange>> {
+        list.into_iter()
+            .flatten()
+            .map(|v| {
+                v.get_ref()
+                    .parse()
+                    .map_err(|e: String| self.err(v.span(), e))
+            })
+            .collect()
+    }
+
     fn duration(&self, value: Option<&Spanned<String>>, default: Duration) -> Result<Duration> {
         match value {
             None => Ok(default),

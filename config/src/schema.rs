@@ -129,6 +129,11 @@ pub struct ListenerSection {
     /// `%2F` and `%5C` in request paths: "keep" (default), "reject" or
     /// "decode".
     pub escaped_slashes: Option<Spanned<String>>,
+    /// Request header names with `_`: "drop" (default), "keep" or "reject".
+    pub underscores_in_headers: Option<Spanned<String>>,
+    /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For` is
+    /// believed when deriving the client's address.
+    pub trusted_proxies: Option<Vec<Spanned<String>>>,
 }
 
 /// A listener's `http2 = { ... }`.
@@ -219,6 +224,10 @@ pub struct RouteSection {
     pub rate_limit: Option<Spanned<RateLimitSection>>,
     /// Fault injection.
     pub fault: Option<Spanned<FaultSection>>,
+    /// Client addresses (or CIDR blocks) allowed; others get 403.
+    pub allow: Option<Vec<Spanned<String>>>,
+    /// Client addresses (or CIDR blocks) refused with 403.
+    pub deny: Option<Vec<Spanned<String>>>,
 }
 
 /// `redirect = { to = "https://example.com", status = 308, keep_path = true }`

@@ -133,6 +133,24 @@ pub struct Listener {
     pub http2: Http2Settings,
     /// How request paths are normalized before routing.
     pub paths: ringway_codec::path::PathRules,
+    /// What happens to request headers whose names hold `_`.
+    pub underscores: Underscores,
+    /// Peers whose `X-Forwarded-For` names the client (empty: none).
+    pub trusted_proxies: Vec<crate::IpRange>,
+}
+
+/// Request header names with `_` (`X_Forwarded_For`): an upstream that
+/// folds `_` into `-` (CGI, many frameworks) would see them as the header
+/// a rule was written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Underscores {
+    /// Left out of what goes upstream (nginx's and Envoy's default).
+    #[default]
+    Drop,
+    /// Passed on.
+    Keep,
+    /// The request is refused with 400.
+    Reject,
 }
 
 /// A listener's HTTP/2 settings. The largest header list is the
@@ -203,6 +221,18 @@ pub struct RoutePolicy {
     pub fault_delay: Option<(f64, Duration)>,
     /// Answer a share of requests with a status: (share in 0..=1, status).
     pub fault_abort: Option<(f64, u16)>,
+    /// Clients allowed (empty: all); the others get 403.
+    pub allow: Vec<crate::IpRange>,
+    /// Clients refused with 403 (checked first).
+    pub deny: Vec<crate::IpRange>,
+}
+
+impl RoutePolicy {
+    /// True when the route refuses a client at `ip` (its derived address).
+    pub fn refuses(&self, ip: std::net::IpAddr) -> bool {
+        self.deny.iter().any(|r| r.contains(ip))
+            || (!self.allow.is_empty() && !self.allow.iter().any(|r| r.contains(ip)))
+    }
 }
 
 /// A token-bucket rate limit.

@@ -262,6 +262,10 @@ pub struct RequestEdits<'a> {
     pub rewrite_prefix: Option<(&'a str, &'a str)>,
     /// Host header rewrite.
     pub rewrite_host: Option<&'a str>,
+    /// Headers whose names hold `_` are left out (nginx's and Envoy's
+    /// default): `X_Forwarded_For` must not slip past rules written for
+    /// `X-Forwarded-For` to an upstream that folds `_` into `-`.
+    pub drop_underscored: bool,
 }
 
 /// The protocol a request asks to switch to, when it is one the gateway
@@ -320,6 +324,7 @@ pub fn write_upstream_head(
             continue;
         }
         if rules.drops(name)
+            || (edits.drop_underscored && name.contains('_'))
             || fwd
                 .identity
                 .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -363,10 +368,18 @@ pub fn write_upstream_head(
     if let Some((name, Some(value))) = fwd.identity {
         write_header(out, name.as_bytes(), value);
     }
-    out.extend_from_slice(b"x-forwarded-for: ");
-    write_list_prefix(out, "x-forwarded-for", req.headers);
-    write_ip(out, fwd.client_ip);
-    out.extend_from_slice(b"\r\n");
+    // This hop's entry, after the client's list unless the route removes
+    // it (then the upstream sees this hop only), and none at all when the
+    // route sets its own value.
+    let xff = "x-forwarded-for";
+    if !rules.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(xff)) {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if !rules.remove.iter().any(|n| n.eq_ignore_ascii_case(xff)) {
+            write_list_prefix(out, xff, req.headers);
+        }
+        write_ip(out, fwd.client_ip);
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"x-forwarded-proto: ");
     out.extend_from_slice(fwd.proto.as_bytes());
     out.extend_from_slice(b"\r\nx-forwarded-host: ");

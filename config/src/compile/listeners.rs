@@ -2,6 +2,7 @@
 //! read and checked here, so a bad one is refused at load with its place).
 
 use super::*;
+use crate::snapshot::Underscores;
 use ringway_codec::path::{EscapedSlashes, PathRules};
 
 impl Cx<'_> {
@@ -44,30 +45,62 @@ impl Cx<'_> {
                     None => Http2Settings::default(),
                 },
                 paths: self.path_rules(l)?,
+                underscores: self.choice(
+                    l.underscores_in_headers.as_ref(),
+                    "underscores_in_headers",
+                    &[
+                        ("drop", Underscores::Drop),
+                        ("keep", Underscores::Keep),
+                        ("reject", Underscores::Reject),
+                    ],
+                )?,
+                trusted_proxies: self.ip_ranges(l.trusted_proxies.as_ref())?,
             });
         }
         Ok(out)
     }
 
     fn path_rules(&self, l: &schema::ListenerSection) -> Result<PathRules> {
-        let escaped_slashes = match &l.escaped_slashes {
-            None => EscapedSlashes::Keep,
-            Some(v) => match v.get_ref().as_str() {
-                "keep" => EscapedSlashes::Keep,
-                "reject" => EscapedSlashes::Reject,
-                "decode" => EscapedSlashes::Decode,
-                other => {
-                    return Err(self.err(
-                        v.span(),
-                        format!("unknown escaped_slashes {other:?}; expected \"keep\", \"reject\" or \"decode\""),
-                    ));
-                }
-            },
-        };
         Ok(PathRules {
             merge_slashes: l.merge_slashes.unwrap_or(true),
-            escaped_slashes,
+            escaped_slashes: self.choice(
+                l.escaped_slashes.as_ref(),
+                "escaped_slashes",
+                &[
+                    ("keep", EscapedSlashes::Keep),
+                    ("reject", EscapedSlashes::Reject),
+                    ("decode", EscapedSlashes::Decode),
+                ],
+            )?,
         })
+    }
+
+    /// One of `options` by name; the first is the default when `value` is
+    /// absent.
+    fn choice<T: Copy>(
+        &self,
+        value: Option<&Spanned<String>>,
+        key: &str,
+        options: &[(&str, T)],
+    ) -> Result<T> {
+        let Some(v) = value else {
+            return Ok(options[0].1);
+        };
+        options
+            .iter()
+            .find(|(name, _)| *name == v.get_ref())
+            .map(|&(_, t)| t)
+            .ok_or_else(|| {
+                let names: Vec<String> = options.iter().map(|(n, _)| format!("{n:?}")).collect();
+                self.err(
+                    v.span(),
+                    format!(
+                        "unknown {key} {:?}; expected one of {}",
+                        v.get_ref(),
+                        names.join(", ")
+                    ),
+                )
+            })
     }
 
     pub(super) fn http2(&self, section: &Spanned<schema::Http2Section>) -> Result<Http2Settings> {

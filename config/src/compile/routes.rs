@@ -120,6 +120,8 @@ impl Cx<'_> {
         let mut policy = RoutePolicy {
             request_headers: self.header_rules(&r.request_headers)?,
             response_headers: self.header_rules(&r.response_headers)?,
+            allow: self.ip_ranges(r.allow.as_ref())?,
+            deny: self.ip_ranges(r.deny.as_ref())?,
             ..RoutePolicy::default()
         };
         for rules in [&policy.request_headers, &policy.response_headers] {

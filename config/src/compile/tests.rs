@@ -650,3 +650,53 @@ fn cluster_tls_without_ca_uses_the_system_roots_or_says_there_are_none() {
         }
     }
 }
+
+#[test]
+fn edge_keys_compile_or_say_where_they_are_wrong() {
+    let listener = |extra: &str| {
+        format!(
+            "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\n{extra}\n[[route]]\nrespond = {{ status = 200 }}\n"
+        )
+    };
+    let s = compile_str(
+        "t.toml",
+        &listener("escaped_slashes = \"decode\"\nmerge_slashes = false\nunderscores_in_headers = \"reject\"\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]"),
+    )
+    .unwrap();
+    let l = &s.listeners[0];
+    assert_eq!(
+        l.paths.escaped_slashes,
+        ringway_codec::path::EscapedSlashes::Decode
+    );
+    assert!(!l.paths.merge_slashes);
+    assert_eq!(l.underscores, crate::Underscores::Reject);
+    assert_eq!(l.trusted_proxies.len(), 2);
+    let defaults = compile_str("t.toml", &listener("")).unwrap();
+    assert_eq!(
+        defaults.listeners[0].paths,
+        ringway_codec::path::PathRules::default()
+    );
+    assert_eq!(defaults.listeners[0].underscores, crate::Underscores::Drop);
+
+    let err = error_of(&listener("escaped_slashes = \"unescape\""));
+    assert!(
+        err.contains("test.toml:4:19: unknown escaped_slashes \"unescape\""),
+        "{err}"
+    );
+    let err = error_of(&listener("underscores_in_headers = \"ignore\""));
+    assert!(
+        err.contains("expected one of \"drop\", \"keep\", \"reject\""),
+        "{err}"
+    );
+    let err = error_of(&listener("trusted_proxies = [\"10.0.0.0/40\"]"));
+    assert!(
+        err.contains("test.toml:4:20:") && err.contains("0..=32"),
+        "{err}"
+    );
+    let route = "[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\n[[route]]\ndeny = [\"nope\"]\nrespond = { status = 200 }\n";
+    assert!(
+        error_of(route).contains("test.toml:5:9:"),
+        "{}",
+        error_of(route)
+    );
+}

@@ -265,6 +265,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         self.log.seen = true;
         self.log.bytes_in += head_len as u64;
         self.log.route = target.route();
+        self.log.client = Some(plan.client);
         match target {
             Target::Proxy {
                 route,

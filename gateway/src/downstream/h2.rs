@@ -382,6 +382,7 @@ impl Stream {
         );
         drop(headers);
         self.log.route = target.route();
+        self.log.client = Some(plan.client);
         match target {
             Target::Proxy {
                 route,

@@ -5,7 +5,7 @@
 //! Synchronous: the parsed head borrows the client's read buffer, and
 //! nothing here waits.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ringway_balancer::hash_key;
@@ -36,6 +36,9 @@ pub(crate) struct Plan {
     pub(crate) te_trailers: bool,
     /// Largest body the route accepts.
     pub(crate) max_body: Option<u64>,
+    /// The client's address: the peer's, or, behind a trusted proxy, the
+    /// one its `X-Forwarded-For` names.
+    pub(crate) client: IpAddr,
 }
 
 impl Plan {
@@ -50,6 +53,7 @@ impl Plan {
         upgrade: false,
         te_trailers: false,
         max_body: None,
+        client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
     };
 }
 
@@ -86,6 +90,13 @@ pub(crate) enum Target {
     /// A path that cannot be normalized (bad escape, above the root, an
     /// encoded slash the listener refuses): 400, and the connection closes.
     BadPath,
+    /// A header name with `_` where the listener refuses them: 400, and
+    /// the connection closes.
+    BadHeader,
+    /// The route's `allow`/`deny` refuses the client: 403.
+    Forbidden {
+        route: RouteId,
+    },
 }
 
 impl Target {
@@ -96,8 +107,9 @@ impl Target {
             | Target::Respond { route }
             | Target::Redirect { route }
             | Target::Limited { route, .. }
-            | Target::Abort { route, .. } => Some(route),
-            Target::NotFound | Target::BadPath => None,
+            | Target::Abort { route, .. }
+            | Target::Forbidden { route } => Some(route),
+            Target::NotFound | Target::BadPath | Target::BadHeader => None,
         }
     }
 }
@@ -162,6 +174,8 @@ pub(crate) fn local_answer<'g>(
             text(404, vec![plain()], b"no route matches this request\n")
         }
         Target::BadPath => text(400, vec![plain()], b"bad request path\n"),
+        Target::BadHeader => text(400, vec![plain()], b"header name with an underscore\n"),
+        Target::Forbidden { .. } => text(403, vec![plain()], b"forbidden\n"),
     }
 }
 
@@ -176,6 +190,10 @@ pub(crate) struct ClientFacts<'a> {
     pub(crate) identity: Option<&'a str>,
     /// The listener's path normalization rules.
     pub(crate) paths: ringway_codec::path::PathRules,
+    /// The listener's rule for header names with `_`.
+    pub(crate) underscores: ringway_config::Underscores,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub(crate) trusted_proxies: &'a [ringway_config::IpRange],
 }
 
 impl<'a> ClientFacts<'a> {
@@ -196,6 +214,8 @@ impl<'a> ClientFacts<'a> {
                 .and_then(|t| t.identity_header.as_deref()),
             identity,
             paths: listener.paths,
+            underscores: listener.underscores,
+            trusted_proxies: &listener.trusted_proxies,
         }
     }
 }
@@ -230,6 +250,7 @@ pub(crate) fn plan_request(
         ),
         minor_version: req.minor_version,
         max_body: None,
+        client: client.peer.ip(),
     };
     // Routed, and sent upstream, by its normal form: `/x/../admin/` is
     // `/admin/` (ringway_codec::path).
@@ -249,8 +270,17 @@ pub(crate) fn plan_request(
             return (plan, Target::BadPath, req.head_len);
         }
     };
+    if client.underscores == ringway_config::Underscores::Reject
+        && req.headers.iter().any(|h| h.name.contains('_'))
+    {
+        plan.keep_alive = false;
+        return (plan, Target::BadHeader, req.head_len);
+    }
     let snapshot = &generation.snapshot;
     let peer = client.peer;
+    // Who the client is, for hashing, rate limits, allow/deny and the log.
+    plan.client = client_address(peer.ip(), client.trusted_proxies, req.headers);
+    let client_ip = plan.client;
     let headers = HeaderLookup {
         headers: req.headers,
         identity: client
@@ -266,11 +296,14 @@ pub(crate) fn plan_request(
     let route_index = id;
     let route = &snapshot.routes[id.0 as usize];
     let policy = &route.policy;
+    if policy.refuses(client_ip) {
+        return (plan, Target::Forbidden { route: route_index }, req.head_len);
+    }
     if let (Some(limiter), Some(limit)) = (generation.limiter(route_index), &policy.rate_limit) {
         let key = limit
             .key
             .as_ref()
-            .and_then(|k| request_key_hash(k, req, peer))
+            .and_then(|k| request_key_hash(k, req, client_ip))
             .unwrap_or(0);
         if let Err(retry_after) = limiter.take(key, crate::clock::now()) {
             let target = Target::Limited {
@@ -309,13 +342,14 @@ pub(crate) fn plan_request(
                     .as_ref()
                     .map(|(from, to)| (from.as_str(), to.as_str())),
                 rewrite_host: policy.rewrite_host.as_deref(),
+                drop_underscored: client.underscores == ringway_config::Underscores::Drop,
             };
             request::write_upstream_head(up_out, req, fwd, edits);
             plan.max_body = policy.max_body;
             let cluster = generation.cluster_for(route_index);
             let key_hash = cluster
                 .and_then(|c| snapshot.clusters[c.0 as usize].hash_key.as_ref())
-                .and_then(|key| request_key_hash(key, req, peer));
+                .and_then(|key| request_key_hash(key, req, client_ip));
             let delay = policy
                 .fault_delay
                 .filter(|(share, _)| worker.random() < *share)
@@ -340,12 +374,46 @@ pub(crate) fn plan_request(
     (plan, target, req.head_len)
 }
 
+/// The client's address: the peer's, unless the peer is a trusted proxy;
+/// then the first address from the right of `X-Forwarded-For` that is not
+/// a trusted proxy (nginx's `real_ip_recursive`), or the leftmost when all
+/// are. An entry that is not an address ends the walk where it is.
+pub(crate) fn client_address(
+    peer: IpAddr,
+    trusted: &[ringway_config::IpRange],
+    headers: &[httparse::Header<'_>],
+) -> IpAddr {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|r| r.contains(ip));
+    let mut client = ringway_config::canonical_ip(peer);
+    if trusted.is_empty() || !is_trusted(client) {
+        return client;
+    }
+    let entries = headers
+        .iter()
+        .rev()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .flat_map(|h| h.value.rsplit(|&b| b == b','));
+    for entry in entries {
+        let Some(ip) = std::str::from_utf8(entry.trim_ascii())
+            .ok()
+            .and_then(|s| s.parse::<IpAddr>().ok())
+        else {
+            break;
+        };
+        client = ringway_config::canonical_ip(ip);
+        if !is_trusted(client) {
+            break;
+        }
+    }
+    client
+}
+
 /// The hash of what `key` names in the request; `None` when the request
 /// does not carry it (the balancer then picks at random).
 fn request_key_hash(
     key: &HashKey,
     req: &request::Request<'_, '_>,
-    peer: SocketAddr,
+    client_ip: IpAddr,
 ) -> Option<u64> {
     let path = req.target.split(|&b| b == b'?').next().unwrap_or(b"");
     match key {
@@ -373,7 +441,7 @@ fn request_key_hash(
             })
         }
         HashKey::Path => Some(hash_key(path)),
-        HashKey::ClientIp => Some(match peer.ip() {
+        HashKey::ClientIp => Some(match client_ip {
             std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
             std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
         }),

@@ -189,7 +189,10 @@ impl Served<'_> {
         if let Some(log) = &generation.sinks.log {
             let entry = access_log::Entry {
                 time: wall_start(),
-                client: self.peer,
+                client: self
+                    .log
+                    .client
+                    .map_or(self.peer, |ip| SocketAddr::new(ip, self.peer.port())),
                 method: &self.text.method,
                 host: &self.text.host,
                 target: &self.text.target,
@@ -246,6 +249,9 @@ pub(crate) struct RequestLog {
     pub(crate) upstream_micros: Option<u64>,
     /// The endpoint tried last.
     pub(crate) upstream: Option<SocketAddr>,
+    /// The client's derived address (behind a trusted proxy, the one its
+    /// `X-Forwarded-For` names), once the request was planned.
+    pub(crate) client: Option<std::net::IpAddr>,
 }
 
 impl RequestLog {
@@ -261,6 +267,7 @@ impl RequestLog {
             bytes_out: 0,
             upstream_micros: None,
             upstream: None,
+            client: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 mod support;
 
 mod bodies;
+mod client_addr;
 mod errors;
 mod governance;
 mod grpc;

@@ -145,6 +145,7 @@ fn upstream_head(raw: &[u8]) -> String {
         headers: &rules,
         rewrite_prefix: None,
         rewrite_host: None,
+        drop_underscored: true,
     };
     write_upstream_head(&mut out, &req, fwd, edits);
     String::from_utf8(out).unwrap()
@@ -216,4 +217,66 @@ fn client_addresses_are_written_as_display_writes_them() {
         write_ip(&mut out, ip);
         assert_eq!(String::from_utf8(out).unwrap(), ip.to_string(), "{text}");
     }
+}
+
+/// The upstream head of `raw` with these header rules.
+fn upstream_head_with(raw: &[u8], rules: &crate::HeaderRules, drop_underscored: bool) -> String {
+    let mut headers = crate::http1::header_slots();
+    let req = parse(raw, &mut headers).unwrap().unwrap();
+    let mut out = Vec::new();
+    let fwd = Forwarded {
+        client_ip: "192.0.2.7".parse().unwrap(),
+        proto: "http",
+        request_id: None,
+        traceparent: b"",
+        identity: None,
+        upgrade: None,
+    };
+    let edits = RequestEdits {
+        headers: rules,
+        rewrite_prefix: None,
+        rewrite_host: None,
+        drop_underscored,
+    };
+    write_upstream_head(&mut out, &req, fwd, edits);
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn underscored_header_names_are_dropped_unless_kept() {
+    let raw =
+        b"GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nX_Api: 1\r\nX-Ok: 2\r\n\r\n";
+    let rules = crate::HeaderRules::default();
+    let dropped = upstream_head_with(raw, &rules, true);
+    assert!(
+        !dropped.contains("6.6.6.6") && !dropped.contains("X_Api"),
+        "{dropped}"
+    );
+    assert!(dropped.contains("X-Ok: 2"), "{dropped}");
+    let kept = upstream_head_with(raw, &rules, false);
+    assert!(kept.contains("X_Forwarded_For: 6.6.6.6"), "{kept}");
+}
+
+#[test]
+fn a_route_that_removes_or_sets_x_forwarded_for_drops_the_clients_list() {
+    let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 6.6.6.6, 7.7.7.7\r\n\r\n";
+    let plain = upstream_head_with(raw, &crate::HeaderRules::default(), true);
+    assert!(
+        plain.contains("x-forwarded-for: 6.6.6.6, 7.7.7.7, 192.0.2.7\r\n"),
+        "{plain}"
+    );
+    let removed = crate::HeaderRules {
+        remove: vec!["X-Forwarded-For".to_owned()],
+        ..crate::HeaderRules::default()
+    };
+    let head = upstream_head_with(raw, &removed, true);
+    assert!(head.contains("x-forwarded-for: 192.0.2.7\r\n"), "{head}");
+    assert!(!head.contains("6.6.6.6"), "{head}");
+    let set = crate::HeaderRules {
+        set: vec![("x-forwarded-for".to_owned(), "10.0.0.1".to_owned())],
+        ..crate::HeaderRules::default()
+    };
+    let head = upstream_head_with(raw, &set, true);
+    assert_eq!(head.matches("x-forwarded-for").count(), 1, "{head}");
+    assert!(head.contains("x-forwarded-for: 10.0.0.1\r\n"), "{head}");
 }
