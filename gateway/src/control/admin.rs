@@ -1,5 +1,7 @@
-//! The admin listener: a small blocking HTTP/1.1 server on its own thread,
-//! off the request path.
+//! The admin listener: a small blocking HTTP/1.1 server off the request
+//! path. Each connection is served on its own short-lived thread, at most
+//! [`MAX_CLIENTS`] at once (more are answered 503 at once), so a client
+//! that connects and sends nothing delays nobody's `/ready`.
 //!
 //! - `GET /healthz`: the process is alive.
 //! - `GET /ready`: configuration loaded and listeners open (503 once
@@ -14,7 +16,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -36,6 +38,8 @@ pub(super) struct AdminState {
     pub workers: Vec<UnboundedSender<Command>>,
 }
 
+/// Admin connections served at once.
+const MAX_CLIENTS: usize = 32;
 /// How long an admin client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `POST /reload` waits for the control thread.
@@ -49,11 +53,27 @@ pub(super) fn spawn(
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)?;
     let bound = listener.local_addr()?;
+    let state = Arc::new(state);
+    let busy = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("ringway-admin".to_owned())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = serve(stream, &state, &events);
+            for mut stream in listener.incoming().flatten() {
+                if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                    let _ = respond(&mut stream, 503, &[], "too many admin clients\n");
+                    continue;
+                }
+                let (state, events, done) = (state.clone(), events.clone(), busy.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("ringway-admin-client".to_owned())
+                    .spawn(move || {
+                        let _ = serve(stream, &state, &events);
+                        done.fetch_sub(1, Ordering::AcqRel);
+                    });
+                if spawned.is_err() {
+                    busy.fetch_sub(1, Ordering::AcqRel);
+                }
             }
         })?;
     Ok(bound)

@@ -367,3 +367,26 @@ fn ready_answers_503_from_the_start_of_a_sigterm_drain() {
     assert_eq!(answered.text(), "slow");
     assert_eq!(gw.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// Admin clients are served at once each: clients that connect and send
+/// nothing (they would hold a sequential server for its 5 s read timeout)
+/// do not delay `/ready` for anyone else.
+#[test]
+fn stalled_admin_clients_do_not_delay_ready() {
+    let up = Upstream::start("app");
+    let config = proxy_config(&up, "[admin]\nlisten = \"127.0.0.1:0\"\n");
+    let gw = Binary::start(&config, &["--workers", "1"]);
+    let admin = gw.admin.unwrap();
+    let stalled: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(admin).unwrap()).collect();
+    for _ in 0..5 {
+        let asked = std::time::Instant::now();
+        assert_eq!(gw.admin("GET", "/ready").0, 200);
+        assert_eq!(gw.admin("GET", "/metrics").0, 200);
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "took {:?} behind stalled clients",
+            asked.elapsed()
+        );
+    }
+    drop(stalled);
+}
