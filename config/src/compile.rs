@@ -177,6 +177,20 @@ impl Cx<'_> {
         }
     }
 
+    /// A `max_connections`: 1 ..= 10 million, or none.
+    fn connection_cap(&self, value: Option<&Spanned<i64>>) -> Result<Option<u32>> {
+        value
+            .map(|v| {
+                u32::try_from(*v.get_ref())
+                    .ok()
+                    .filter(|n| (1..=10_000_000).contains(n))
+                    .ok_or_else(|| {
+                        self.err(v.span(), "expected a connection count in 1..=10000000")
+                    })
+            })
+            .transpose()
+    }
+
     fn positive(&self, value: Option<&Spanned<i64>>, default: usize, what: &str) -> Result<usize> {
         self.int_or(
             value,
@@ -261,6 +275,7 @@ impl Cx<'_> {
             workers,
             io,
             drain_timeout: self.duration(section.drain_timeout.as_ref(), DEFAULT_DRAIN_TIMEOUT)?,
+            max_connections: self.connection_cap(section.max_connections.as_ref())?,
         })
     }
 

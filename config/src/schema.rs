@@ -43,6 +43,8 @@ pub struct RuntimeSection {
     pub io: Option<Spanned<String>>,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_timeout: Option<Spanned<String>>,
+    /// Client connections open at once, process-wide (split per worker).
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 /// `workers = "auto"` or `workers = 4`.
@@ -134,6 +136,8 @@ pub struct ListenerSection {
     /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For` is
     /// believed when deriving the client's address.
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
+    /// Client connections open at once on this listener (split per worker).
+    pub max_connections: Option<Spanned<i64>>,
 }
 
 /// A listener's `http2 = { ... }`.

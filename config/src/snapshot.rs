@@ -94,6 +94,9 @@ pub struct Runtime {
     pub io: IoDriver,
     /// How long in-flight requests may take to finish on shutdown.
     pub drain_timeout: Duration,
+    /// Client connections open at once, all listeners together (`None`:
+    /// no cap beyond the descriptor limit). Each worker holds its share.
+    pub max_connections: Option<u32>,
 }
 
 /// Worker count.
@@ -137,6 +140,9 @@ pub struct Listener {
     pub underscores: Underscores,
     /// Peers whose `X-Forwarded-For` names the client (empty: none).
     pub trusted_proxies: Vec<crate::IpRange>,
+    /// Client connections open at once on this listener (`None`: no cap).
+    /// Each worker holds its share.
+    pub max_connections: Option<u32>,
 }
 
 /// Request header names with `_` (`X_Forwarded_For`): an upstream that

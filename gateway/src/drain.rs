@@ -36,9 +36,16 @@ impl Signal {
         self.wait_for(|| self.fired.get()).await
     }
 
+    /// Wakes the waiters without firing: they check their condition again.
+    pub(crate) fn notify(&self) {
+        if !self.waiters.borrow().is_empty() {
+            self.wake_all();
+        }
+    }
+
     /// Resolves when `ready` holds, re-checking each time the signal wakes
     /// its waiters.
-    async fn wait_for(&self, ready: impl Fn() -> bool) {
+    pub(crate) async fn wait_for(&self, ready: impl Fn() -> bool) {
         poll_fn(|cx| {
             if ready() {
                 return Poll::Ready(());

@@ -109,7 +109,33 @@ fn resident_bytes() -> usize {
     pages * usize::try_from(page).unwrap_or(4096)
 }
 
+/// Raises the soft limit on open files to the hard limit: every client and
+/// upstream connection is a descriptor, and the usual soft limit (1024)
+/// is far below what one worker can serve. Says what it did.
+fn raise_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let was = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            ringway::say!(
+                "ringway: open file limit raised from {was} to {}",
+                limit.rlim_max
+            );
+        }
+    }
+}
+
 fn run(cli: &Cli) -> anyhow::Result<()> {
+    raise_file_limit();
     let snapshot = match &cli.config {
         Some(path) => load_file(path)?,
         None => {

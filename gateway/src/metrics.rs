@@ -129,6 +129,10 @@ pub(crate) struct WorkerMetrics {
     pub tls_handshakes: Cell<u64>,
     /// TLS handshakes that failed or timed out.
     pub tls_handshake_failures: Cell<u64>,
+    /// Times an accept loop stopped accepting at a connection cap.
+    pub accept_paused: Cell<u64>,
+    /// Accepts that failed (out of descriptors or memory).
+    pub accept_errors: Cell<u64>,
     /// By listener, route and cluster names (from the configuration, not
     /// from clients: a fast hash is safe), looked up on every request.
     series: RefCell<FxHashMap<String, (SeriesLabels, Rc<Series>)>>,
@@ -161,6 +165,8 @@ impl WorkerMetrics {
             spans_dropped: self.spans_dropped.get(),
             tls_handshakes: self.tls_handshakes.get(),
             tls_handshake_failures: self.tls_handshake_failures.get(),
+            accept_paused: self.accept_paused.get(),
+            accept_errors: self.accept_errors.get(),
             series: self
                 .series
                 .borrow()
@@ -225,6 +231,10 @@ pub struct MetricsReport {
     pub tls_handshakes: u64,
     /// TLS handshakes failed.
     pub tls_handshake_failures: u64,
+    /// Times accepting stopped at a connection cap.
+    pub accept_paused: u64,
+    /// Accepts that failed.
+    pub accept_errors: u64,
     /// Upstream connections opened.
     pub upstream_opened: u64,
     /// Upstream connections reused from the pool.
@@ -355,6 +365,20 @@ pub(crate) fn render(reports: &[MetricsReport], control: &ControlValues) -> Stri
         "counter",
         "TLS handshakes on listeners that failed or timed out (connection closed).",
         sum(|r| r.tls_handshake_failures),
+    );
+    scalar(
+        &mut out,
+        "ringway_accept_paused_total",
+        "counter",
+        "Times a worker stopped accepting at a connection cap (max_connections); new connections waited in the backlog.",
+        sum(|r| r.accept_paused),
+    );
+    scalar(
+        &mut out,
+        "ringway_accept_errors_total",
+        "counter",
+        "Accepts that failed (out of file descriptors or memory); the worker backed off and kept serving.",
+        sum(|r| r.accept_errors),
     );
     scalar(
         &mut out,

@@ -7,4 +7,5 @@
 //! a snapshot and that state; [`run`] is the thread's command loop.
 
 pub(crate) mod run;
+pub(crate) mod slots;
 pub(crate) mod state;

@@ -55,6 +55,7 @@ impl Cx<'_> {
                     ],
                 )?,
                 trusted_proxies: self.ip_ranges(l.trusted_proxies.as_ref())?,
+                max_connections: self.connection_cap(l.max_connections.as_ref())?,
             });
         }
         Ok(out)

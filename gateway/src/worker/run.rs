@@ -2,6 +2,7 @@
 //! shutdown), its listeners' accept loops, and the periodic sweeps of its
 //! pools and flushes of its telemetry.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -16,11 +17,12 @@ use futures_core::Stream;
 use monoio::net::TcpListener;
 use ringway_config::Snapshot;
 
+use super::slots::{self, Slot};
 use super::state::{Sinks, Worker};
 use crate::clock;
 use crate::downstream::accept;
 use crate::drain::Signal;
-use crate::metrics::MetricsReport;
+use crate::metrics::{MetricsReport, bump};
 use crate::upstream::cluster::HealthTable;
 
 /// How often a worker drops expired idle upstream connections.
@@ -154,34 +156,60 @@ pub(crate) async fn run(
 }
 
 async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, stop: Rc<Signal>) {
+    // This listener's connections open on this worker.
+    let open_here = Rc::new(Cell::new(0u32));
+    let mut errors_in_a_row = 0u32;
     loop {
+        // At a connection cap, stop accepting: new connections wait in
+        // the kernel's backlog and are served as slots free.
+        let current = worker.current();
+        let listener_cap = current.listener(&name).map_or(u32::MAX, |l| {
+            slots::share(l.max_connections, worker.workers)
+        });
+        let worker_cap = slots::share(current.snapshot.runtime.max_connections, worker.workers);
+        drop(current);
+        let free = || open_here.get() < listener_cap && worker.slots.open() < worker_cap;
+        if !free() {
+            bump(&worker.metrics.accept_paused);
+            monoio::select! {
+                _ = worker.slots.wait(free) => continue,
+                _ = stop.fired() => break,
+                _ = worker.drain.started() => break,
+            }
+        }
         monoio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    errors_in_a_row = 0;
+                    let slot = Slot::take(&worker.slots, &open_here);
                     // Settings come from the generation current at accept.
                     let current = worker.current();
                     if let Some(config) = current.listener(&name) {
                         if config.tls.is_none() {
-                            monoio::spawn(clock::per_poll(accept::serve(
-                                worker.clone(),
-                                config,
-                                stream,
-                                peer,
-                            )));
+                            let serve = accept::serve(worker.clone(), config, stream, peer);
+                            monoio::spawn(clock::per_poll(async move {
+                                serve.await;
+                                drop(slot);
+                            }));
                         } else if let Some(tls) = current.tls(&name) {
-                            monoio::spawn(clock::per_poll(accept::serve_tls(
-                                worker.clone(),
-                                config,
-                                tls,
-                                stream,
-                                peer,
-                            )));
+                            let serve =
+                                accept::serve_tls(worker.clone(), config, tls, stream, peer);
+                            monoio::spawn(clock::per_poll(async move {
+                                serve.await;
+                                drop(slot);
+                            }));
                         }
                     }
                 }
                 Err(e) => {
-                    // Out of descriptors or memory: back off instead of spinning.
-                    crate::say!("ringway: worker {}: accept on {name}: {e}", worker.id);
+                    // Out of descriptors (EMFILE, ENFILE) or memory: back
+                    // off instead of spinning, keep serving what is open,
+                    // and say so once per run of errors, not per try.
+                    bump(&worker.metrics.accept_errors);
+                    if errors_in_a_row == 0 {
+                        crate::say!("ringway: worker {}: accept on {name}: {e}; backing off", worker.id);
+                    }
+                    errors_in_a_row = errors_in_a_row.saturating_add(1);
                     monoio::time::sleep(Duration::from_millis(10)).await;
                 }
             },

@@ -242,6 +242,8 @@ pub(crate) struct Worker {
     pub(crate) upstreams: Upstreams,
     /// Shutdown state.
     pub drain: Rc<Drain>,
+    /// Client connections open, against the connection caps.
+    pub slots: Rc<super::slots::Slots>,
     /// This worker's counters.
     pub metrics: WorkerMetrics,
     /// Requests and retries in flight, for the retry budget.
@@ -281,6 +283,7 @@ impl Worker {
             current: RefCell::new(Rc::new(Generation::empty(snapshot.clone()))),
             upstreams: Upstreams::default(),
             drain: Rc::new(Drain::default()),
+            slots: Rc::default(),
             metrics: WorkerMetrics::default(),
             budget: RetryBudget::default(),
             endpoints: RefCell::new(HashMap::new()),

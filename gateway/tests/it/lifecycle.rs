@@ -390,3 +390,42 @@ fn stalled_admin_clients_do_not_delay_ready() {
     }
     drop(stalled);
 }
+
+/// With more clients than `max_connections`, none is refused: the extra
+/// ones wait in the backlog and are served as slots free.
+#[test]
+fn a_connection_cap_holds_extra_clients_in_the_backlog_and_serves_them_all() {
+    let up = Upstream::start("app");
+    let config = proxy_config(&up, "[admin]\nlisten = \"127.0.0.1:0\"\n").replace(
+        "listen = \"127.0.0.1:0\"\n[[route]]",
+        "listen = \"127.0.0.1:0\"\nmax_connections = 2\n[[route]]",
+    );
+    assert!(config.contains("max_connections = 2"), "{config}");
+    let gw = Binary::start(&config, &["--workers", "1"]);
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..5)
+        .map(|_| {
+            let addr = gw.addr;
+            std::thread::spawn(move || get(addr, "a", "/delay/300"))
+        })
+        .collect();
+    for c in clients {
+        let r = c.join().unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.text(), "slow");
+    }
+    // Two at a time: three rounds of 300 ms at least.
+    assert!(
+        started.elapsed() >= Duration::from_millis(850),
+        "{:?}: the cap did not hold",
+        started.elapsed()
+    );
+    let (_, metrics) = gw.admin("GET", "/metrics");
+    let paused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ringway_accept_paused_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(paused > 0, "{metrics}");
+}
