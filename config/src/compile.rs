@@ -177,6 +177,23 @@ impl Cx<'_> {
         }
     }
 
+    /// The admin token in `file`: its first line, at least 16 characters
+    /// (a short token is a guessable one).
+    fn admin_token(&self, file: &Spanned<String>) -> Result<String> {
+        let bytes = self.read(file)?;
+        let token = String::from_utf8(bytes)
+            .ok()
+            .and_then(|t| t.lines().next().map(|l| l.trim().to_owned()))
+            .unwrap_or_default();
+        if token.len() < 16 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(self.err(
+                file.span(),
+                "the token file's first line must be a token of at least 16 printable characters",
+            ));
+        }
+        Ok(token)
+    }
+
     /// A `max_connections`: 1 ..= 10 million, or none.
     fn connection_cap(&self, value: Option<&Spanned<i64>>) -> Result<Option<u32>> {
         value
@@ -206,6 +223,12 @@ impl Cx<'_> {
             .admin
             .as_ref()
             .map(|a| self.socket_addr(&a.listen))
+            .transpose()?;
+        let admin_token = file
+            .admin
+            .as_ref()
+            .and_then(|a| a.token_file.as_ref())
+            .map(|f| self.admin_token(f))
             .transpose()?;
         let listeners = self.listeners(&file.listeners)?;
         let access_log = file
@@ -238,6 +261,7 @@ impl Cx<'_> {
             source_text: self.text.to_owned(),
             runtime,
             admin,
+            admin_token,
             access_log,
             tracing,
             listeners,

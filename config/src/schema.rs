@@ -84,6 +84,9 @@ impl<'de> Deserialize<'de> for WorkersValue {
 pub struct AdminSection {
     /// Address of the admin listener.
     pub listen: Spanned<String>,
+    /// A file holding the token `POST /reload` and `POST /drain` need
+    /// (`Authorization: Bearer TOKEN`), relative to the config's folder.
+    pub token_file: Option<Spanned<String>>,
 }
 
 /// `[access_log]`

@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub runtime: Runtime,
     /// Admin listener address, if any.
     pub admin: Option<SocketAddr>,
+    /// The token the admin listener's POST endpoints need, if any.
+    pub admin_token: Option<String>,
     /// Access log, if any.
     pub access_log: Option<AccessLog>,
     /// Trace propagation and export.

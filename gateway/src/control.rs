@@ -49,6 +49,7 @@ impl Supervisor {
                         published: gateway.published().clone(),
                         stats: stats.clone(),
                         workers: gateway.scraper(),
+                        token: gateway.published().load().admin_token.clone(),
                     },
                     sender.clone(),
                 )

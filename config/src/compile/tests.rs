@@ -700,3 +700,31 @@ fn edge_keys_compile_or_say_where_they_are_wrong() {
         error_of(route)
     );
 }
+
+#[test]
+fn an_admin_token_file_is_read_relative_to_the_config_or_refused_with_its_place() {
+    let dir = std::env::temp_dir().join(format!("ringway-token-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("good.token"), "0123456789abcdef-long\nignored\n").unwrap();
+    std::fs::write(dir.join("short.token"), "short\n").unwrap();
+    let config = |file: &str| {
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"{file}\"\n[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\n[[route]]\nrespond = {{ status = 200 }}\n"
+        )
+    };
+    let path = dir.join("ringway.toml");
+    let s = compile_file_text(&path, &config("good.token")).unwrap();
+    assert_eq!(s.admin_token.as_deref(), Some("0123456789abcdef-long"));
+    let err = compile_file_text(&path, &config("short.token"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ringway.toml:3:14:") && err.contains("at least 16"),
+        "{err}"
+    );
+    let err = compile_file_text(&path, &config("missing.token"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot read"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -36,6 +36,8 @@ pub(super) struct AdminState {
     pub stats: Arc<ReloadStats>,
     /// The workers, to scrape.
     pub workers: Vec<UnboundedSender<Command>>,
+    /// What `POST` requests must carry as `Authorization: Bearer`, if set.
+    pub token: Option<String>,
 }
 
 /// Admin connections served at once.
@@ -79,6 +81,11 @@ pub(super) fn spawn(
     Ok(bound)
 }
 
+/// Compares in time that does not depend on where the bytes differ.
+fn same_secret(given: &[u8], token: &[u8]) -> bool {
+    given.len() == token.len() && given.iter().zip(token).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+}
+
 fn serve(
     mut stream: TcpStream,
     state: &AdminState,
@@ -88,7 +95,7 @@ fn serve(
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let (method, path) = loop {
+    let (method, path, authorized) = loop {
         let n = stream.read(&mut chunk)?;
         if n == 0 {
             return Ok(());
@@ -98,15 +105,32 @@ fn serve(
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf) {
             Ok(httparse::Status::Complete(_)) => {
+                let authorized = state.token.as_deref().is_none_or(|token| {
+                    req.headers.iter().any(|h| {
+                        h.name.eq_ignore_ascii_case("authorization")
+                            && h.value.strip_prefix(b"Bearer ").is_some_and(|given| {
+                                same_secret(given.trim_ascii(), token.as_bytes())
+                            })
+                    })
+                });
                 break (
                     req.method.unwrap_or("").to_owned(),
                     req.path.unwrap_or("").to_owned(),
+                    authorized,
                 );
             }
             Ok(httparse::Status::Partial) if buf.len() < 16 * 1024 => {}
             _ => return respond(&mut stream, 400, &[], "bad request\n"),
         }
     };
+    if method == "POST" && !authorized {
+        return respond(
+            &mut stream,
+            401,
+            &[("www-authenticate", "Bearer")],
+            "a token is needed: Authorization: Bearer TOKEN\n",
+        );
+    }
     match (method.as_str(), path.as_str()) {
         ("GET", "/healthz") => {
             // The generation every worker serves: a deploy script (or the

@@ -334,3 +334,46 @@ fn a_reload_builds_only_the_tables_whose_endpoints_changed() {
     assert_eq!(metric(&gw, "ringway_balancer_tables_built_total"), 3);
     assert_eq!(metric(&gw, "ringway_balancer_table_bytes"), bytes);
 }
+
+#[test]
+fn with_a_token_file_post_endpoints_need_the_bearer_token() {
+    let dir = TempDir::new();
+    std::fs::write(dir.path.join("admin.token"), "s3cret-token-0123456789\n").unwrap();
+    let config = dir.path.join("ringway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken_file = \"admin.token\"\n{EDGE}[[route]]\nrespond = {{ status = 200 }}\n"
+        ),
+    )
+    .unwrap();
+    let gw = Binary::start_at(config, std::path::Path::new("/"), &["--workers", "1"]);
+    let admin = gw.admin.unwrap();
+    let post = |auth: &str| {
+        exchange(
+            admin,
+            format!("POST /reload HTTP/1.1\r\nHost: a\r\n{auth}Content-Length: 0\r\n\r\n")
+                .as_bytes(),
+        )
+    };
+    let refused = post("");
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(
+        post("Authorization: Bearer wrong-token-0123456789\r\n").status,
+        401
+    );
+    assert_eq!(
+        post("Authorization: Bearer s3cret-token-012345678\r\n").status,
+        401
+    );
+    let g = gw.generation();
+    assert_eq!(
+        post("Authorization: Bearer s3cret-token-0123456789\r\n").status,
+        200
+    );
+    assert_eq!(gw.generation(), g + 1);
+    // Reading needs no token.
+    assert_eq!(gw.admin("GET", "/metrics").0, 200);
+    assert_eq!(gw.admin("GET", "/ready").0, 200);
+}
