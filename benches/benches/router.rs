@@ -29,6 +29,7 @@ fn rules(n: usize) -> Vec<RouteRule> {
             let svc = || HostMatch::Exact(format!("svc{g}.example.com"));
             let tenant = || HostMatch::Suffix(format!(".tenant{g}.example.net"));
             let mut rule = RouteRule {
+                client_ip: Vec::new(),
                 host: HostMatch::Any,
                 path: PathMatch::Any,
                 methods: vec![],

@@ -18,7 +18,6 @@
 mod compile;
 mod duration;
 mod error;
-mod ip_range;
 mod publish;
 pub mod schema;
 mod snapshot;
@@ -28,9 +27,9 @@ mod tls;
 pub use compile::{DEFAULT_CONFIG, compile_file_text, compile_str, load_file};
 pub use duration::parse_duration;
 pub use error::{Error, Result};
-pub use ip_range::{IpRange, canonical as canonical_ip};
 pub use publish::Published;
 pub use ringway_balancer::BalancerKind;
+pub use ringway_router::{IpRange, canonical_ip};
 pub use snapshot::{
     AccessLog, Action, Cluster, ClusterId, DirectResponse, Endpoint, HashKey, HeaderRules,
     HealthCheck, Http2Settings, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint, Outlier,

@@ -435,6 +435,8 @@ pub struct MatchSection {
     pub methods: Option<Vec<Spanned<String>>>,
     /// Header conditions: a string for an exact value, `true` for present.
     pub headers: Option<BTreeMap<Spanned<String>, Spanned<HeaderCondition>>>,
+    /// Client addresses or CIDR blocks (the derived client address).
+    pub client_ip: Option<Vec<Spanned<String>>>,
 }
 
 /// A header condition: `"value"` or `true`.

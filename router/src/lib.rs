@@ -51,6 +51,7 @@
 mod error;
 mod hash;
 mod host;
+mod ip_range;
 mod path_table;
 mod prefix_trie;
 
@@ -58,6 +59,7 @@ use std::fmt;
 
 pub use error::{Error, Result};
 pub use host::HostMatch;
+pub use ip_range::{IpRange, canonical as canonical_ip};
 
 use hash::BytesMap;
 use path_table::{PathTable, PathTableBuilder, RequestPath};
@@ -109,6 +111,9 @@ pub struct RouteRule {
     pub methods: Vec<String>,
     /// Header conditions; all must hold.
     pub headers: Vec<HeaderMatch>,
+    /// Client addresses (or blocks) the request must come from; empty
+    /// means any. The address is the caller's [`Headers::client_ip`].
+    pub client_ip: Vec<IpRange>,
 }
 
 /// Read access to the request's headers, provided by the caller.
@@ -116,6 +121,12 @@ pub trait Headers {
     /// The first value of the header `name` (given in lowercase; compare
     /// case-insensitively), if present.
     fn get(&self, name: &str) -> Option<&[u8]>;
+
+    /// The client's address, for rules with a `client_ip` condition
+    /// (`None`: such rules do not match).
+    fn client_ip(&self) -> Option<std::net::IpAddr> {
+        None
+    }
 }
 
 /// Compiled routing rules; see the crate documentation for the index.
@@ -170,7 +181,7 @@ impl Router {
                 PathMatch::Prefix(prefix) => table.insert_prefix(prefix, route),
                 PathMatch::Regex(regex) => table.insert_regex(compile_regex(index, regex)?, route),
             }
-            conditions.push(Conditions::new(rule.methods, rule.headers));
+            conditions.push(Conditions::new(rule.methods, rule.headers, rule.client_ip));
         }
         let build_all = |tables: BytesMap<PathTableBuilder>| -> BytesMap<PathTable> {
             tables
@@ -249,11 +260,14 @@ struct Conditions {
     methods: Box<[Box<[u8]>]>,
     /// Header conditions, names lowercased as [`Headers::get`] expects.
     headers: Box<[HeaderMatch]>,
+    /// Client address blocks; empty means any.
+    client_ip: Box<[IpRange]>,
 }
 
 impl Conditions {
-    fn new(methods: Vec<String>, headers: Vec<HeaderMatch>) -> Conditions {
+    fn new(methods: Vec<String>, headers: Vec<HeaderMatch>, client_ip: Vec<IpRange>) -> Conditions {
         Conditions {
+            client_ip: client_ip.into(),
             methods: methods.into_iter().map(|m| m.into_bytes().into()).collect(),
             headers: headers
                 .into_iter()
@@ -267,7 +281,12 @@ impl Conditions {
 
     fn accept<H: Headers + ?Sized>(&self, method: &[u8], headers: &H) -> bool {
         let method_ok = self.methods.is_empty() || self.methods.iter().any(|m| **m == *method);
+        let client_ok = self.client_ip.is_empty()
+            || headers
+                .client_ip()
+                .is_some_and(|ip| self.client_ip.iter().any(|r| r.contains(ip)));
         method_ok
+            && client_ok
             && self
                 .headers
                 .iter()

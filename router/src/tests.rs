@@ -32,6 +32,7 @@ impl Headers for TestHeaders {
 
 fn rule(host: &str, path: PathMatch) -> RouteRule {
     RouteRule {
+        client_ip: Vec::new(),
         host: HostMatch::parse(host).expect("test host pattern parses"),
         path,
         methods: vec![],
@@ -241,6 +242,7 @@ fn hosts_compare_case_insensitively_and_paths_do_not() {
     let r = router(vec![
         rule("Example.COM", exact("/A")),
         RouteRule {
+            client_ip: Vec::new(),
             // Built by hand, not parsed: still lowercased by `build`.
             host: HostMatch::Exact("Other.Example".to_owned()),
             ..rule("*", PathMatch::Any)
@@ -277,6 +279,7 @@ fn hosts_too_long_to_look_up_match_only_any_host_rules() {
 fn methods_restrict_and_empty_means_any() {
     let r = router(vec![
         RouteRule {
+            client_ip: Vec::new(),
             methods: vec!["POST".into(), "PUT".into()],
             ..rule("*", prefix("/"))
         },
@@ -296,6 +299,7 @@ fn methods_restrict_and_empty_means_any() {
 fn headers_present_exact_and_missing() {
     let r = router(vec![
         RouteRule {
+            client_ip: Vec::new(),
             headers: vec![
                 HeaderMatch {
                     name: "X-Canary".into(),
@@ -309,6 +313,7 @@ fn headers_present_exact_and_missing() {
             ..rule("*", prefix("/"))
         },
         RouteRule {
+            client_ip: Vec::new(),
             headers: vec![HeaderMatch {
                 name: "x-tenant".into(),
                 value: HeaderValueMatch::Exact("Blue".into()),
@@ -341,6 +346,7 @@ impl Headers for AskedHeaders {
 #[test]
 fn header_names_are_asked_for_in_lowercase() {
     let r = router(vec![RouteRule {
+        client_ip: Vec::new(),
         headers: vec![HeaderMatch {
             name: "X-Request-ID".into(),
             value: HeaderValueMatch::Present,
@@ -358,6 +364,7 @@ fn only_rules_whose_host_and_path_match_are_looked_at() {
     // search considers. A linear scan would ask 10,000 times.
     let rules = (0..10_000)
         .map(|i| RouteRule {
+            client_ip: Vec::new(),
             headers: vec![HeaderMatch {
                 name: "x-seen".into(),
                 value: HeaderValueMatch::Present,
@@ -382,6 +389,7 @@ fn only_rules_whose_host_and_path_match_are_looked_at() {
 fn a_rule_failing_its_conditions_lets_a_later_one_match_in_the_same_slot() {
     let r = router(vec![
         RouteRule {
+            client_ip: Vec::new(),
             methods: vec!["POST".into()],
             ..rule("example.com", exact("/a"))
         },
@@ -429,6 +437,7 @@ fn bad_host_patterns_are_refused() {
         HostMatch::Exact("*.example.com".into()),
     ] {
         let result = Router::build(vec![RouteRule {
+            client_ip: Vec::new(),
             host: host.clone(),
             ..rule("*", PathMatch::Any)
         }]);
@@ -595,6 +604,7 @@ fn route_rule() -> impl Strategy<Value = RouteRule> {
         prop::collection::vec(header_match(), 0..2),
     )
         .prop_map(|(host, path, methods, headers)| RouteRule {
+            client_ip: Vec::new(),
             host,
             path,
             methods: methods.into_iter().map(str::to_owned).collect(),

@@ -69,6 +69,7 @@ impl Headers for CanaryHeaders {
 
 fn rules() -> Vec<RouteRule> {
     let rule = |host: &str, path: PathMatch| RouteRule {
+        client_ip: Vec::new(),
         host: HostMatch::parse(host).expect("host parses"),
         path,
         methods: vec![],
@@ -86,6 +87,7 @@ fn rules() -> Vec<RouteRule> {
         ));
     }
     rules.push(RouteRule {
+        client_ip: Vec::new(),
         methods: vec!["POST".into()],
         headers: vec![HeaderMatch {
             name: "X-Canary".into(),

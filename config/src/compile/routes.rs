@@ -30,6 +30,7 @@ impl Cx<'_> {
             rules.push(match &r.matcher {
                 Some(m) => self.rule(m)?,
                 None => RouteRule {
+                    client_ip: Vec::new(),
                     host: HostMatch::Any,
                     path: PathMatch::Any,
                     methods: Vec::new(),
@@ -396,6 +397,7 @@ impl Cx<'_> {
             });
         }
         Ok(RouteRule {
+            client_ip: self.ip_ranges(m.get_ref().client_ip.as_ref())?,
             host,
             path,
             methods,

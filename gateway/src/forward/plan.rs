@@ -282,6 +282,7 @@ pub(crate) fn plan_request(
     plan.client = client_address(peer.ip(), client.trusted_proxies, req.headers);
     let client_ip = plan.client;
     let headers = HeaderLookup {
+        client_ip,
         headers: req.headers,
         identity: client
             .identity_header
@@ -454,6 +455,8 @@ fn request_key_hash(
 struct HeaderLookup<'h, 'b> {
     headers: &'h [httparse::Header<'b>],
     identity: Option<(&'h str, Option<&'h [u8]>)>,
+    /// The derived client address, for `client_ip` conditions.
+    client_ip: IpAddr,
 }
 
 impl ringway_router::Headers for HeaderLookup<'_, '_> {
@@ -467,5 +470,9 @@ impl ringway_router::Headers for HeaderLookup<'_, '_> {
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
+    }
+
+    fn client_ip(&self) -> Option<IpAddr> {
+        Some(self.client_ip)
     }
 }

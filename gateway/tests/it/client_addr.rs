@@ -144,3 +144,27 @@ fn header_names_with_underscores_are_dropped_kept_or_refused() {
     assert!(c.is_closed());
     assert_eq!(up.seen().len(), before);
 }
+
+#[test]
+fn routes_can_match_on_the_client_address() {
+    let gw = InProcess::start(&format!(
+        "{EDGE}trusted_proxies = [\"127.0.0.1\"]\n\
+         [[route]]\nmatch = {{ client_ip = [\"203.0.113.0/24\", \"2001:db8::/32\"] }}\nrespond = {{ status = 200, body = \"inside\" }}\n\
+         [[route]]\nrespond = {{ status = 200, body = \"outside\" }}\n"
+    ));
+    let a = gw.addr();
+    assert_eq!(
+        request(a, "/", "X-Forwarded-For: 203.0.113.5\r\n").text(),
+        "inside"
+    );
+    assert_eq!(
+        request(a, "/", "X-Forwarded-For: 2001:db8::7\r\n").text(),
+        "inside"
+    );
+    assert_eq!(
+        request(a, "/", "X-Forwarded-For: 198.51.100.1\r\n").text(),
+        "outside"
+    );
+    // No header: the client is the peer, 127.0.0.1.
+    assert_eq!(request(a, "/", "").text(), "outside");
+}
