@@ -188,12 +188,9 @@ pub(crate) struct ClientFacts<'a> {
     pub(crate) identity_header: Option<&'a str>,
     /// The verified client certificate's identity.
     pub(crate) identity: Option<&'a str>,
-    /// The listener's path normalization rules.
-    pub(crate) paths: ringway_codec::path::PathRules,
-    /// The listener's rule for header names with `_`.
-    pub(crate) underscores: ringway_config::Underscores,
-    /// Peers whose `X-Forwarded-For` is believed.
-    pub(crate) trusted_proxies: &'a [ringway_config::IpRange],
+    /// The listener it came in on: its path, header-name and trusted
+    /// proxy rules.
+    pub(crate) listener: &'a Listener,
 }
 
 impl<'a> ClientFacts<'a> {
@@ -213,9 +210,7 @@ impl<'a> ClientFacts<'a> {
                 .as_ref()
                 .and_then(|t| t.identity_header.as_deref()),
             identity,
-            paths: listener.paths,
-            underscores: listener.underscores,
-            trusted_proxies: &listener.trusted_proxies,
+            listener,
         }
     }
 }
@@ -256,7 +251,8 @@ pub(crate) fn plan_request(
     // `/admin/` (ringway_codec::path).
     let mut path_buf = worker.path_buf.borrow_mut();
     let normal;
-    let req = match ringway_codec::path::normalize(req.target, client.paths, &mut path_buf) {
+    let req = match ringway_codec::path::normalize(req.target, client.listener.paths, &mut path_buf)
+    {
         Ok(false) => req,
         Ok(true) => {
             normal = request::Request {
@@ -270,7 +266,7 @@ pub(crate) fn plan_request(
             return (plan, Target::BadPath, req.head_len);
         }
     };
-    if client.underscores == ringway_config::Underscores::Reject
+    if client.listener.underscores == ringway_config::Underscores::Reject
         && req.headers.iter().any(|h| h.name.contains('_'))
     {
         plan.keep_alive = false;
@@ -279,7 +275,7 @@ pub(crate) fn plan_request(
     let snapshot = &generation.snapshot;
     let peer = client.peer;
     // Who the client is, for hashing, rate limits, allow/deny and the log.
-    plan.client = client_address(peer.ip(), client.trusted_proxies, req.headers);
+    plan.client = client_address(peer.ip(), &client.listener.trusted_proxies, req.headers);
     let client_ip = plan.client;
     let headers = HeaderLookup {
         client_ip,
@@ -343,7 +339,7 @@ pub(crate) fn plan_request(
                     .as_ref()
                     .map(|(from, to)| (from.as_str(), to.as_str())),
                 rewrite_host: policy.rewrite_host.as_deref(),
-                drop_underscored: client.underscores == ringway_config::Underscores::Drop,
+                drop_underscored: client.listener.underscores == ringway_config::Underscores::Drop,
             };
             request::write_upstream_head(up_out, req, fwd, edits);
             plan.max_body = policy.max_body;

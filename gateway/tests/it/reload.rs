@@ -297,30 +297,21 @@ fn hashing(third: u16) -> String {
     text
 }
 
-/// The value of a metric without labels.
-fn metric(gw: &Binary, name: &str) -> u64 {
-    let (status, body) = gw.admin("GET", "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {body}"))
-}
-
 #[test]
 fn a_reload_builds_only_the_tables_whose_endpoints_changed() {
     let gw = Binary::start(&hashing(9201), &["--workers", "2"]);
     // Two distinct endpoint sets: two tables, the copy shares one.
-    assert_eq!(metric(&gw, "ringway_balancer_tables_built_total"), 2);
-    assert_eq!(metric(&gw, "ringway_balancer_tables_kept_total"), 1);
+    assert_eq!(gw.metric("ringway_balancer_tables_built_total"), 2);
+    assert_eq!(gw.metric("ringway_balancer_tables_kept_total"), 1);
     // 65,537 slots at 2 bits, twice, and a few bytes of weights.
-    let bytes = metric(&gw, "ringway_balancer_table_bytes");
+    let bytes = gw.metric("ringway_balancer_table_bytes");
     assert!((32_768..33_000).contains(&bytes), "{bytes}");
 
     // Nothing changed: nothing built, all three taken over.
     let (status, body) = gw.admin("POST", "/reload");
     assert_eq!(status, 200, "{body}");
-    assert_eq!(metric(&gw, "ringway_balancer_tables_built_total"), 2);
-    assert_eq!(metric(&gw, "ringway_balancer_tables_kept_total"), 4);
+    assert_eq!(gw.metric("ringway_balancer_tables_built_total"), 2);
+    assert_eq!(gw.metric("ringway_balancer_tables_kept_total"), 4);
 
     // One cluster's endpoints changed: only its table is built.
     let g = gw.generation();
@@ -329,10 +320,10 @@ fn a_reload_builds_only_the_tables_whose_endpoints_changed() {
     // The counters follow the generation by a moment (the control thread
     // adds them once the workers have switched).
     assert!(wait_until(Duration::from_secs(5), || {
-        metric(&gw, "ringway_balancer_tables_kept_total") == 6
+        gw.metric("ringway_balancer_tables_kept_total") == 6
     }));
-    assert_eq!(metric(&gw, "ringway_balancer_tables_built_total"), 3);
-    assert_eq!(metric(&gw, "ringway_balancer_table_bytes"), bytes);
+    assert_eq!(gw.metric("ringway_balancer_tables_built_total"), 3);
+    assert_eq!(gw.metric("ringway_balancer_table_bytes"), bytes);
 }
 
 #[test]

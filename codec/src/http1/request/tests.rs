@@ -129,26 +129,7 @@ fn absolute_form_routes_on_its_authority() {
 }
 
 fn upstream_head(raw: &[u8]) -> String {
-    let mut headers = crate::http1::header_slots();
-    let req = parse(raw, &mut headers).unwrap().unwrap();
-    let mut out = Vec::new();
-    let fwd = Forwarded {
-        client_ip: "192.0.2.7".parse().unwrap(),
-        proto: "http",
-        request_id: None,
-        traceparent: b"",
-        identity: None,
-        upgrade: websocket_upgrade(&req),
-    };
-    let rules = crate::HeaderRules::default();
-    let edits = RequestEdits {
-        headers: &rules,
-        rewrite_prefix: None,
-        rewrite_host: None,
-        drop_underscored: true,
-    };
-    write_upstream_head(&mut out, &req, fwd, edits);
-    String::from_utf8(out).unwrap()
+    upstream_head_with(raw, &crate::HeaderRules::default(), true)
 }
 
 #[test]
@@ -219,7 +200,7 @@ fn client_addresses_are_written_as_display_writes_them() {
     }
 }
 
-/// The upstream head of `raw` with these header rules.
+/// The upstream head of `raw` with these header rules, from 192.0.2.7.
 fn upstream_head_with(raw: &[u8], rules: &crate::HeaderRules, drop_underscored: bool) -> String {
     let mut headers = crate::http1::header_slots();
     let req = parse(raw, &mut headers).unwrap().unwrap();
@@ -230,7 +211,7 @@ fn upstream_head_with(raw: &[u8], rules: &crate::HeaderRules, drop_underscored: 
         request_id: None,
         traceparent: b"",
         identity: None,
-        upgrade: None,
+        upgrade: websocket_upgrade(&req),
     };
     let edits = RequestEdits {
         headers: rules,

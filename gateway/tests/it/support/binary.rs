@@ -95,6 +95,15 @@ impl Binary {
         (resp.status, resp.text())
     }
 
+    /// The value of a metric without labels, from `/metrics`.
+    pub(crate) fn metric(&self, name: &str) -> u64 {
+        let (status, body) = self.admin("GET", "/metrics");
+        assert_eq!(status, 200);
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+    }
+
     /// The generation the admin listener reports, on `/healthz` (the
     /// cheap way a deploy script watches for it) and on `/config`, which
     /// must agree.
