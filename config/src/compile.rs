@@ -17,8 +17,8 @@ use crate::schema::{self, HeaderCondition, SizeValue, WorkersValue};
 use crate::{
     AccessLog, Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, Error, HashKey,
     HeaderRules, HealthCheck, Http2Settings, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint,
-    Outlier, RateLimit, Redirect, Result, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot,
-    Tracing, UpstreamProtocol, WeightedCluster, Workers, duration,
+    Outlier, ProxyProtocol, RateLimit, Redirect, Result, RetryPolicy, Route, RoutePolicy, Runtime,
+    Snapshot, Tracing, UpstreamProtocol, WeightedCluster, Workers, duration,
 };
 use crate::{ClientAuth, Tls, TlsCertificate, TlsVersion, UpstreamTls, tls};
 

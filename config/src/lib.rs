@@ -33,8 +33,8 @@ pub use ringway_router::{IpRange, canonical_ip};
 pub use snapshot::{
     AccessLog, Action, Cluster, ClusterId, DirectResponse, Endpoint, HashKey, HeaderRules,
     HealthCheck, Http2Settings, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint, Outlier,
-    RateLimit, Redirect, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, Tracing, Underscores,
-    UpstreamProtocol, WeightedCluster, Workers,
+    ProxyProtocol, RateLimit, Redirect, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot,
+    Tracing, Underscores, UpstreamProtocol, WeightedCluster, Workers,
 };
 pub use tables::TableBuild;
 pub use tls::{

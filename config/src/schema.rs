@@ -141,6 +141,10 @@ pub struct ListenerSection {
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     /// Client connections open at once on this listener (split per worker).
     pub max_connections: Option<Spanned<i64>>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2)
+    /// naming the client; only `trusted_proxies` peers may send it when
+    /// that list is set.
+    pub proxy_protocol: Option<bool>,
 }
 
 /// A listener's `http2 = { ... }`.
@@ -512,6 +516,9 @@ pub struct ClusterSection {
     pub max_streams_per_connection: Option<Spanned<i64>>,
     /// TLS to the endpoints; plain TCP without it.
     pub tls: Option<Spanned<UpstreamTlsSection>>,
+    /// Start each connection with a PROXY protocol header naming the
+    /// client: "v1" or "v2".
+    pub proxy_protocol: Option<Spanned<String>>,
 }
 
 /// A cluster's `tls = { ... }`.

@@ -145,6 +145,9 @@ pub struct Listener {
     /// Client connections open at once on this listener (`None`: no cap).
     /// Each worker holds its share.
     pub max_connections: Option<u32>,
+    /// Connections start with a PROXY protocol header (v1 or v2) naming
+    /// the client, accepted only from `trusted_proxies` when that is set.
+    pub proxy_protocol: bool,
 }
 
 /// Request header names with `_` (`X_Forwarded_For`): an upstream that
@@ -369,9 +372,20 @@ pub struct Cluster {
     pub max_streams_per_connection: u32,
     /// TLS to the endpoints, if any.
     pub tls: Option<crate::tls::UpstreamTls>,
+    /// The PROXY protocol header each new connection starts with, if any.
+    pub proxy_protocol: Option<ProxyProtocol>,
     /// The hashing balancer's table, once [`Snapshot::build_tables`] has
     /// run (`None` until then, and for the other balancers).
     pub table: Option<ringway_balancer::SharedTable>,
+}
+
+/// The PROXY protocol version a cluster sends its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocol {
+    /// The text header (`PROXY TCP4 ...\r\n`).
+    V1,
+    /// The binary header.
+    V2,
 }
 
 /// The protocol a cluster's endpoints speak.

@@ -7,3 +7,4 @@
 pub(crate) mod accept;
 pub(crate) mod h1;
 pub(crate) mod h2;
+pub(crate) mod proxy_protocol;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ringway_config::{HealthCheck, Snapshot};
+use ringway_config::{HealthCheck, ProxyProtocol, Snapshot};
 
 use crate::upstream::cluster::HealthTable;
 
@@ -23,7 +23,7 @@ pub(crate) struct HealthChecker {
 #[derive(Debug)]
 struct Check {
     healthy: Arc<AtomicBool>,
-    config: Arc<Mutex<HealthCheck>>,
+    config: Arc<Mutex<Probe>>,
     stop: Arc<AtomicBool>,
     thread: std::thread::Thread,
 }
@@ -43,14 +43,18 @@ impl HealthChecker {
                     continue;
                 };
                 let key = (cluster.name.clone(), endpoint.addr);
+                let probe = Probe {
+                    check: config.clone(),
+                    proxy_protocol: cluster.proxy_protocol,
+                };
                 let check = match self.checks.remove(&key) {
                     Some(check) => {
                         if let Ok(mut c) = check.config.lock() {
-                            *c = config.clone();
+                            *c = probe;
                         }
                         check
                     }
-                    None => spawn(&cluster.name, endpoint.addr, config.clone()),
+                    None => spawn(&cluster.name, endpoint.addr, probe),
                 };
                 row.push(check.healthy.clone());
                 live.insert(key, check);
@@ -76,7 +80,15 @@ impl Drop for HealthChecker {
     }
 }
 
-fn spawn(cluster: &str, addr: SocketAddr, config: HealthCheck) -> Check {
+/// What one endpoint's check thread does each interval.
+#[derive(Debug, Clone)]
+struct Probe {
+    check: HealthCheck,
+    /// The cluster's connections start with a PROXY protocol header.
+    proxy_protocol: Option<ProxyProtocol>,
+}
+
+fn spawn(cluster: &str, addr: SocketAddr, config: Probe) -> Check {
     // Healthy until proven otherwise: a restart must not black-hole traffic
     // for the first interval.
     let healthy = Arc::new(AtomicBool::new(true));
@@ -106,16 +118,20 @@ fn run(
     cluster: &str,
     addr: SocketAddr,
     healthy: &AtomicBool,
-    config: &Mutex<HealthCheck>,
+    config: &Mutex<Probe>,
     stop: &AtomicBool,
 ) {
     let (mut passes, mut failures) = (0u32, 0u32);
     while !stop.load(Ordering::Relaxed) {
-        let Ok(check) = config.lock().map(|c| c.clone()) else {
+        let Ok(Probe {
+            check,
+            proxy_protocol,
+        }) = config.lock().map(|c| c.clone())
+        else {
             return;
         };
         let started = Instant::now();
-        match probe(addr, &check) {
+        match probe(addr, &check, proxy_protocol) {
             Ok(()) => {
                 passes += 1;
                 failures = 0;
@@ -146,7 +162,14 @@ fn run(
 }
 
 /// One check: a GET of the path; a 2xx or 3xx within the timeout passes.
-fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+/// To a cluster whose connections start with a PROXY protocol header, the
+/// check's does too, naming nobody (v2 `LOCAL`, v1 `UNKNOWN`): the
+/// connection is the gateway's own.
+fn probe(
+    addr: SocketAddr,
+    check: &HealthCheck,
+    proxy_protocol: Option<ProxyProtocol>,
+) -> Result<(), String> {
     let deadline = Instant::now() + check.timeout;
     let mut stream = TcpStream::connect_timeout(&addr, check.timeout).map_err(|e| e.to_string())?;
     let left = |deadline: Instant| {
@@ -157,13 +180,16 @@ fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
     stream
         .set_write_timeout(Some(left(deadline)))
         .map_err(|e| e.to_string())?;
-    let request = format!(
+    let mut request = proxy_protocol
+        .map(|version| crate::upstream::proxy_protocol::header(version, None))
+        .unwrap_or_default();
+    write!(
+        request,
         "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: ringway-health-check\r\nConnection: close\r\n\r\n",
         check.path
-    );
-    stream
-        .write_all(request.as_bytes())
-        .map_err(|e| e.to_string())?;
+    )
+    .map_err(|e| e.to_string())?;
+    stream.write_all(&request).map_err(|e| e.to_string())?;
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
     loop {

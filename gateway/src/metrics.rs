@@ -133,6 +133,9 @@ pub(crate) struct WorkerMetrics {
     pub accept_paused: Cell<u64>,
     /// Accepts that failed (out of descriptors or memory).
     pub accept_errors: Cell<u64>,
+    /// Connections closed at the PROXY protocol header: sent by a peer
+    /// not in `trusted_proxies`, malformed, or not in time.
+    pub proxy_protocol_refused: Cell<u64>,
     /// By listener, route and cluster names (from the configuration, not
     /// from clients: a fast hash is safe), looked up on every request.
     series: RefCell<FxHashMap<String, (SeriesLabels, Rc<Series>)>>,
@@ -167,6 +170,7 @@ impl WorkerMetrics {
             tls_handshake_failures: self.tls_handshake_failures.get(),
             accept_paused: self.accept_paused.get(),
             accept_errors: self.accept_errors.get(),
+            proxy_protocol_refused: self.proxy_protocol_refused.get(),
             series: self
                 .series
                 .borrow()
@@ -235,6 +239,8 @@ pub struct MetricsReport {
     pub accept_paused: u64,
     /// Accepts that failed.
     pub accept_errors: u64,
+    /// Connections refused at the PROXY protocol header.
+    pub proxy_protocol_refused: u64,
     /// Upstream connections opened.
     pub upstream_opened: u64,
     /// Upstream connections reused from the pool.
@@ -379,6 +385,13 @@ pub(crate) fn render(reports: &[MetricsReport], control: &ControlValues) -> Stri
         "counter",
         "Accepts that failed (out of file descriptors or memory); the worker backed off and kept serving.",
         sum(|r| r.accept_errors),
+    );
+    scalar(
+        &mut out,
+        "ringway_proxy_protocol_refused_total",
+        "counter",
+        "Connections closed at the PROXY protocol header: from a peer outside trusted_proxies, malformed, or not in time.",
+        sum(|r| r.proxy_protocol_refused),
     );
     scalar(
         &mut out,

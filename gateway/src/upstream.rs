@@ -11,6 +11,7 @@ pub(crate) mod cluster;
 pub(crate) mod conn;
 pub(crate) mod h2_pool;
 pub(crate) mod pool;
+pub(crate) mod proxy_protocol;
 pub(crate) mod target;
 
 /// A worker's upstream connections, kept across reloads.

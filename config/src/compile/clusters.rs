@@ -92,6 +92,14 @@ impl Cx<'_> {
                     "expected a stream count in 1..=10000",
                 )?,
                 tls,
+                proxy_protocol: match &c.proxy_protocol {
+                    None => None,
+                    Some(v) => Some(self.choice(
+                        Some(v),
+                        "proxy_protocol",
+                        &[("v1", ProxyProtocol::V1), ("v2", ProxyProtocol::V2)],
+                    )?),
+                },
                 table: None,
             });
         }

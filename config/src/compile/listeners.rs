@@ -56,6 +56,7 @@ impl Cx<'_> {
                 )?,
                 trusted_proxies: self.ip_ranges(l.trusted_proxies.as_ref())?,
                 max_connections: self.connection_cap(l.max_connections.as_ref())?,
+                proxy_protocol: l.proxy_protocol.unwrap_or(false),
             });
         }
         Ok(out)
@@ -78,7 +79,7 @@ impl Cx<'_> {
 
     /// One of `options` by name; the first is the default when `value` is
     /// absent.
-    fn choice<T: Copy>(
+    pub(super) fn choice<T: Copy>(
         &self,
         value: Option<&Spanned<String>>,
         key: &str,

@@ -516,6 +516,7 @@ fn cluster_protocols_parse_or_list_the_choices() {
         |extra: &str| format!("[cluster.a]\nendpoints = [\"127.0.0.1:1\", \"[::1]:2\"]\n{extra}");
     let s = compile_str("t.toml", &cluster("")).unwrap();
     let c = &s.clusters[0];
+    assert_eq!(c.proxy_protocol, None);
     assert_eq!(c.protocol, UpstreamProtocol::Http1);
     assert_eq!(c.max_streams_per_connection, 100);
     assert!(c.tls.is_none());
@@ -677,6 +678,9 @@ fn edge_keys_compile_or_say_where_they_are_wrong() {
         ringway_codec::path::PathRules::default()
     );
     assert_eq!(defaults.listeners[0].underscores, crate::Underscores::Drop);
+    assert!(!defaults.listeners[0].proxy_protocol);
+    let proxied = compile_str("t.toml", &listener("proxy_protocol = true")).unwrap();
+    assert!(proxied.listeners[0].proxy_protocol);
 
     let err = error_of(&listener("escaped_slashes = \"unescape\""));
     assert!(
@@ -727,4 +731,22 @@ fn an_admin_token_file_is_read_relative_to_the_config_or_refused_with_its_place(
         .to_string();
     assert!(err.contains("cannot read"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn cluster_proxy_protocol_names_a_version_or_lists_them() {
+    let cluster = |extra: &str| format!("[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\n{extra}");
+    let version = |v: &str| {
+        compile_str("t.toml", &cluster(&format!("proxy_protocol = \"{v}\"")))
+            .map(|s| s.clusters[0].proxy_protocol)
+    };
+    assert_eq!(version("v1").unwrap(), Some(crate::ProxyProtocol::V1));
+    assert_eq!(version("v2").unwrap(), Some(crate::ProxyProtocol::V2));
+    let err = error_of(&cluster("proxy_protocol = \"v3\""));
+    assert!(
+        err.contains(
+            "test.toml:3:18: unknown proxy_protocol \"v3\"; expected one of \"v1\", \"v2\""
+        ),
+        "{err}"
+    );
 }

@@ -12,14 +12,16 @@ use monoio::time::timeout;
 use ringway_config::Listener;
 
 use super::h1::{Session, Sniffed};
+use super::proxy_protocol;
+use crate::forward::plan::Ends;
 use crate::h2_io::{PlainIo, Replay, TlsIo};
 use crate::metrics::bump;
 use crate::tls;
 use crate::worker::state::Worker;
 
-/// How often, at most, a worker logs a failed TLS handshake; the others
-/// are only counted.
-const TLS_FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// How often, at most, a worker logs a refused connection (a failed TLS
+/// handshake, a bad PROXY protocol header); the others are only counted.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Serves one accepted plain-HTTP client connection until it closes.
 pub(crate) async fn serve(
@@ -29,21 +31,83 @@ pub(crate) async fn serve(
     peer: SocketAddr,
 ) {
     let _ = client.set_nodelay(true);
+    let Some(ends) = ends(&worker, &listener, &client, peer).await else {
+        return;
+    };
     let _count = ConnectionCount::new(&worker);
-    let mut session = Session::new(worker, listener, client, peer, "http", None);
+    let mut session = Session::new(worker, listener, client, ends, "http", None);
     if session.h2c() {
         match session.sniff_preface().await {
             Sniffed::Http1 => {}
             Sniffed::Http2 => {
                 let (worker, listener, client, early) = session.into_parts();
                 let io = Replay::new(early, PlainIo::new(client).gathering());
-                super::h2::serve(worker, listener, io, peer, "http", None).await;
+                super::h2::serve(worker, listener, io, ends, "http", None).await;
                 return;
             }
             Sniffed::Closed => return,
         }
     }
     session.serve().await;
+}
+
+/// The two ends of a client connection: the client's address and the
+/// address it connected to. Behind a load balancer that speaks the PROXY
+/// protocol (`proxy_protocol = true`), its header names both; `None` when
+/// the connection is refused (closed) instead: the header came from a
+/// peer outside `trusted_proxies`, was malformed, or did not come within
+/// the listener's header timeout.
+async fn ends(
+    worker: &Worker,
+    listener: &Listener,
+    client: &TcpStream,
+    peer: SocketAddr,
+) -> Option<Ends> {
+    let mut ends = Ends {
+        peer,
+        local: listener.addr,
+    };
+    if listener.proxy_protocol {
+        let ip = ringway_config::canonical_ip(peer.ip());
+        let trusted = &listener.trusted_proxies;
+        let read = timeout(listener.header_timeout, proxy_protocol::read_header(client));
+        let refused = if !trusted.is_empty() && !trusted.iter().any(|r| r.contains(ip)) {
+            Some("the peer is not in trusted_proxies".to_owned())
+        } else {
+            match read.await {
+                Ok(Ok(Some((from, to)))) => {
+                    ends = Ends {
+                        peer: from,
+                        local: to,
+                    };
+                    None
+                }
+                Ok(Ok(None)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("no header in time".to_owned()),
+            }
+        };
+        if let Some(why) = refused {
+            bump(&worker.metrics.proxy_protocol_refused);
+            log_now_and_then(
+                worker,
+                &format!(
+                    "listener {}: PROXY protocol from {peer} refused: {why}",
+                    listener.name
+                ),
+                "ringway_proxy_protocol_refused_total",
+            );
+            return None;
+        }
+    }
+    if ends.local.ip().is_unspecified() || ends.local.port() == 0 {
+        // Bound to every address (or a port the kernel chose): the socket
+        // knows which one this client reached.
+        if let Ok(local) = client.local_addr() {
+            ends.local = local;
+        }
+    }
+    Some(ends)
 }
 
 /// Counts a client connection in the worker's gauges while it lives.
@@ -79,6 +143,10 @@ pub(crate) async fn serve_tls(
     peer: SocketAddr,
 ) {
     let _ = client.set_nodelay(true);
+    let Some(ends) = ends(&worker, &listener, &client, peer).await else {
+        return;
+    };
+    let peer = ends.peer;
     let failure = match timeout(listener.header_timeout, tls::handshake(client, config)).await {
         Ok(Ok(accepted)) => {
             bump(&worker.metrics.tls_handshakes);
@@ -87,10 +155,10 @@ pub(crate) async fn serve_tls(
                 let (io, conn) = accepted.stream.into_parts();
                 let io = TlsIo::new(io, conn).gathering();
                 let _count = ConnectionCount::new(&worker);
-                super::h2::serve(worker.clone(), listener, io, peer, "https", identity).await;
+                super::h2::serve(worker.clone(), listener, io, ends, "https", identity).await;
                 return;
             }
-            serve_stream(worker, listener, accepted.stream, peer, "https", identity).await;
+            serve_stream(worker, listener, accepted.stream, ends, "https", identity).await;
             return;
         }
         Ok(Err(e)) => e.to_string(),
@@ -98,19 +166,30 @@ pub(crate) async fn serve_tls(
     };
     // The connection is dropped (closed) here; one line now and then.
     bump(&worker.metrics.tls_handshake_failures);
+    log_now_and_then(
+        &worker,
+        &format!(
+            "listener {}: TLS handshake from {peer} failed: {failure}",
+            listener.name
+        ),
+        "ringway_tls_handshake_failures_total",
+    );
+}
+
+/// Logs a refused connection, at most one line per worker every
+/// [`REFUSAL_LOG_INTERVAL`]: the others are only counted in `counter`.
+fn log_now_and_then(worker: &Worker, what: &str, counter: &str) {
     let now = std::time::Instant::now();
     let due = worker
-        .tls_failure_logged
+        .refusal_logged
         .get()
-        .is_none_or(|last| now.duration_since(last) >= TLS_FAILURE_LOG_INTERVAL);
+        .is_none_or(|last| now.duration_since(last) >= REFUSAL_LOG_INTERVAL);
     if due {
-        worker.tls_failure_logged.set(Some(now));
+        worker.refusal_logged.set(Some(now));
         crate::say!(
-            "ringway: worker {}: listener {}: TLS handshake from {peer} failed: {failure} \
-             (further failures for {}s only counted in ringway_tls_handshake_failures_total)",
+            "ringway: worker {}: {what} (further refusals for {}s only counted in {counter})",
             worker.id,
-            listener.name,
-            TLS_FAILURE_LOG_INTERVAL.as_secs()
+            REFUSAL_LOG_INTERVAL.as_secs()
         );
     }
 }
@@ -120,12 +199,12 @@ async fn serve_stream<S: AsyncReadRent + AsyncWriteRent + Split + 'static>(
     worker: Rc<Worker>,
     listener: Rc<Listener>,
     client: S,
-    peer: SocketAddr,
+    ends: Ends,
     proto: &'static str,
     identity: Option<String>,
 ) {
     let _count = ConnectionCount::new(&worker);
-    Session::new(worker, listener, client, peer, proto, identity)
+    Session::new(worker, listener, client, ends, proto, identity)
         .serve()
         .await;
 }

@@ -10,7 +10,6 @@
 
 use std::cell::Cell;
 use std::io;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ use crate::buffer::{BUF_SIZE, ReadBuf, write_all};
 use crate::failure::Failure;
 use crate::forward::client::{BodyUp, Client, HeadFromH1, Next, Relayed};
 use crate::forward::h2::send_data;
-use crate::forward::plan::{ClientFacts, Plan, Target, local_answer, plan_request};
+use crate::forward::plan::{ClientFacts, Ends, Plan, Target, local_answer, plan_request};
 use crate::forward::proxy::{Proxied, proxy};
 use crate::forward::record::{RequestLog, RequestText, Served};
 use crate::forward::tunnel::{copy, idle_for};
@@ -62,7 +61,8 @@ pub(crate) struct Session<S> {
     worker: Rc<Worker>,
     listener: Rc<Listener>,
     client: S,
-    peer: SocketAddr,
+    /// The client's address and the one it connected to.
+    ends: Ends,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     proto: &'static str,
     /// The verified client certificate's identity (mutual TLS).
@@ -97,7 +97,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         worker: Rc<Worker>,
         listener: Rc<Listener>,
         client: S,
-        peer: SocketAddr,
+        ends: Ends,
         proto: &'static str,
         identity: Option<String>,
     ) -> Session<S> {
@@ -105,7 +105,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             worker,
             listener,
             client,
-            peer,
+            ends,
             proto,
             identity,
             rbuf: ReadBuf::new(),
@@ -200,7 +200,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             let served = Served {
                 worker: &self.worker,
                 listener: &self.listener,
-                peer: self.peer,
+                peer: self.ends.peer,
                 log: &self.log,
                 text: &self.text,
             };
@@ -231,7 +231,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                     self.text.capture(&self.worker, generation, &req);
                     let client = ClientFacts::new(
                         &self.listener,
-                        self.peer,
+                        self.ends,
                         self.proto,
                         self.identity.as_deref(),
                     );

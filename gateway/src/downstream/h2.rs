@@ -10,7 +10,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use crate::buffer::{BUF_SIZE, write_all};
 use crate::failure::Failure;
 use crate::forward::client::{BodyUp, Client, HeadFromH1, Next, Relayed};
 use crate::forward::h2::{pump_body, relay_h2_body, send_data};
-use crate::forward::plan::{ClientFacts, Plan, Target, local_answer, plan_request};
+use crate::forward::plan::{ClientFacts, Ends, Plan, Target, local_answer, plan_request};
 use crate::forward::proxy::{Proxied, proxy};
 use crate::forward::record::{RequestLog, RequestText, Served};
 use crate::forward::tunnel::{tunnel_h1, tunnel_h2};
@@ -44,7 +43,8 @@ use ringway_codec::{HeaderRules, convert};
 struct Connection {
     worker: Rc<Worker>,
     listener: Rc<Listener>,
-    peer: SocketAddr,
+    /// The client's address and the one it connected to.
+    ends: Ends,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     proto: &'static str,
     /// The verified client certificate's identity (mutual TLS).
@@ -120,7 +120,7 @@ pub(crate) async fn serve<T>(
     worker: Rc<Worker>,
     listener: Rc<Listener>,
     io: T,
-    peer: SocketAddr,
+    ends: Ends,
     proto: &'static str,
     identity: Option<String>,
 ) where
@@ -129,7 +129,7 @@ pub(crate) async fn serve<T>(
     let shared = Rc::new(Connection {
         worker,
         listener,
-        peer,
+        ends,
         proto,
         identity,
         open: Cell::new(0),
@@ -252,7 +252,7 @@ async fn handle(open: Open, request: Request<RecvStream>, respond: SendResponse<
     let served = Served {
         worker: &stream.conn.worker,
         listener: &stream.conn.listener,
-        peer: stream.conn.peer,
+        peer: stream.conn.ends.peer,
         log: &stream.log,
         text: &stream.text,
     };
@@ -367,7 +367,7 @@ impl Stream {
         self.text.capture(&worker, generation, &view);
         let client = ClientFacts::new(
             &self.conn.listener,
-            self.conn.peer,
+            self.conn.ends,
             self.conn.proto,
             self.conn.identity.as_deref(),
         );

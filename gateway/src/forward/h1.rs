@@ -290,7 +290,7 @@ async fn upstream_conn(
     to: Try<'_>,
     fresh_only: bool,
 ) -> Result<UpstreamConn, Failure> {
-    if !fresh_only && let Some(up) = pool.take(to.addr, to.tls_fingerprint()) {
+    if !fresh_only && let Some(up) = pool.take(to.addr, to.reuse_key()) {
         return Ok(up);
     }
     // Boxed: connecting (and a TLS handshake) is the rare case, and its

@@ -39,6 +39,8 @@ pub(crate) struct Plan {
     /// The client's address: the peer's, or, behind a trusted proxy, the
     /// one its `X-Forwarded-For` names.
     pub(crate) client: IpAddr,
+    /// The connection's ends, for a PROXY protocol header to the upstream.
+    pub(crate) ends: Ends,
 }
 
 impl Plan {
@@ -54,7 +56,22 @@ impl Plan {
         te_trailers: false,
         max_body: None,
         client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        ends: Ends::NONE,
     };
+
+    /// Where the request comes from and went to, as a PROXY protocol
+    /// header to the upstream names them: the client's address (its port
+    /// only when the address is the connection's own, 0 when it came from
+    /// `X-Forwarded-For`), and the address the client connected to.
+    pub(crate) fn origin(&self) -> (SocketAddr, SocketAddr) {
+        let peer = self.ends.peer;
+        let port = if ringway_config::canonical_ip(peer.ip()) == self.client {
+            peer.port()
+        } else {
+            0
+        };
+        (SocketAddr::new(self.client, port), self.ends.local)
+    }
 }
 
 /// Where a request goes.
@@ -179,10 +196,34 @@ pub(crate) fn local_answer<'g>(
     }
 }
 
+/// The two ends of a client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ends {
+    /// The client's address; behind a load balancer that speaks the PROXY
+    /// protocol, the one its header names.
+    pub(crate) peer: SocketAddr,
+    /// The address the client connected to.
+    pub(crate) local: SocketAddr,
+}
+
+impl Ends {
+    /// No connection's: the plan of no request.
+    const NONE: Ends = Ends {
+        peer: SocketAddr::V4(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            0,
+        )),
+        local: SocketAddr::V4(std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::UNSPECIFIED,
+            0,
+        )),
+    };
+}
+
 /// What is known of the client beyond its request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientFacts<'a> {
-    pub(crate) peer: SocketAddr,
+    pub(crate) ends: Ends,
     pub(crate) proto: &'static str,
     /// The header that carries `identity`, when the listener names one.
     pub(crate) identity_header: Option<&'a str>,
@@ -198,12 +239,12 @@ impl<'a> ClientFacts<'a> {
     /// identity header, if any).
     pub(crate) fn new(
         listener: &'a Listener,
-        peer: SocketAddr,
+        ends: Ends,
         proto: &'static str,
         identity: Option<&'a str>,
     ) -> ClientFacts<'a> {
         ClientFacts {
-            peer,
+            ends,
             proto,
             identity_header: listener
                 .tls
@@ -245,7 +286,8 @@ pub(crate) fn plan_request(
         ),
         minor_version: req.minor_version,
         max_body: None,
-        client: client.peer.ip(),
+        client: client.ends.peer.ip(),
+        ends: client.ends,
     };
     // Routed, and sent upstream, by its normal form: `/x/../admin/` is
     // `/admin/` (ringway_codec::path).
@@ -273,7 +315,7 @@ pub(crate) fn plan_request(
         return (plan, Target::BadHeader, req.head_len);
     }
     let snapshot = &generation.snapshot;
-    let peer = client.peer;
+    let peer = client.ends.peer;
     // Who the client is, for hashing, rate limits, allow/deny and the log.
     plan.client = client_address(peer.ip(), &client.listener.trusted_proxies, req.headers);
     let client_ip = plan.client;

@@ -85,6 +85,7 @@ pub(crate) async fn proxy<C: Client>(
         cluster,
         state,
         tls: generation.upstream_tls(cluster_id),
+        origin: cluster.proxy_protocol.map(|_| plan.origin()),
     };
     let rules = &route.policy.response_headers;
     match cluster.protocol {

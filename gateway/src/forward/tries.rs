@@ -79,6 +79,9 @@ pub(crate) struct Destination<'a> {
     pub state: &'a ClusterState,
     /// This worker's TLS client settings for the cluster, if TLS.
     pub tls: Option<&'a ClientTls>,
+    /// The client and the address it reached, when the cluster's
+    /// connections start with a PROXY protocol header.
+    pub origin: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// Tries endpoints of `cluster` for `route` until one answers with a
@@ -99,6 +102,7 @@ pub(crate) async fn run<E: Exchange>(
         cluster,
         state,
         tls,
+        origin,
     } = to;
     let policy = &route.retry;
     let mut retry_tally: Option<Tally> = None;
@@ -158,6 +162,7 @@ pub(crate) async fn run<E: Exchange>(
             tls,
             replayable: request.replayable,
             timeout: try_timeout,
+            origin,
         };
         match exchange.attempt(to).await {
             Ok((answer, status)) => {
@@ -294,6 +299,7 @@ mod tests {
             cluster,
             state: &state,
             tls: None,
+            origin: None,
         };
         let mut exchange = Scripted::new(answers);
         let mut upstream = None;

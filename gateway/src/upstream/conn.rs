@@ -98,9 +98,10 @@ pub(crate) struct UpstreamConn {
     pub reused: bool,
     /// Counts the connection against its cluster's limit while it lives.
     pub _tally: Option<Tally>,
-    /// The TLS settings it was opened with (`tls::fingerprint`), 0 for
-    /// plain TCP: only a cluster with the same settings may reuse it.
-    pub tls: u64,
+    /// What a try must match to reuse it ([`Try::reuse_key`]): the TLS
+    /// settings it was opened with and, with a PROXY protocol header, the
+    /// client it names.
+    pub key: u64,
     /// The socket's descriptor, to look for unasked bytes while idle
     /// (monoio-rustls does not lend its socket once wrapped).
     pub fd: RawFd,
@@ -113,8 +114,11 @@ pub(crate) async fn open(to: Try<'_>) -> Result<UpstreamConn, Failure> {
     }
     let connecting = Tally::new(&to.state.breakers.pending);
     let started = Instant::now();
-    let stream = connect(to.addr, to.cluster.connect_timeout).await?;
+    let mut stream = connect(to.addr, to.cluster.connect_timeout).await?;
     let fd = stream.as_raw_fd();
+    if let Some(version) = to.cluster.proxy_protocol {
+        super::proxy_protocol::send(&mut stream, version, to.origin).await?;
+    }
     let stream = match (to.tls, &to.cluster.tls) {
         (Some(tls), Some(settings)) => {
             let host = &to.cluster.endpoints[to.endpoint.0 as usize].host;
@@ -138,7 +142,7 @@ pub(crate) async fn open(to: Try<'_>) -> Result<UpstreamConn, Failure> {
         rbuf: ReadBuf::new(),
         reused: false,
         _tally: Some(Tally::new(&to.state.breakers.connections)),
-        tls: to.tls_fingerprint(),
+        key: to.reuse_key(),
         fd,
     })
 }

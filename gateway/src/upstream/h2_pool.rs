@@ -31,8 +31,8 @@ struct Conn {
     /// When its last stream ended.
     idle_since: Cell<Instant>,
     idle_timeout: Duration,
-    /// Its TLS settings' fingerprint, 0 for h2c.
-    tls: u64,
+    /// What a stream must match to use it ([`Try::reuse_key`]).
+    key: u64,
     /// Counts it against the cluster's connection limit while it lives.
     _tally: Tally,
 }
@@ -73,7 +73,7 @@ impl H2Pool {
     /// opening one when none has room.
     pub(crate) async fn stream(&self, to: Try<'_>) -> Result<(SendRequest<Bytes>, Lease), Failure> {
         let limit = to.cluster.max_streams_per_connection;
-        let key = (to.addr, to.tls_fingerprint());
+        let key = (to.addr, to.reuse_key());
         loop {
             if let Some(found) = self.lease(to.addr, key.1, limit) {
                 return Ok(found);
@@ -115,7 +115,7 @@ impl H2Pool {
             closed,
             idle_since: Cell::new(Instant::now()),
             idle_timeout: to.cluster.idle_timeout,
-            tls: to.tls_fingerprint(),
+            key: to.reuse_key(),
             _tally: Tally::new(&to.state.breakers.connections),
         });
         self.conns
@@ -126,12 +126,12 @@ impl H2Pool {
         Ok((send, Lease(conn)))
     }
 
-    fn lease(&self, addr: SocketAddr, tls: u64, limit: u32) -> Option<(SendRequest<Bytes>, Lease)> {
+    fn lease(&self, addr: SocketAddr, key: u64, limit: u32) -> Option<(SendRequest<Bytes>, Lease)> {
         let mut conns = self.conns.borrow_mut();
         let list = conns.get_mut(&addr)?;
         list.retain(|c| !c.closed.get());
         let conn = list.iter().find(|c| {
-            if c.tls != tls {
+            if c.key != key {
                 return false;
             }
             let peer_limit = u32::try_from(c.send.current_max_send_streams()).unwrap_or(u32::MAX);
@@ -158,10 +158,13 @@ impl H2Pool {
 /// Opens an HTTP/2 connection (over TLS when the cluster says so) and
 /// starts the task that drives it.
 async fn connect(to: Try<'_>, host: &str) -> Result<(SendRequest<Bytes>, Rc<Cell<bool>>), Failure> {
-    let stream = monoio::net::TcpStream::connect_addr(to.addr)
+    let mut stream = monoio::net::TcpStream::connect_addr(to.addr)
         .await
         .map_err(|e| Failure::Connect(e.kind()))?;
     let _ = stream.set_nodelay(true);
+    if let Some(version) = to.cluster.proxy_protocol {
+        super::proxy_protocol::send(&mut stream, version, to.origin).await?;
+    }
     let mut builder = h2::client::Builder::new();
     builder
         .initial_window_size(1 << 20)

@@ -86,18 +86,18 @@ impl Pool {
     /// An idle connection to `addr`, if one is left that has not expired
     /// and has received nothing while idle. One that has (unasked bytes,
     /// or the upstream's close) is closed, and the next one looked at.
-    pub(crate) fn take(&self, addr: SocketAddr, tls: u64) -> Option<UpstreamConn> {
+    pub(crate) fn take(&self, addr: SocketAddr, key: u64) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let now = crate::clock::now();
         loop {
-            let mut at = list.iter().rposition(|c| c.conn.tls == tls)?;
+            let mut at = list.iter().rposition(|c| c.conn.key == key)?;
             if list[at].expires <= now {
                 // The newest is expired, so most likely all are: the only
                 // case that pays for a pass over the list (the sweep does
                 // the rest).
                 list.retain(|c| c.expires > now);
-                at = list.iter().rposition(|c| c.conn.tls == tls)?;
+                at = list.iter().rposition(|c| c.conn.key == key)?;
             }
             let mut conn = list.remove(at).conn;
             if !is_quiet(conn.fd) {
@@ -211,7 +211,7 @@ mod tests {
                 rbuf: ReadBuf::new(),
                 reused: false,
                 _tally: None,
-                tls: 0,
+                key: 0,
                 fd,
             });
         }
@@ -235,14 +235,14 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_unexpired_connection_with_the_same_tls_is_taken() {
+    fn the_newest_unexpired_connection_with_the_same_key_is_taken() {
         run(async {
             let pool = Pool::default();
             let (addr, mut conns) = connections(4).await;
             let ports: Vec<u16> = conns.iter().map(port_of).collect();
             let long = Duration::from_secs(60);
             // Oldest first: an expired one, a TLS one, two plain ones.
-            conns[1].tls = 7;
+            conns[1].key = 7;
             let mut conns = conns.into_iter();
             pool.put(addr, conns.next().unwrap(), Duration::ZERO, 8);
             for conn in conns {

@@ -264,9 +264,10 @@ pub(crate) struct Worker {
     pub span_buf: RefCell<Vec<SpanRecord>>,
     /// TLS session-ID caches by listener name, kept across reloads.
     session_caches: RefCell<HashMap<String, Arc<dyn rustls::server::StoresServerSessions>>>,
-    /// When a failed handshake was last logged, to log one line per
-    /// interval rather than one per connection.
-    pub tls_failure_logged: Cell<Option<std::time::Instant>>,
+    /// When a refused connection (failed handshake, bad PROXY header) was
+    /// last logged, to log one line per interval rather than one per
+    /// connection.
+    pub refusal_logged: Cell<Option<std::time::Instant>>,
 }
 
 impl Worker {
@@ -294,7 +295,7 @@ impl Worker {
             path_buf: RefCell::new(Vec::new()),
             span_buf: RefCell::new(Vec::new()),
             session_caches: RefCell::new(HashMap::new()),
-            tls_failure_logged: Cell::new(None),
+            refusal_logged: Cell::new(None),
         });
         let mut known = HashMap::new();
         let generation = Generation::new(&worker, snapshot, health, sinks, &mut known);

@@ -18,6 +18,7 @@ mod matrix;
 mod observability;
 mod paths;
 mod pool_hygiene;
+mod proxy_protocol;
 mod reload;
 mod ringload;
 mod routing;
