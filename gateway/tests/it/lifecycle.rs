@@ -422,3 +422,39 @@ fn a_connection_cap_holds_extra_clients_in_the_backlog_and_serves_them_all() {
     );
     assert!(gw.metric("ringway_accept_paused_total") > 0);
 }
+
+#[test]
+fn out_of_descriptors_a_worker_backs_off_and_serves_again_when_they_free() {
+    let up = Upstream::start("app");
+    let config = proxy_config(&up, "[admin]\nlisten = \"127.0.0.1:0\"\n");
+    // 64 descriptors, hard limit too: ringway cannot raise it.
+    let gw = Binary::start_with_nofile(&config, 64, &["--workers", "1"]);
+    // More idle clients than descriptors: the kernel completes their
+    // handshakes into the backlog; the worker accepts until EMFILE.
+    let idle: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(gw.addr).unwrap())
+        .collect();
+    // A client that arrives now waits in the backlog, unanswered ...
+    let mut waiting = TcpStream::connect(gw.addr).unwrap();
+    waiting
+        .write_all(b"GET /after-emfile HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    let early = waiting.read(&mut byte);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "answered while out of descriptors: {early:?}"
+    );
+    // ... until descriptors free up: then it is served.
+    drop(idle);
+    waiting.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let r = read_response(&mut BufReader::new(waiting), false).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(up.count("/after-emfile"), 1);
+    // The worker kept going, and counted the failed accepts.
+    assert_eq!(get(gw.addr, "a", "/still").status, 200);
+    assert!(gw.metric("ringway_accept_errors_total") > 0);
+}

@@ -30,6 +30,22 @@ impl Binary {
         binary
     }
 
+    /// Starts `ringway --config FILE extra...` with at most `nofile` open
+    /// descriptors (soft and hard limit, by `prlimit`), so that it cannot
+    /// raise its own.
+    pub(crate) fn start_with_nofile(toml: &str, nofile: u32, extra: &[&str]) -> Binary {
+        let dir = TempDir::new();
+        let path = dir.path.join("ringway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg(env!("CARGO_BIN_EXE_ringway"));
+        let mut binary = Binary::launch(command, path, extra);
+        binary._dir = Some(dir);
+        binary
+    }
+
     /// Starts `ringway --config CONFIG extra...` from the working
     /// directory `cwd`, on a config file the caller wrote (and keeps).
     pub(crate) fn start_at(
@@ -37,9 +53,16 @@ impl Binary {
         cwd: &std::path::Path,
         extra: &[&str],
     ) -> Binary {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringway"));
+        command.current_dir(cwd);
+        Binary::launch(command, path, extra)
+    }
+
+    /// Runs `command --config CONFIG extra...` and waits for the `edge`
+    /// listener (and the admin listener, if configured) to be announced.
+    fn launch(mut command: Command, path: std::path::PathBuf, extra: &[&str]) -> Binary {
         let toml = std::fs::read_to_string(&path).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringway"))
-            .current_dir(cwd)
+        let mut child = command
             .arg("--config")
             .arg(&path)
             .args(extra)
