@@ -300,6 +300,13 @@ impl Cx<'_> {
             io,
             drain_timeout: self.duration(section.drain_timeout.as_ref(), DEFAULT_DRAIN_TIMEOUT)?,
             max_connections: self.connection_cap(section.max_connections.as_ref())?,
+            upgrade_socket: match &section.upgrade_socket {
+                None => None,
+                Some(p) if p.get_ref().is_empty() => {
+                    return Err(self.err(p.span(), "expected a path for the upgrade socket"));
+                }
+                Some(p) => Some(std::path::PathBuf::from(p.get_ref())),
+            },
         })
     }
 

@@ -45,6 +45,9 @@ pub struct RuntimeSection {
     pub drain_timeout: Option<Spanned<String>>,
     /// Client connections open at once, process-wide (split per worker).
     pub max_connections: Option<Spanned<i64>>,
+    /// The Unix socket a new process (`ringway --upgrade`) takes the
+    /// listening sockets from.
+    pub upgrade_socket: Option<Spanned<String>>,
 }
 
 /// `workers = "auto"` or `workers = 4`.

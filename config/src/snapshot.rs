@@ -99,6 +99,9 @@ pub struct Runtime {
     /// Client connections open at once, all listeners together (`None`:
     /// no cap beyond the descriptor limit). Each worker holds its share.
     pub max_connections: Option<u32>,
+    /// The Unix socket the running process hands its listening sockets
+    /// over on (`ringway --upgrade`); `None`: the default place.
+    pub upgrade_socket: Option<std::path::PathBuf>,
 }
 
 /// Worker count.

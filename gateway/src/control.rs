@@ -15,6 +15,7 @@ mod watch;
 pub use events::{Cause, Event, ReloadStats};
 
 use crate::gateway::{Error, Gateway, Options, Result};
+use crate::upgrade;
 
 /// The gateway with its control thread's inputs: the file, its watcher,
 /// the admin listener.
@@ -25,19 +26,22 @@ pub struct Supervisor {
     events: mpsc::Receiver<Event>,
     sender: mpsc::Sender<Event>,
     stats: Arc<ReloadStats>,
-    admin: Option<std::net::SocketAddr>,
+    admin: Option<admin::Admin>,
 }
 
 impl Supervisor {
     /// Starts the gateway on `snapshot` (compiled from `path`, if any),
-    /// the admin listener if configured, and the file watcher.
+    /// the admin listener if configured, and the file watcher. Listeners
+    /// (the admin one too) are served on the sockets in `inherited` that a
+    /// previous process handed over for them, if any.
     pub fn start(
         path: Option<PathBuf>,
         snapshot: Snapshot,
         options: &Options,
+        mut inherited: upgrade::Sockets,
     ) -> Result<Supervisor> {
         let admin_addr = snapshot.admin;
-        let gateway = Gateway::start(snapshot, options)?;
+        let gateway = Gateway::start_inheriting(snapshot, options, &mut inherited)?;
         let (sender, events) = mpsc::channel();
         let stats = Arc::new(ReloadStats::default());
         stats.count_tables(&gateway.tables());
@@ -45,6 +49,11 @@ impl Supervisor {
             Some(addr) => Some(
                 admin::spawn(
                     addr,
+                    inherited
+                        .take(&upgrade::admin_key(addr))
+                        .into_iter()
+                        .next()
+                        .map(std::net::TcpListener::from),
                     admin::AdminState {
                         published: gateway.published().clone(),
                         stats: stats.clone(),
@@ -84,7 +93,28 @@ impl Supervisor {
 
     /// The admin listener's bound address.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
-        self.admin
+        self.admin.as_ref().map(|a| a.addr)
+    }
+
+    /// Where this process listens for a new one to hand over to:
+    /// `[runtime] upgrade_socket`, or [`upgrade::default_path`].
+    pub fn upgrade_path(&self) -> PathBuf {
+        upgrade_path(&self.gateway.published().load())
+    }
+
+    /// Listens on the upgrade socket for a new process to hand over to.
+    /// `after_takeover`: this process took over from another, whose
+    /// socket file is replaced.
+    pub fn serve_upgrades(&self, after_takeover: bool) -> std::io::Result<PathBuf> {
+        let path = self.upgrade_path();
+        let listener = if after_takeover {
+            upgrade::listen_after_takeover(&path)
+        } else {
+            upgrade::listen(&path)
+        }
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        upgrade::spawn_server(listener, ControlHandover(self.sender.clone()))?;
+        Ok(path)
     }
 
     /// A handle to send events (signals, tests).
@@ -114,6 +144,25 @@ impl Supervisor {
                 }
                 Event::ReopenLogs => self.gateway.reopen_logs(),
                 Event::Shutdown => break,
+                Event::Handover { reply } => {
+                    let mut sockets = self.gateway.handover_sockets();
+                    let running = self.gateway.published().load();
+                    if let (Some(admin), Some(configured)) = (&self.admin, running.admin)
+                        && let Ok(copy) = admin.socket.try_clone()
+                    {
+                        sockets.push(upgrade::admin_key(configured), vec![copy.into()]);
+                    }
+                    let _ = reply.send(sockets);
+                }
+                Event::Upgraded => {
+                    crate::say!("ringway: upgrade: the new process serves; draining");
+                    // The new process answers the admin socket from now on.
+                    if let Some(admin) = &self.admin {
+                        admin.stop.store(true, Ordering::Relaxed);
+                    }
+                    self.gateway.join();
+                    return;
+                }
             }
         }
         // Not ready from the moment the drain starts, however it started
@@ -167,5 +216,34 @@ impl Supervisor {
                 Err(message)
             }
         }
+    }
+}
+
+/// Where a process running `snapshot` listens for a new one.
+pub fn upgrade_path(snapshot: &Snapshot) -> PathBuf {
+    snapshot
+        .runtime
+        .upgrade_socket
+        .clone()
+        .unwrap_or_else(upgrade::default_path)
+}
+
+/// The control thread's side of a hand-over, for the upgrade server's
+/// thread: asks for the sockets and reports the upgrade as events.
+struct ControlHandover(mpsc::Sender<Event>);
+
+/// How long the control thread may take to gather the sockets.
+const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl upgrade::Handover for ControlHandover {
+    fn sockets(&mut self) -> std::io::Result<upgrade::Sockets> {
+        let gone = || std::io::Error::other("the control thread is not answering");
+        let (reply, sockets) = mpsc::channel();
+        self.0.send(Event::Handover { reply }).map_err(|_| gone())?;
+        sockets.recv_timeout(HANDOVER_WAIT).map_err(|_| gone())
+    }
+
+    fn upgraded(&mut self) {
+        let _ = self.0.send(Event::Upgraded);
     }
 }

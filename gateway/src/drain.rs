@@ -76,6 +76,8 @@ impl Signal {
 pub(crate) struct Drain {
     started: Signal,
     in_flight: Cell<usize>,
+    /// Client connections open, busy or idle.
+    connections: Cell<usize>,
 }
 
 impl Drain {
@@ -106,6 +108,30 @@ impl Drain {
     }
 
     /// Resolves when the drain has started and no request is in flight.
+    /// Counts a client connection open until [`Drain::connection_closed`].
+    pub(crate) fn connection_opened(&self) {
+        self.connections.set(self.connections.get() + 1);
+    }
+
+    /// Counts a client connection closed.
+    pub(crate) fn connection_closed(&self) {
+        let n = self.connections.get().saturating_sub(1);
+        self.connections.set(n);
+        if n == 0 && self.is_draining() {
+            self.started.wake_all();
+        }
+    }
+
+    /// Resolves once draining and no client connection is open at all,
+    /// idle keep-alive ones included.
+    pub(crate) async fn closed(&self) {
+        self.started
+            .wait_for(|| {
+                self.started.is_fired() && self.in_flight.get() == 0 && self.connections.get() == 0
+            })
+            .await
+    }
+
     pub(crate) async fn idle(&self) {
         self.started
             .wait_for(|| self.started.is_fired() && self.in_flight.get() == 0)

@@ -13,7 +13,7 @@ use futures_channel::mpsc::UnboundedSender;
 use ringway_config::{IoDriver, Listener, Published, Snapshot, Workers};
 
 use crate::runtime::{self, DriverInfo};
-use crate::{access_log, health, metrics, trace, worker};
+use crate::{access_log, health, metrics, trace, upgrade, worker};
 
 /// Overrides from the command line, over the file's `[runtime]`.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +66,9 @@ pub struct Gateway {
     telemetry: Telemetry,
     /// What the last start or reload did to the balancer tables.
     tables: ringway_config::TableBuild,
+    /// A copy of every listening socket (the workers own theirs), by
+    /// [`upgrade::listener_key`]: handed to a new process on upgrade.
+    held: Vec<(String, Vec<std::net::TcpListener>)>,
 }
 
 /// The access log writer and span exporter in use, with the settings they
@@ -127,6 +130,17 @@ impl Gateway {
     /// Opens the listeners and starts the workers; returns once every
     /// worker runs (or the first that could not start, with why).
     pub fn start(snapshot: Snapshot, options: &Options) -> Result<Gateway> {
+        Gateway::start_inheriting(snapshot, options, &mut upgrade::Sockets::default())
+    }
+
+    /// As [`Gateway::start`], serving each listener on the sockets a
+    /// previous process handed over for it (`inherited`, taken from), and
+    /// opening sockets only for the listeners it had none for.
+    pub fn start_inheriting(
+        snapshot: Snapshot,
+        options: &Options,
+        inherited: &mut upgrade::Sockets,
+    ) -> Result<Gateway> {
         let cpus = runtime::allowed_cpus();
         let count = options
             .workers
@@ -147,10 +161,14 @@ impl Gateway {
         let sinks = telemetry.sinks_for(&snapshot);
 
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
+        let mut held = Vec::with_capacity(snapshot.listeners.len());
         let mut sockets: Vec<Vec<(String, std::net::TcpListener)>> =
             (0..count).map(|_| Vec::new()).collect();
         for l in &snapshot.listeners {
-            listeners.push((l.name.clone(), open_sockets(l, &mut sockets)?));
+            let key = upgrade::listener_key(&l.name, l.addr);
+            let (bound, copies) = open_sockets(l, &mut sockets, inherited.take(&key))?;
+            listeners.push((l.name.clone(), bound));
+            held.push((key, copies));
         }
 
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -199,6 +217,7 @@ impl Gateway {
             health: checker,
             telemetry,
             tables,
+            held,
         };
         for _ in 0..count {
             match ready_rx.recv() {
@@ -227,17 +246,35 @@ impl Gateway {
         let mut sockets: Vec<Vec<(String, std::net::TcpListener)>> =
             (0..self.workers.len()).map(|_| Vec::new()).collect();
         let mut listeners = Vec::with_capacity(next.listeners.len());
+        // Copies of the sockets opened for new listeners; `None` for kept.
+        let mut opened = Vec::with_capacity(next.listeners.len());
         for l in &next.listeners {
             let kept = previous
                 .listeners
                 .iter()
                 .any(|old| old.name == l.name && old.addr == l.addr);
-            let bound = match self.listener_addr(&l.name) {
-                Some(bound) if kept => bound,
-                _ => open_sockets(l, &mut sockets)?,
+            let (bound, copies) = match self.listener_addr(&l.name) {
+                Some(bound) if kept => (bound, None),
+                _ => {
+                    let (bound, copies) = open_sockets(l, &mut sockets, Vec::new())?;
+                    (bound, Some(copies))
+                }
             };
             listeners.push((l.name.clone(), bound));
+            opened.push(copies);
         }
+        let mut was_held = std::mem::take(&mut self.held);
+        for (l, copies) in next.listeners.iter().zip(opened) {
+            let key = upgrade::listener_key(&l.name, l.addr);
+            let copies = copies.or_else(|| {
+                let at = was_held.iter().position(|(k, _)| *k == key)?;
+                Some(was_held.swap_remove(at).1)
+            });
+            self.held.push((key, copies.unwrap_or_default()));
+        }
+        // The copies of listeners the new configuration dropped close
+        // here, so that their sockets close once the workers let go.
+        drop(was_held);
         if next.runtime != previous.runtime || next.admin != previous.admin {
             say!("ringway: [runtime] and [admin] changes take effect at the next restart");
         }
@@ -278,6 +315,16 @@ impl Gateway {
         drop(previous);
         crate::memory::release_freed();
         Ok(stored)
+    }
+
+    /// Copies of every listening socket, keyed for a new process.
+    pub fn handover_sockets(&self) -> upgrade::Sockets {
+        let mut sockets = upgrade::Sockets::default();
+        for (key, held) in &self.held {
+            let (key, fds) = upgrade::copies(key.clone(), held);
+            sockets.push(key, fds);
+        }
+        sockets
     }
 
     /// What the last start or reload did to the balancer tables: built,
@@ -334,6 +381,10 @@ impl Gateway {
     /// Stops accepting on every worker and lets in-flight requests finish;
     /// returns at once. [`Gateway::join`] waits for the end.
     pub fn shutdown(&mut self) {
+        // The copies kept for a hand-over close too, so that the sockets
+        // close (new clients are refused) once the workers let go of
+        // theirs; after a hand-over the new process holds its own.
+        self.held.clear();
         for w in &self.workers {
             let _ = w.commands.unbounded_send(Command::Shutdown);
         }
@@ -390,27 +441,46 @@ pub(crate) fn scrape(workers: &[UnboundedSender<Command>]) -> Vec<metrics::Metri
         .collect()
 }
 
-/// Opens one socket of `listener` per worker, appending each to that
-/// worker's list, and returns the bound address (a port of 0 is resolved
-/// by the first socket and shared by the rest).
+/// Gives every worker at least one socket of `listener`, appending each to
+/// that worker's list, and returns the bound address (a port of 0 is
+/// resolved by the first socket and shared by the rest) and a copy of
+/// every socket. The sockets `inherited` from a previous process come
+/// first, spread over the workers (a worker may get several: each must be
+/// accepted on, or the connections the kernel queues on it would wait
+/// forever); sockets are opened for workers left without one.
 fn open_sockets(
     listener: &Listener,
     sockets: &mut [Vec<(String, std::net::TcpListener)>],
-) -> Result<SocketAddr> {
+    inherited: Vec<std::os::fd::OwnedFd>,
+) -> Result<(SocketAddr, Vec<std::net::TcpListener>)> {
     let mut addr = listener.addr;
     let error = |addr, source| Error::Listen {
         name: listener.name.clone(),
         addr,
         source,
     };
-    for worker_sockets in sockets.iter_mut() {
+    let count = sockets.len();
+    let mut copies = Vec::with_capacity(count.max(inherited.len()));
+    let mut given = 0;
+    for fd in inherited {
+        let socket = std::net::TcpListener::from(fd);
+        socket.set_nonblocking(true).map_err(|e| error(addr, e))?;
+        if given == 0 {
+            addr = socket.local_addr().map_err(|e| error(addr, e))?;
+        }
+        copies.push(socket.try_clone().map_err(|e| error(addr, e))?);
+        sockets[given % count].push((listener.name.clone(), socket));
+        given += 1;
+    }
+    for worker_sockets in sockets.iter_mut().skip(given) {
         let socket = listen_socket(addr).map_err(|e| error(addr, e))?;
         if addr.port() == 0 {
             addr = socket.local_addr().map_err(|e| error(addr, e))?;
         }
+        copies.push(socket.try_clone().map_err(|e| error(addr, e))?);
         worker_sockets.push((listener.name.clone(), socket));
     }
-    Ok(addr)
+    Ok((addr, copies))
 }
 
 /// A non-blocking listening socket with `SO_REUSEPORT`, so that every

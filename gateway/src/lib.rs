@@ -41,6 +41,7 @@ mod metrics;
 mod runtime;
 mod tls;
 mod trace;
+pub mod upgrade;
 mod upstream;
 mod worker;
 

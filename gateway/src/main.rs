@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use ringway::Options;
-use ringway::control::{Cause, Event, Supervisor};
+use ringway::control::{self, Cause, Event, Supervisor};
+use ringway::upgrade;
 use ringway_config::{DEFAULT_CONFIG, IoDriver, compile_str, load_file};
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1, SIGUSR2};
 use signal_hook::iterator::Signals;
 
 /// mimalloc rather than glibc's malloc: a request allocates a few KiB
@@ -32,6 +33,12 @@ struct Cli {
     /// I/O driver (default: the file's [runtime] io, or uring).
     #[arg(long, value_enum)]
     io: Option<Io>,
+    /// Take over from the ringway running on the same upgrade socket
+    /// (`[runtime] upgrade_socket`): receive its listening sockets, start,
+    /// then tell it to drain and exit. SIGUSR2 to a running ringway does
+    /// this with its own binary and arguments.
+    #[arg(long)]
+    upgrade: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -145,8 +152,22 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             compile_str("<built-in>", DEFAULT_CONFIG)?
         }
     };
+    // A new release takes the running one's sockets before it starts
+    // anything; if it then fails, the running one serves on, untouched.
+    let (inherited, takeover) = if cli.upgrade {
+        let path = control::upgrade_path(&snapshot);
+        let (sockets, takeover) = upgrade::take_over(&path)?;
+        ringway::say!(
+            "ringway: upgrade: took {} listening socket(s) over through {}",
+            sockets.len(),
+            path.display()
+        );
+        (sockets, Some(takeover))
+    } else {
+        (upgrade::Sockets::default(), None)
+    };
     // Signals are taken before the workers start, so that none is missed.
-    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1, SIGUSR2])
         .context("cannot install signal handlers")?;
     let options = Options {
         workers: cli.workers,
@@ -155,7 +176,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             Io::Epoll => IoDriver::Epoll,
         }),
     };
-    let supervisor = Supervisor::start(cli.config.clone(), snapshot, &options)?;
+    let supervisor = Supervisor::start(cli.config.clone(), snapshot, &options, inherited)?;
     let gateway = supervisor.gateway();
     ringway::say!(
         "ringway: {} worker(s) on {}",
@@ -167,6 +188,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     }
     if let Some(addr) = supervisor.admin_addr() {
         ringway::say!("ringway: admin on {addr}");
+    }
+    let took_over = takeover.is_some();
+    if let Some(takeover) = takeover {
+        match takeover.finish() {
+            Ok(()) => ringway::say!("ringway: upgrade: serving; the old process drains"),
+            // Both serve the shared sockets until the old one is stopped.
+            Err(e) => ringway::say!("ringway: upgrade: {e}; the old process may still serve"),
+        }
+    }
+    match supervisor.serve_upgrades(took_over) {
+        Ok(path) => ringway::say!("ringway: upgrade socket {}", path.display()),
+        Err(e) => ringway::say!("ringway: hot upgrade off: {e}"),
     }
     let events = supervisor.sender();
     std::thread::Builder::new()
@@ -180,6 +213,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     }
                 } else if signal == SIGUSR1 {
                     Event::ReopenLogs
+                } else if signal == SIGUSR2 {
+                    match upgrade::spawn_successor() {
+                        Ok(pid) => {
+                            ringway::say!("ringway: SIGUSR2: started process {pid} to take over")
+                        }
+                        Err(e) => {
+                            ringway::say!("ringway: SIGUSR2: cannot start a new process: {e}")
+                        }
+                    }
+                    continue;
                 } else {
                     ringway::say!("ringway: signal {signal}: draining");
                     Event::Shutdown

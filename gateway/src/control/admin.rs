@@ -16,7 +16,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
@@ -47,20 +47,61 @@ const READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `POST /reload` waits for the control thread.
 const RELOAD_WAIT: Duration = Duration::from_secs(30);
 
-/// Starts the admin listener on `addr` and returns the bound address.
+/// How often the admin thread looks whether it should stop accepting.
+const STOP_CHECK: Duration = Duration::from_millis(100);
+
+/// The running admin listener.
+#[derive(Debug)]
+pub(super) struct Admin {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// A copy of its socket, to hand to a new process on upgrade.
+    pub socket: TcpListener,
+    /// Set to stop accepting (the socket stays open while `socket` does).
+    pub stop: Arc<AtomicBool>,
+}
+
+/// Starts the admin listener on `inherited` (a socket a previous process
+/// handed over) or, without one, on `addr`.
 pub(super) fn spawn(
     addr: SocketAddr,
+    inherited: Option<TcpListener>,
     state: AdminState,
     events: mpsc::Sender<Event>,
-) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
+) -> std::io::Result<Admin> {
+    let listener = match inherited {
+        Some(listener) => listener,
+        None => TcpListener::bind(addr)?,
+    };
     let bound = listener.local_addr()?;
+    let socket = listener.try_clone()?;
+    // Non-blocking, with a poll that times out: the thread can stop
+    // accepting when told (after a hot upgrade) while the socket lives on
+    // in the new process.
+    listener.set_nonblocking(true)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
     let state = Arc::new(state);
     let busy = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new()
         .name("ringway-admin".to_owned())
         .spawn(move || {
-            for mut stream in listener.incoming().flatten() {
+            while !stopped.load(Ordering::Relaxed) {
+                let mut stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        wait_readable(&listener, STOP_CHECK);
+                        continue;
+                    }
+                    Err(_) => {
+                        // Out of descriptors, say: do not spin.
+                        std::thread::sleep(STOP_CHECK);
+                        continue;
+                    }
+                };
+                // Accepted sockets do not inherit O_NONBLOCK on Linux;
+                // made sure of, as the reads below rely on timeouts.
+                let _ = stream.set_nonblocking(false);
                 if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
                     busy.fetch_sub(1, Ordering::AcqRel);
                     let _ = respond(&mut stream, 503, &[], "too many admin clients\n");
@@ -78,7 +119,24 @@ pub(super) fn spawn(
                 }
             }
         })?;
-    Ok(bound)
+    Ok(Admin {
+        addr: bound,
+        socket,
+        stop,
+    })
+}
+
+/// Waits until `listener` has a connection to accept, or `limit` passes.
+fn wait_readable(listener: &TcpListener, limit: Duration) {
+    use std::os::fd::AsRawFd;
+    let mut fds = libc::pollfd {
+        fd: listener.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut fds, 1, millis) };
 }
 
 /// Compares in time that does not depend on where the bytes differ.

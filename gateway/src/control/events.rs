@@ -23,6 +23,15 @@ pub enum Event {
     ReopenLogs,
     /// Drain and stop.
     Shutdown,
+    /// A new process is taking over (`ringway --upgrade`): send copies of
+    /// every listening socket to `reply`.
+    Handover {
+        /// Where the sockets go.
+        reply: mpsc::Sender<crate::upgrade::Sockets>,
+    },
+    /// The new process serves on the sockets handed over: stop accepting,
+    /// drain and stop.
+    Upgraded,
 }
 
 /// Why a reload was asked for.

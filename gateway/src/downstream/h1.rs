@@ -179,7 +179,11 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             first = false;
             // In flight from its first byte, so a drain waits for it.
             let _in_flight = self.worker.drain.request();
-            if self.serve_one().await == Next::Close || self.worker.drain.is_draining() {
+            // A response that went out before a drain started promised
+            // keep-alive, and the client may be sending its next request
+            // already: that one is served (with `Connection: close`) while
+            // the draining worker lingers, rather than reset.
+            if self.serve_one().await == Next::Close {
                 return;
             }
         }

@@ -27,6 +27,9 @@ use crate::upstream::cluster::HealthTable;
 
 /// How often a worker drops expired idle upstream connections.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a draining worker keeps idle keep-alive connections open for
+/// a last request once nothing is in flight.
+const LINGER: Duration = Duration::from_secs(1);
 /// How often, at most, a worker hands its log lines and spans over, at the latest.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -92,12 +95,18 @@ impl Listening {
             };
             match TcpListener::from_std(socket) {
                 Ok(listener) => {
-                    let stop = Rc::new(Signal::default());
-                    let accepting = Accepting {
-                        configured: config.addr,
-                        stop: stop.clone(),
-                    };
-                    self.0.insert(name.clone(), accepting);
+                    // A worker may hold several sockets of one listener
+                    // (handed over by a process with more workers): they
+                    // stop together.
+                    let stop = self
+                        .0
+                        .entry(name.clone())
+                        .or_insert_with(|| Accepting {
+                            configured: config.addr,
+                            stop: Rc::new(Signal::default()),
+                        })
+                        .stop
+                        .clone();
                     monoio::spawn(accept_loop(worker.clone(), name, listener, stop));
                 }
                 Err(e) => crate::say!("ringway: worker {}: listener {name}: {e}", worker.id),
@@ -141,8 +150,19 @@ pub(crate) async fn run(
         }
     }
     worker.drain.start();
-    let deadline = worker.current().snapshot.runtime.drain_timeout;
-    if monoio::time::timeout(deadline, worker.drain.idle())
+    let drain_timeout = worker.current().snapshot.runtime.drain_timeout;
+    let deadline = monoio::time::Instant::now() + drain_timeout;
+    let finished = monoio::time::timeout_at(deadline, worker.drain.idle()).await;
+    if finished.is_ok() {
+        // A keep-alive client between two requests is not in flight, and
+        // its next request may already be on the way: ending now would
+        // reset it. Idle connections linger a moment; a request that
+        // arrives is served (with `Connection: close`), and the worker
+        // ends as soon as every connection has closed.
+        let linger = monoio::time::Instant::now() + LINGER;
+        let _ = monoio::time::timeout_at(linger.min(deadline), worker.drain.closed()).await;
+    }
+    if monoio::time::timeout_at(deadline, worker.drain.idle())
         .await
         .is_err()
     {

@@ -26,4 +26,5 @@ mod telemetry;
 mod tls;
 mod traffic;
 mod under_load;
+mod upgrade;
 mod websocket;
