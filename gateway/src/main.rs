@@ -1,4 +1,5 @@
-//! The `ringway` command: run the gateway, or check a configuration.
+//! The `ringway` command: run the gateway, check a configuration, or print
+//! the configuration file's JSON Schema.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +44,9 @@ enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// Print the JSON Schema of the configuration file, for editors
+    /// (taplo, Even Better TOML) and validators.
+    Schema,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -55,6 +59,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { file }) => check(&file),
+        Some(Command::Schema) => {
+            println!("{}", ringway_config::schema::json_schema());
+            ExitCode::SUCCESS
+        }
         None => match run(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
