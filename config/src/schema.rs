@@ -1,16 +1,73 @@
 //! The file as written: serde types that mirror the TOML one to one, with
 //! the span of every value kept so that [`crate::compile`] can point at it.
 //! Unknown keys are refused everywhere (`deny_unknown_fields`).
+//!
+//! The same types describe the file as a JSON Schema ([`json_schema`]) for
+//! editors and validators: their doc comments become its descriptions.
+//! `Spanned` has no schema of its own, so each spanned field names the type
+//! it holds (`#[schemars(with = ...)]`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use schemars::transform::RecursiveTransform;
+use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings, json_schema};
 use serde::de::{self, MapAccess, Visitor, value::MapAccessDeserializer};
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+/// The JSON Schema (draft-07, the draft editors' TOML plugins read) of a
+/// configuration file, pretty-printed.
+pub fn json_schema() -> String {
+    let mut schema = SchemaSettings::draft07()
+        .with_transform(RecursiveTransform(without_null))
+        .into_generator()
+        .into_root_schema_for::<File>();
+    schema.insert("title".to_owned(), "ringway configuration".into());
+    format!("{:#}", schema.as_value())
+}
+
+/// TOML has no null (a value is left out by leaving out its key), so the
+/// `null` that schemars allows for each `Option` goes: `"type": ["string",
+/// "null"]` becomes `"string"`, `"anyOf": [X, {"type": "null"}]` becomes X.
+fn without_null(schema: &mut Schema) {
+    if let Some(types) = schema.get_mut("type").and_then(|t| t.as_array_mut()) {
+        types.retain(|t| *t != "null");
+        if types.len() == 1 {
+            let only = types.remove(0);
+            schema.insert("type".to_owned(), only);
+        }
+    }
+    if let Some(any) = schema.get_mut("anyOf").and_then(|a| a.as_array_mut()) {
+        any.retain(|s| s.get("type").is_none_or(|t| *t != "null"));
+        if any.len() == 1 {
+            let only = any.remove(0);
+            schema.remove("anyOf");
+            schema.insert("allOf".to_owned(), vec![only].into());
+        }
+    }
+}
+
+/// Schema-only: a duration as [`crate::parse_duration`] reads it.
+struct DurationText;
+
+impl JsonSchema for DurationText {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A duration: \"250ms\", \"5s\", \"1m30s\", \"1h\" (units us, ms, s, m, h).",
+            "type": "string",
+            "pattern": "^\\s*([0-9]+(us|µs|ms|s|m|h))+\\s*$"
+        })
+    }
+}
+
 /// A whole configuration file.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     /// `[runtime]`
@@ -19,34 +76,44 @@ pub struct File {
     /// `[admin]`
     pub admin: Option<AdminSection>,
     /// `[access_log]`
+    #[schemars(with = "Option<AccessLogSection>")]
     pub access_log: Option<Spanned<AccessLogSection>>,
     /// `[tracing]`
+    #[schemars(with = "Option<TracingSection>")]
     pub tracing: Option<Spanned<TracingSection>>,
     /// `[[listener]]`
     #[serde(default, rename = "listener")]
+    #[schemars(with = "Vec<ListenerSection>")]
     pub listeners: Vec<Spanned<ListenerSection>>,
     /// `[[route]]`
     #[serde(default, rename = "route")]
+    #[schemars(with = "Vec<RouteSection>")]
     pub routes: Vec<Spanned<RouteSection>>,
     /// `[cluster.NAME]`
     #[serde(default, rename = "cluster")]
+    #[schemars(with = "BTreeMap<String, ClusterSection>")]
     pub clusters: BTreeMap<Spanned<String>, Spanned<ClusterSection>>,
 }
 
 /// `[runtime]`
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeSection {
     /// `"auto"` or a count.
+    #[schemars(with = "Option<WorkersValue>")]
     pub workers: Option<Spanned<WorkersValue>>,
     /// `"uring"` or `"epoll"`.
+    #[schemars(with = "Option<String>")]
     pub io: Option<Spanned<String>>,
     /// How long in-flight requests may take to finish on shutdown.
+    #[schemars(with = "Option<DurationText>")]
     pub drain_timeout: Option<Spanned<String>>,
     /// Client connections open at once, process-wide (split per worker).
+    #[schemars(with = "Option<i64>")]
     pub max_connections: Option<Spanned<i64>>,
     /// The Unix socket a new process (`ringway --upgrade`) takes the
     /// listening sockets from.
+    #[schemars(with = "Option<String>")]
     pub upgrade_socket: Option<Spanned<String>>,
 }
 
@@ -57,6 +124,19 @@ pub enum WorkersValue {
     Auto,
     /// This many.
     Count(i64),
+}
+
+impl JsonSchema for WorkersValue {
+    fn schema_name() -> Cow<'static, str> {
+        "Workers".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "\"auto\" (one per core) or a number of workers.",
+            "anyOf": [{ "const": "auto" }, { "type": "integer", "minimum": 1 }]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for WorkersValue {
@@ -82,67 +162,85 @@ impl<'de> Deserialize<'de> for WorkersValue {
 }
 
 /// `[admin]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSection {
     /// Address of the admin listener.
+    #[schemars(with = "String")]
     pub listen: Spanned<String>,
     /// A file holding the token `POST /reload` and `POST /drain` need
     /// (`Authorization: Bearer TOKEN`), relative to the config's folder.
+    #[schemars(with = "Option<String>")]
     pub token_file: Option<Spanned<String>>,
 }
 
 /// `[access_log]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AccessLogSection {
     /// `"stdout"` or a file path.
+    #[schemars(with = "String")]
     pub path: Spanned<String>,
     /// `"json"` (default) or `"combined"`.
+    #[schemars(with = "Option<String>")]
     pub format: Option<Spanned<String>>,
 }
 
 /// `[tracing]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TracingSection {
     /// OTLP/HTTP traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`.
+    #[schemars(with = "Option<String>")]
     pub otlp_endpoint: Option<Spanned<String>>,
     /// Share of traces started here that are sampled (0.0 to 1.0).
+    #[schemars(with = "Option<f64>")]
     pub sample_rate: Option<Spanned<f64>>,
     /// `service.name` of the exported spans.
+    #[schemars(with = "Option<String>")]
     pub service_name: Option<Spanned<String>>,
 }
 
 /// One `[[listener]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerSection {
     /// Unique name, used in logs and metrics.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// `IP:port` to listen on.
+    #[schemars(with = "String")]
     pub listen: Spanned<String>,
     /// Time a client has to send a complete request head.
+    #[schemars(with = "Option<DurationText>")]
     pub header_timeout: Option<Spanned<String>>,
     /// Time an idle keep-alive connection is kept open.
+    #[schemars(with = "Option<DurationText>")]
     pub idle_timeout: Option<Spanned<String>>,
     /// Largest request head accepted (request line and headers), in bytes.
+    #[schemars(with = "Option<i64>")]
     pub max_header_bytes: Option<Spanned<i64>>,
     /// TLS termination; plain HTTP without it.
+    #[schemars(with = "Option<TlsSection>")]
     pub tls: Option<Spanned<TlsSection>>,
     /// HTTP/2 settings.
+    #[schemars(with = "Option<Http2Section>")]
     pub http2: Option<Spanned<Http2Section>>,
     /// Fold `//` in request paths into `/` before routing (default true).
     pub merge_slashes: Option<bool>,
     /// `%2F` and `%5C` in request paths: "keep" (default), "reject" or
     /// "decode".
+    #[schemars(with = "Option<String>")]
     pub escaped_slashes: Option<Spanned<String>>,
     /// Request header names with `_`: "drop" (default), "keep" or "reject".
+    #[schemars(with = "Option<String>")]
     pub underscores_in_headers: Option<Spanned<String>>,
     /// Peers (addresses or CIDR blocks) whose `X-Forwarded-For` is
     /// believed when deriving the client's address.
+    #[schemars(with = "Option<Vec<String>>")]
     pub trusted_proxies: Option<Vec<Spanned<String>>>,
     /// Client connections open at once on this listener (split per worker).
+    #[schemars(with = "Option<i64>")]
     pub max_connections: Option<Spanned<i64>>,
     /// Every connection starts with a PROXY protocol header (v1 or v2)
     /// naming the client; only `trusted_proxies` peers may send it when
@@ -151,106 +249,139 @@ pub struct ListenerSection {
 }
 
 /// A listener's `http2 = { ... }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Http2Section {
     /// Streams a client may have open at once on one connection.
+    #[schemars(with = "Option<i64>")]
     pub max_concurrent_streams: Option<Spanned<i64>>,
     /// Flow-control window of each stream: bytes or "1MiB".
+    #[schemars(with = "Option<SizeValue>")]
     pub initial_stream_window: Option<Spanned<SizeValue>>,
     /// Flow-control window of the whole connection: bytes or "4MiB".
+    #[schemars(with = "Option<SizeValue>")]
     pub initial_connection_window: Option<Spanned<SizeValue>>,
     /// Streams reset by the client before they were served, at once,
     /// before the connection is closed (rapid reset, CVE-2023-44487).
+    #[schemars(with = "Option<i64>")]
     pub max_pending_reset_streams: Option<Spanned<i64>>,
     /// Streams the gateway may reset for protocol errors on one
     /// connection before closing it.
+    #[schemars(with = "Option<i64>")]
     pub max_local_error_resets: Option<Spanned<i64>>,
     /// Plain listeners accept HTTP/2 with prior knowledge (h2c).
     pub h2c: Option<bool>,
 }
 
 /// A listener's `tls = { ... }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
     /// PEM certificate chain, leaf first (with `key`: the first certificate).
+    #[schemars(with = "Option<String>")]
     pub cert: Option<Spanned<String>>,
     /// PEM private key of `cert`.
+    #[schemars(with = "Option<String>")]
     pub key: Option<Spanned<String>>,
     /// More certificates, chosen by SNI.
+    #[schemars(with = "Option<Vec<CertificateSection>>")]
     pub certificates: Option<Spanned<Vec<Spanned<CertificateSection>>>>,
     /// ALPN protocols offered, in order of preference.
+    #[schemars(with = "Option<Vec<String>>")]
     pub alpn: Option<Spanned<Vec<Spanned<String>>>>,
     /// Lowest TLS version accepted: `"1.2"` or `"1.3"`.
+    #[schemars(with = "Option<String>")]
     pub min_version: Option<Spanned<String>>,
     /// PEM bundle of the CAs client certificates must chain to.
+    #[schemars(with = "Option<String>")]
     pub client_ca: Option<Spanned<String>>,
     /// `"require"` or `"optional"`.
+    #[schemars(with = "Option<String>")]
     pub client_auth: Option<Spanned<String>>,
     /// Request header that carries the verified client identity (the
     /// client certificate's first URI SAN, else its first DNS SAN) upstream
     /// and to routing: `match = { headers = { "x-client-san" = "..." } }`
     /// routes on it. A copy the client sends is always removed first.
+    #[schemars(with = "Option<String>")]
     pub client_identity_header: Option<Spanned<String>>,
 }
 
 /// One `{ cert, key }` of `certificates`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificateSection {
     /// PEM certificate chain, leaf first.
+    #[schemars(with = "String")]
     pub cert: Spanned<String>,
     /// PEM private key.
+    #[schemars(with = "String")]
     pub key: Spanned<String>,
 }
 
 /// One `[[route]]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSection {
     /// Optional name, for logs and metrics.
+    #[schemars(with = "Option<String>")]
     pub name: Option<Spanned<String>>,
     /// The conditions; absent means every request.
     #[serde(rename = "match")]
+    #[schemars(with = "Option<MatchSection>")]
     pub matcher: Option<Spanned<MatchSection>>,
     /// Proxy to this cluster.
+    #[schemars(with = "Option<String>")]
     pub cluster: Option<Spanned<String>>,
     /// Or split between clusters by weight.
+    #[schemars(with = "Option<Vec<SplitEntry>>")]
     pub split: Option<Spanned<Vec<Spanned<SplitEntry>>>>,
     /// When to try again, on another endpoint.
+    #[schemars(with = "Option<RetrySection>")]
     pub retry: Option<Spanned<RetrySection>>,
     /// Or answer directly.
+    #[schemars(with = "Option<RespondSection>")]
     pub respond: Option<Spanned<RespondSection>>,
     /// Upstream response timeout for this route.
+    #[schemars(with = "Option<DurationText>")]
     pub timeout: Option<Spanned<String>>,
     /// Or redirect.
+    #[schemars(with = "Option<RedirectSection>")]
     pub redirect: Option<Spanned<RedirectSection>>,
     /// Request headers to add, set and remove on the way up.
+    #[schemars(with = "Option<HeadersSection>")]
     pub request_headers: Option<Spanned<HeadersSection>>,
     /// Response headers to add, set and remove on the way down.
+    #[schemars(with = "Option<HeadersSection>")]
     pub response_headers: Option<Spanned<HeadersSection>>,
     /// Path prefix and host rewrites.
+    #[schemars(with = "Option<RewriteSection>")]
     pub rewrite: Option<Spanned<RewriteSection>>,
     /// Largest request body accepted (413 beyond it): bytes or "1MiB".
+    #[schemars(with = "Option<SizeValue>")]
     pub max_body: Option<Spanned<SizeValue>>,
     /// Requests per period.
+    #[schemars(with = "Option<RateLimitSection>")]
     pub rate_limit: Option<Spanned<RateLimitSection>>,
     /// Fault injection.
+    #[schemars(with = "Option<FaultSection>")]
     pub fault: Option<Spanned<FaultSection>>,
     /// Client addresses (or CIDR blocks) allowed; others get 403.
+    #[schemars(with = "Option<Vec<String>>")]
     pub allow: Option<Vec<Spanned<String>>>,
     /// Client addresses (or CIDR blocks) refused with 403.
+    #[schemars(with = "Option<Vec<String>>")]
     pub deny: Option<Vec<Spanned<String>>>,
 }
 
 /// `redirect = { to = "https://example.com", status = 308, keep_path = true }`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedirectSection {
     /// Where to.
+    #[schemars(with = "String")]
     pub to: Spanned<String>,
     /// 301, 302, 303, 307 or 308 (default 301).
+    #[schemars(with = "Option<i64>")]
     pub status: Option<Spanned<i64>>,
     /// Append the request's path and query to `to`.
     #[serde(default)]
@@ -258,27 +389,32 @@ pub struct RedirectSection {
 }
 
 /// `{ add = { name = "v" }, set = { name = "v" }, remove = ["name"] }`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeadersSection {
     /// Added beside any the message has.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub add: BTreeMap<Spanned<String>, Spanned<String>>,
     /// Replacing any the message has.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub set: BTreeMap<Spanned<String>, Spanned<String>>,
     /// Removed.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub remove: Vec<Spanned<String>>,
 }
 
 /// `rewrite = { path_prefix = "/v2/", host = "internal" }`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RewriteSection {
     /// Replaces the route's matched `path_prefix`.
+    #[schemars(with = "Option<String>")]
     pub path_prefix: Option<Spanned<String>>,
     /// Replaces the Host header.
+    #[schemars(with = "Option<String>")]
     pub host: Option<Spanned<String>>,
 }
 
@@ -289,6 +425,19 @@ pub enum SizeValue {
     Bytes(i64),
     /// Text with a unit.
     Text(String),
+}
+
+impl JsonSchema for SizeValue {
+    fn schema_name() -> Cow<'static, str> {
+        "Size".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A size: a number of bytes, or text such as \"64KiB\", \"1MiB\", \"2GiB\".",
+            "anyOf": [{ "type": "integer", "minimum": 0 }, { "type": "string" }]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for SizeValue {
@@ -311,138 +460,176 @@ impl<'de> Deserialize<'de> for SizeValue {
 }
 
 /// `rate_limit = { requests = 100, per = "1s", burst = 20, key = "client-ip" }`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSection {
     /// Requests allowed per period.
+    #[schemars(with = "i64")]
     pub requests: Spanned<i64>,
     /// The period (default 1s).
+    #[schemars(with = "Option<DurationText>")]
     pub per: Option<Spanned<String>>,
     /// Requests allowed at once above the steady rate (default: `requests`).
+    #[schemars(with = "Option<i64>")]
     pub burst: Option<Spanned<i64>>,
     /// Separate limits per client: "client-ip" or "header:NAME".
+    #[schemars(with = "Option<String>")]
     pub key: Option<Spanned<String>>,
 }
 
 /// `fault = { delay = { percent = 10, duration = "100ms" }, abort = { percent = 5, status = 503 } }`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSection {
     /// Delay a share of requests.
+    #[schemars(with = "Option<FaultDelay>")]
     pub delay: Option<Spanned<FaultDelay>>,
     /// Answer a share of requests with an error, without the upstream.
+    #[schemars(with = "Option<FaultAbort>")]
     pub abort: Option<Spanned<FaultAbort>>,
 }
 
 /// A share of requests delayed.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultDelay {
     /// Share, in percent (0 to 100, fractions allowed).
+    #[schemars(with = "f64")]
     pub percent: Spanned<f64>,
     /// How long.
+    #[schemars(with = "DurationText")]
     pub duration: Spanned<String>,
 }
 
 /// A share of requests aborted.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FaultAbort {
     /// Share, in percent (0 to 100, fractions allowed).
+    #[schemars(with = "f64")]
     pub percent: Spanned<f64>,
     /// Status to answer.
+    #[schemars(with = "i64")]
     pub status: Spanned<i64>,
 }
 
 /// `limits = { max_connections = 1024, ... }` on a cluster.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     /// Upstream connections open at once (pooled or busy).
+    #[schemars(with = "Option<i64>")]
     pub max_connections: Option<Spanned<i64>>,
     /// Requests waiting for a connection at once.
+    #[schemars(with = "Option<i64>")]
     pub max_pending: Option<Spanned<i64>>,
     /// Requests in flight at once.
+    #[schemars(with = "Option<i64>")]
     pub max_requests: Option<Spanned<i64>>,
     /// Retries in flight at once.
+    #[schemars(with = "Option<i64>")]
     pub max_retries: Option<Spanned<i64>>,
 }
 
 /// `{ cluster = "NAME", weight = N }` in a `split`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SplitEntry {
     /// The cluster.
+    #[schemars(with = "String")]
     pub cluster: Spanned<String>,
     /// Its share.
+    #[schemars(with = "i64")]
     pub weight: Spanned<i64>,
 }
 
 /// `retry = { attempts = 2, on = [...], per_try_timeout = "1s", budget = 0.2 }`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetrySection {
     /// Tries in all, the first included.
+    #[schemars(with = "Option<i64>")]
     pub attempts: Option<Spanned<i64>>,
     /// Conditions: `connect-failure`, `reset`, `5xx`, `gateway-error`, or a status.
+    #[schemars(with = "Option<Vec<String>>")]
     pub on: Option<Vec<Spanned<String>>>,
     /// Time each try has to start its response.
+    #[schemars(with = "Option<DurationText>")]
     pub per_try_timeout: Option<Spanned<String>>,
     /// Share of active requests that may be retries at once.
+    #[schemars(with = "Option<f64>")]
     pub budget: Option<Spanned<f64>>,
     /// Retries always allowed at once, whatever the budget.
+    #[schemars(with = "Option<i64>")]
     pub min_retries: Option<Spanned<i64>>,
 }
 
 /// `health = { path = "/healthz", interval = "2s", ... }`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSection {
     /// Path to GET.
+    #[schemars(with = "String")]
     pub path: Spanned<String>,
     /// Time between checks of one endpoint.
+    #[schemars(with = "Option<DurationText>")]
     pub interval: Option<Spanned<String>>,
     /// Time a check may take.
+    #[schemars(with = "Option<DurationText>")]
     pub timeout: Option<Spanned<String>>,
     /// Passes in a row that make an unhealthy endpoint healthy.
+    #[schemars(with = "Option<i64>")]
     pub healthy_threshold: Option<Spanned<i64>>,
     /// Failures in a row that make a healthy endpoint unhealthy.
+    #[schemars(with = "Option<i64>")]
     pub unhealthy_threshold: Option<Spanned<i64>>,
 }
 
 /// `outlier = { consecutive_failures = 5, base_ejection_time = "30s", ... }`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierSection {
     /// 5xx answers or connect failures in a row that eject (0: never).
+    #[schemars(with = "Option<i64>")]
     pub consecutive_failures: Option<Spanned<i64>>,
     /// First ejection's length; each further one is longer by as much.
+    #[schemars(with = "Option<DurationText>")]
     pub base_ejection_time: Option<Spanned<String>>,
     /// Longest ejection.
+    #[schemars(with = "Option<DurationText>")]
     pub max_ejection_time: Option<Spanned<String>>,
     /// Largest share of the cluster ejected at once, in percent.
+    #[schemars(with = "Option<i64>")]
     pub max_ejection_percent: Option<Spanned<i64>>,
     /// Below this share of usable endpoints, use them all (percent).
+    #[schemars(with = "Option<i64>")]
     pub panic_threshold: Option<Spanned<i64>>,
 }
 
 /// `match = { ... }`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchSection {
     /// `example.com` or `*.example.com`.
+    #[schemars(with = "Option<String>")]
     pub host: Option<Spanned<String>>,
     /// Exact path.
+    #[schemars(with = "Option<String>")]
     pub path: Option<Spanned<String>>,
     /// Path prefix.
+    #[schemars(with = "Option<String>")]
     pub path_prefix: Option<Spanned<String>>,
     /// Whole-path regular expression.
+    #[schemars(with = "Option<String>")]
     pub path_regex: Option<Spanned<String>>,
     /// Allowed methods.
+    #[schemars(with = "Option<Vec<String>>")]
     pub methods: Option<Vec<Spanned<String>>>,
     /// Header conditions: a string for an exact value, `true` for present.
+    #[schemars(with = "Option<BTreeMap<String, HeaderCondition>>")]
     pub headers: Option<BTreeMap<Spanned<String>, Spanned<HeaderCondition>>>,
     /// Client addresses or CIDR blocks (the derived client address).
+    #[schemars(with = "Option<Vec<String>>")]
     pub client_ip: Option<Vec<Spanned<String>>>,
 }
 
@@ -453,6 +640,19 @@ pub enum HeaderCondition {
     Present,
     /// Exactly this value.
     Exact(String),
+}
+
+impl JsonSchema for HeaderCondition {
+    fn schema_name() -> Cow<'static, str> {
+        "HeaderCondition".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A header value to match exactly, or `true` for present with any value.",
+            "anyOf": [{ "type": "string" }, { "const": true }]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for HeaderCondition {
@@ -479,66 +679,85 @@ impl<'de> Deserialize<'de> for HeaderCondition {
 }
 
 /// `respond = { status = 200, body = "...", headers = { ... } }`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RespondSection {
     /// Status code.
+    #[schemars(with = "i64")]
     pub status: Spanned<i64>,
     /// Body text.
     #[serde(default)]
     pub body: String,
     /// Extra response headers.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub headers: BTreeMap<Spanned<String>, Spanned<String>>,
 }
 
 /// `[cluster.NAME]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
     /// The endpoints.
+    #[schemars(with = "Vec<EndpointValue>")]
     pub endpoints: Vec<Spanned<EndpointValue>>,
     /// How to pick one.
+    #[schemars(with = "Option<BalancerValue>")]
     pub balancer: Option<Spanned<BalancerValue>>,
     /// Time to establish a connection to an endpoint.
+    #[schemars(with = "Option<DurationText>")]
     pub connect_timeout: Option<Spanned<String>>,
     /// Time an idle pooled connection is kept.
+    #[schemars(with = "Option<DurationText>")]
     pub idle_timeout: Option<Spanned<String>>,
     /// Idle connections kept per endpoint, per worker.
+    #[schemars(with = "Option<i64>")]
     pub max_idle_per_endpoint: Option<Spanned<i64>>,
     /// Active health checks.
+    #[schemars(with = "Option<HealthSection>")]
     pub health: Option<Spanned<HealthSection>>,
     /// Passive outlier ejection.
+    #[schemars(with = "Option<OutlierSection>")]
     pub outlier: Option<Spanned<OutlierSection>>,
     /// Circuit breakers.
+    #[schemars(with = "Option<LimitsSection>")]
     pub limits: Option<Spanned<LimitsSection>>,
     /// `"http1"` (default) or `"h2"`.
+    #[schemars(with = "Option<String>")]
     pub protocol: Option<Spanned<String>>,
     /// h2: streams open at once on one upstream connection before another
     /// is opened.
+    #[schemars(with = "Option<i64>")]
     pub max_streams_per_connection: Option<Spanned<i64>>,
     /// TLS to the endpoints; plain TCP without it.
+    #[schemars(with = "Option<UpstreamTlsSection>")]
     pub tls: Option<Spanned<UpstreamTlsSection>>,
     /// Start each connection with a PROXY protocol header naming the
     /// client: "v1" or "v2".
+    #[schemars(with = "Option<String>")]
     pub proxy_protocol: Option<Spanned<String>>,
 }
 
 /// A cluster's `tls = { ... }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTlsSection {
     /// PEM bundle of the CAs the endpoints' certificates must chain to
     /// (the system's roots without it).
+    #[schemars(with = "Option<String>")]
     pub ca: Option<Spanned<String>>,
     /// The name to send (SNI) and verify, for every endpoint (else each
     /// endpoint's host as written).
+    #[schemars(with = "Option<String>")]
     pub server_name: Option<Spanned<String>>,
     /// PEM certificate chain presented to the endpoints, leaf first.
+    #[schemars(with = "Option<String>")]
     pub client_cert: Option<Spanned<String>>,
     /// PEM private key of `client_cert`.
+    #[schemars(with = "Option<String>")]
     pub client_key: Option<Spanned<String>>,
     /// Lowest TLS version accepted: `"1.2"` or `"1.3"`.
+    #[schemars(with = "Option<String>")]
     pub min_version: Option<Spanned<String>>,
 }
 
@@ -549,6 +768,30 @@ pub struct EndpointValue {
     pub addr: String,
     /// The weight (1 when not given).
     pub weight: i64,
+}
+
+impl JsonSchema for EndpointValue {
+    fn schema_name() -> Cow<'static, str> {
+        "Endpoint".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "\"host:port\", or { addr = \"host:port\", weight = N }.",
+            "anyOf": [
+                { "type": "string" },
+                {
+                    "type": "object",
+                    "properties": {
+                        "addr": { "type": "string", "description": "host:port" },
+                        "weight": { "type": "integer", "description": "Its share (default 1)." }
+                    },
+                    "required": ["addr"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
 }
 
 impl<'de> Deserialize<'de> for EndpointValue {
@@ -608,6 +851,45 @@ pub struct BalancerValue {
     pub active_request_bias: Option<f64>,
 }
 
+impl JsonSchema for BalancerValue {
+    fn schema_name() -> Cow<'static, str> {
+        "Balancer".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        const KINDS: [&str; 5] = [
+            "round-robin",
+            "random",
+            "least-request",
+            "ring-hash",
+            "maglev",
+        ];
+        json_schema!({
+            "description": "A balancer name, or a table with its settings.",
+            "anyOf": [
+                { "enum": KINDS },
+                {
+                    "type": "object",
+                    "properties": {
+                        "kind": { "enum": KINDS },
+                        "key": {
+                            "type": "string",
+                            "description": "What to hash: header:NAME, cookie:NAME, query:NAME, path or client-ip."
+                        },
+                        "table_size": { "type": "integer", "description": "Maglev table size (a prime)." },
+                        "min_ring_size": { "type": "integer", "description": "Ring hash: smallest ring." },
+                        "max_ring_size": { "type": "integer", "description": "Ring hash: largest ring." },
+                        "bounded_load": { "type": "number", "description": "Hashing kinds: the bounded-load factor (e.g. 1.25)." },
+                        "active_request_bias": { "type": "number", "description": "Least request: Envoy's active-request bias." }
+                    },
+                    "required": ["kind"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}
+
 impl<'de> Deserialize<'de> for BalancerValue {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
@@ -649,5 +931,52 @@ impl<'de> Deserialize<'de> for BalancerValue {
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> serde_json::Value {
+        serde_json::from_str(&json_schema()).expect("the schema is JSON")
+    }
+
+    #[test]
+    fn the_duration_pattern_accepts_what_parse_duration_accepts() {
+        let schema = schema();
+        let pattern = schema["definitions"]["Duration"]["pattern"]
+            .as_str()
+            .expect("a pattern");
+        let pattern = regex::Regex::new(pattern).expect("a valid pattern");
+        for text in [
+            "250ms", "5s", "1m30s", "2h", "100us", "10µs", " 5s ", "", "5", "s", "5 s", "5sec",
+            "-1s", "1.5s", "s5",
+        ] {
+            assert_eq!(
+                pattern.is_match(text),
+                crate::parse_duration(text).is_ok(),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_null_are_refused_as_the_parser_refuses_them() {
+        let schema = schema();
+        assert_eq!(schema["additionalProperties"], false);
+        assert_eq!(
+            schema["definitions"]["ListenerSection"]["additionalProperties"],
+            false
+        );
+        assert!(!json_schema().contains("null"), "TOML has no null");
+        // The spanned fields still say what they hold.
+        let listener = &schema["definitions"]["ListenerSection"]["properties"];
+        assert_eq!(listener["name"]["type"], "string");
+        assert_eq!(listener["trusted_proxies"]["items"]["type"], "string");
+        assert_eq!(
+            listener["idle_timeout"]["allOf"][0]["$ref"],
+            "#/definitions/Duration"
+        );
     }
 }

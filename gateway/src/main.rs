@@ -1,10 +1,14 @@
-//! The `ringway` command: run the gateway, or check a configuration.
+//! The `ringway` command: run the gateway, check a configuration, and
+//! print what packaging needs (completions, man page, the file's schema,
+//! a health probe for container runtimes without curl).
 
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use ringway::Options;
 use ringway::control::{self, Cause, Event, Supervisor};
 use ringway::upgrade;
@@ -50,6 +54,27 @@ enum Command {
         /// The file.
         file: PathBuf,
     },
+    /// Print the JSON Schema of the configuration file, for editors
+    /// (taplo, Even Better TOML) and validators.
+    Schema,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `ringway manpage > ringway.1`.
+    Manpage,
+    /// Ask the admin listener for a path; exit 0 on 200 (a container
+    /// HEALTHCHECK that needs no curl in the image).
+    Health {
+        /// The admin listener's address ([admin] listen).
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: String,
+        /// The path to GET: /healthz (alive) or /ready.
+        #[arg(long, default_value = "/healthz")]
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -62,6 +87,40 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { file }) => check(&file),
+        Some(Command::Schema) => {
+            println!("{}", ringway_config::schema::json_schema());
+            ExitCode::SUCCESS
+        }
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "ringway",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Some(Command::Manpage) => {
+            let mut out = std::io::stdout().lock();
+            match clap_mangen::Man::new(Cli::command()).render(&mut out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    ringway::say!("ringway: cannot write the man page: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Some(Command::Health { admin, path }) => match probe(&admin, &path) {
+            Ok(200) => ExitCode::SUCCESS,
+            Ok(status) => {
+                ringway::say!("ringway: {admin}{path} answered {status}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                ringway::say!("ringway: {admin}{path}: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         None => match run(&cli) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -96,6 +155,31 @@ fn check(file: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// GETs `path` from the admin listener at `admin` and returns the status,
+/// within 2 s for each step.
+fn probe(admin: &str, path: &str) -> anyhow::Result<u16> {
+    use std::net::ToSocketAddrs;
+    let timeout = Duration::from_secs(2);
+    let addr = admin
+        .to_socket_addrs()
+        .context("not an address")?
+        .next()
+        .context("the name has no address")?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line)?;
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {:?}", line.trim_end()))
 }
 
 /// This process's resident anonymous memory (the heap, not the code it

@@ -115,9 +115,11 @@ pub(crate) fn explain_uring_error(e: &io::Error) -> String {
              Raise it (`ulimit -l`, systemd `LimitMEMLOCK=`, or the container's memlock limit)"
         }
         Some(libc::EPERM) | Some(libc::EACCES) => {
-            "io_uring is not permitted here: a seccomp profile blocks io_uring_setup, or \
-             sysctl kernel.io_uring_disabled is set. Allow io_uring_setup/io_uring_enter/\
-             io_uring_register, or clear the sysctl"
+            "io_uring is not permitted here: a seccomp profile blocks io_uring_setup (Docker's \
+             default has since 25.0), or sysctl kernel.io_uring_disabled is set. Allow \
+             io_uring_setup/io_uring_enter/io_uring_register (Docker: `--security-opt \
+             seccomp=deploy/seccomp-io-uring.json`; Kubernetes: a Localhost seccompProfile \
+             with that file, see deploy/kubernetes/), or clear the sysctl"
         }
         Some(libc::ENOSYS) => "this kernel has no io_uring (Linux 5.11 or newer is needed)",
         _ => "io_uring_setup failed",

@@ -16,6 +16,7 @@ mod http2;
 mod lifecycle;
 mod matrix;
 mod observability;
+mod packaging;
 mod paths;
 mod pool_hygiene;
 mod proxy_protocol;

@@ -625,6 +625,7 @@ impl InProcess {
     /// `workers` workers.
     pub(crate) fn with_workers(toml: &str, workers: usize) -> InProcess {
         let snapshot = ringway_config::compile_str("test.toml", toml).unwrap();
+        keep_config(toml);
         let options = ringway::Options {
             workers: Some(workers),
             io: None,
@@ -638,6 +639,21 @@ impl InProcess {
     pub(crate) fn addr(&self) -> SocketAddr {
         self.gateway.listener_addr("edge").unwrap()
     }
+}
+
+/// With `RINGWAY_TEST_CONFIG_DIR` set, writes a configuration that ringway
+/// accepted into that folder (named by its content's hash), so that
+/// `scripts/check-deploy` can hold `ringway schema` to every file the
+/// tests run, not just `examples/`.
+pub(crate) fn keep_config(toml: &str) {
+    use std::hash::{Hash, Hasher};
+    let Some(dir) = std::env::var_os("RINGWAY_TEST_CONFIG_DIR") else {
+        return;
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    toml.hash(&mut hasher);
+    let path = std::path::Path::new(&dir).join(format!("{:016x}.toml", hasher.finish()));
+    std::fs::write(path, toml).unwrap();
 }
 
 /// A cluster section with the given endpoints.

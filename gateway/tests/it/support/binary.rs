@@ -88,6 +88,7 @@ impl Binary {
                 admin = Some(rest.parse().unwrap());
             }
         }
+        keep_config(&toml);
         Binary {
             child,
             addr: addr.unwrap(),
