@@ -38,6 +38,7 @@ mod health;
 mod limit;
 mod memory;
 mod metrics;
+pub mod notify;
 mod runtime;
 mod tls;
 mod trace;

@@ -285,6 +285,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Ok(path) => ringway::say!("ringway: upgrade socket {}", path.display()),
         Err(e) => ringway::say!("ringway: hot upgrade off: {e}"),
     }
+    ringway::notify::ready(took_over);
     let events = supervisor.sender();
     std::thread::Builder::new()
         .name("ringway-signals".to_owned())
