@@ -62,16 +62,20 @@ pub fn upstream_request(
         .find(|h| h.name.eq_ignore_ascii_case("host"))
         .map(|h| h.value)
         .unwrap_or(b"");
-    let mut uri = Vec::with_capacity(scheme.len() + 3 + authority.len() + path.len());
-    uri.extend_from_slice(scheme.as_bytes());
-    uri.extend_from_slice(b"://");
-    uri.extend_from_slice(if authority.is_empty() {
-        b"localhost"
+    // Built from its parts, each parsed as what it is: a Host that were
+    // not a whole authority (`a/b`) must not spill into the path.
+    let authority = if authority.is_empty() {
+        http::uri::Authority::from_static("localhost")
     } else {
-        authority
-    });
-    uri.extend_from_slice(path.as_bytes());
-    let uri = Uri::try_from(uri).map_err(|_| "request target cannot be translated")?;
+        http::uri::Authority::try_from(authority)
+            .map_err(|_| "request authority cannot be translated")?
+    };
+    let uri = Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|_| "request target cannot be translated")?;
     let mut request = Request::new(());
     *request.method_mut() = method;
     *request.uri_mut() = uri;
@@ -299,6 +303,18 @@ mod tests {
         assert_eq!(map.get("grpc-message").unwrap(), "ok");
         assert_eq!(map.get_all("x-a").iter().count(), 2);
         assert_eq!(map.len(), 4, "{map:?}");
+    }
+
+    /// Found by the `convert` fuzz target: `Host: example.com/6` made the
+    /// HTTP/2 request `http://example.com/6/a`, its path taken from the
+    /// Host.
+    #[test]
+    fn a_host_with_a_slash_does_not_spill_into_the_http2_path() {
+        let head = b"GET /a HTTP/1.1\r\nhost: example.com/6\r\n\r\n";
+        assert!(upstream_request(head, "http", false).is_err());
+        let head = b"GET /a HTTP/1.1\r\nhost: example.com:8080\r\n\r\n";
+        let (request, _) = upstream_request(head, "http", false).unwrap();
+        assert_eq!(request.uri(), "http://example.com:8080/a");
     }
 
     #[test]

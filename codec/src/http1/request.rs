@@ -187,6 +187,9 @@ pub fn parse<'h, 'b>(
         (None, _) if minor_version == 0 => b"",
         (None, _) => return Err(HeadError::Malformed("missing Host header")),
     };
+    if !is_authority(host) {
+        return Err(HeadError::Malformed("invalid Host"));
+    }
     let keep_alive = if minor_version == 0 {
         conn_keep_alive && !conn_close
     } else {
@@ -204,6 +207,17 @@ pub fn parse<'h, 'b>(
         keep_alive,
         expect_continue,
     }))
+}
+
+/// True when `host` holds only what an authority's `host[:port]` can
+/// (RFC 3986 §3.2.2: reg-name, IP literal, port; RFC 9112 §3.2 asks for a
+/// 400 otherwise). A `/`, `?`, `#`, `@` or space in it would be read as
+/// part of a path or user info by whoever rebuilds a URI from it: the
+/// HTTP/2 upstream request's `:authority` and `:path` come from the Host
+/// and the target.
+fn is_authority(host: &[u8]) -> bool {
+    host.iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
 }
 
 /// `http://host:port/path?q` -> (`/path?q`, Some(`host:port`)); any other
@@ -317,8 +331,12 @@ pub fn write_upstream_head(
     for h in req.headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
-            // In its place, rewritten or not.
-            let value = edits.rewrite_host.map_or(h.value, str::as_bytes);
+            // In its place, rewritten or not. `req.host` is the authority
+            // the request was routed on: an absolute-form target's wins
+            // over the client's Host (RFC 9112 §3.2.2), so the upstream
+            // must see that one too, not a second name the routing never
+            // looked at.
+            let value = edits.rewrite_host.map_or(req.host, str::as_bytes);
             write_header(out, name.as_bytes(), value);
             wrote_host = true;
             continue;

@@ -58,6 +58,11 @@ pub fn parse<'h, 'b>(
     let (Some(status), Some(minor_version)) = (resp.code, resp.version) else {
         return Err(InvalidResponse("malformed status line"));
     };
+    // httparse takes any three digits; below 100 is no status (RFC 9110
+    // §15), and written back as `HTTP/1.1 99` it would not parse.
+    if status < 100 {
+        return Err(InvalidResponse("status code below 100"));
+    }
     let reason = resp.reason.unwrap_or("");
     let headers: &'h [httparse::Header<'b>] = resp.headers;
 

@@ -261,3 +261,54 @@ fn a_route_that_removes_or_sets_x_forwarded_for_drops_the_clients_list() {
     assert_eq!(head.matches("x-forwarded-for").count(), 1, "{head}");
     assert!(head.contains("x-forwarded-for: 10.0.0.1\r\n"), "{head}");
 }
+
+/// Found by the `http1_request` fuzz target: the request was routed on the
+/// absolute-form target's authority but went upstream with the client's
+/// other `Host`.
+#[test]
+fn absolute_form_authority_replaces_the_host_header_upstream() {
+    let head = upstream_head(b"GET http://api.example.com:81/x?y HTTP/1.1\r\nHost: other\r\n\r\n");
+    assert!(
+        head.starts_with("GET /x?y HTTP/1.1\r\nHost: api.example.com:81\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains("other"), "{head}");
+}
+
+/// Found by the `convert` fuzz target: a Host holding `/` (or `?`, `#`,
+/// `@`, space) was routed as a host name, and then read as part of the
+/// path when the HTTP/2 upstream request's URI was built from it.
+#[test]
+fn host_with_path_or_userinfo_characters_is_refused() {
+    for bad in [
+        &b"example.com/admin"[..],
+        b"example.com?x",
+        b"example.com#x",
+        b"user@example.com",
+        b"exa mple.com",
+        b"example.com\"",
+    ] {
+        let mut raw = b"GET / HTTP/1.1\r\nHost: ".to_vec();
+        raw.extend_from_slice(bad);
+        raw.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(
+            parse_err(&raw),
+            HeadError::Malformed("invalid Host"),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    for good in [
+        "example.com:8080",
+        "[::1]:80",
+        "a_b.example",
+        "xn--bcher-kva.example",
+    ] {
+        let raw = format!("GET / HTTP/1.1\r\nHost: {good}\r\n\r\n");
+        assert_eq!(parse_ok(raw.as_bytes()).3, good.as_bytes());
+    }
+    assert_eq!(
+        parse_err(b"GET http://a#b/x HTTP/1.1\r\nHost: a\r\n\r\n"),
+        HeadError::Malformed("invalid Host")
+    );
+}

@@ -143,3 +143,19 @@ fn own_responses_are_complete() {
         b"HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 2\r\n\r\n"
     );
 }
+
+/// Found by the `http1_response` fuzz target: `HTTP/1.1 099` was taken as
+/// status 99 and written to the client as `HTTP/1.1 99`, which no parser
+/// reads.
+#[test]
+fn status_code_below_100_is_refused() {
+    assert_eq!(
+        framing_of(b"HTTP/1.1 099 Weird\r\nContent-Length: 0\r\n\r\n", false),
+        Err(InvalidResponse("status code below 100"))
+    );
+    assert_eq!(
+        framing_of(b"HTTP/1.1 000 \r\n\r\n", false),
+        Err(InvalidResponse("status code below 100"))
+    );
+    assert!(framing_of(b"HTTP/1.1 100 Continue\r\n\r\n", false).is_ok());
+}
