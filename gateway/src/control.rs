@@ -154,12 +154,16 @@ impl Supervisor {
                     }
                     let _ = reply.send(sockets);
                 }
-                Event::Upgraded => {
+                Event::Upgraded { admin_stopped } => {
                     crate::say!("ringway: upgrade: the new process serves; draining");
-                    // The new process answers the admin socket from now on.
-                    if let Some(admin) = &self.admin {
-                        admin.stop.store(true, Ordering::Relaxed);
+                    // The new process answers the admin socket from now on;
+                    // what this one accepted is answered first, while its
+                    // workers still answer scrapes.
+                    if let Some(admin) = &mut self.admin {
+                        admin.stop_accepting();
+                        admin.finish(ADMIN_FINISH);
                     }
+                    let _ = admin_stopped.send(());
                     self.gateway.join();
                     return;
                 }
@@ -232,6 +236,10 @@ pub fn upgrade_path(snapshot: &Snapshot) -> PathBuf {
 /// thread: asks for the sockets and reports the upgrade as events.
 struct ControlHandover(mpsc::Sender<Event>);
 
+/// How long an old process waits for its admin requests to be answered
+/// before it exits after an upgrade.
+const ADMIN_FINISH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long the control thread may take to gather the sockets.
 const HANDOVER_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -244,6 +252,9 @@ impl upgrade::Handover for ControlHandover {
     }
 
     fn upgraded(&mut self) {
-        let _ = self.0.send(Event::Upgraded);
+        let (admin_stopped, stopped) = mpsc::channel();
+        if self.0.send(Event::Upgraded { admin_stopped }).is_ok() {
+            let _ = stopped.recv_timeout(HANDOVER_WAIT);
+        }
     }
 }

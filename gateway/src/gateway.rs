@@ -52,6 +52,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Backlog of each listening socket.
 const LISTEN_BACKLOG: i32 = 1024;
+/// How long past its own drain timeout a new process assumes the old one
+/// may still hold the listening sockets it handed over.
+const SHARED_SOCKETS_MARGIN: Duration = Duration::from_secs(3);
 /// How long a reload waits for every worker to switch.
 const RELOAD_ACK: Duration = Duration::from_secs(5);
 
@@ -155,11 +158,12 @@ impl Gateway {
         say_tables(&tables);
         let published = Arc::new(Published::new(snapshot));
         let snapshot = published.load();
-        let mut checker = health::HealthChecker::default();
+        let mut checker = health::HealthChecker::seeded(inherited.take_verdicts());
         let table = checker.update(&snapshot);
         let mut telemetry = Telemetry::default();
         let sinks = telemetry.sinks_for(&snapshot);
 
+        let took_over = !inherited.is_empty();
         let mut listeners = Vec::with_capacity(snapshot.listeners.len());
         let mut held = Vec::with_capacity(snapshot.listeners.len());
         let mut sockets: Vec<Vec<(String, std::net::TcpListener)>> =
@@ -171,6 +175,10 @@ impl Gateway {
             held.push((key, copies));
         }
 
+        // Sockets taken over from a process that is about to drain are
+        // shared with it until it has gone: see `worker::run::accept_next`.
+        let sharing_until = took_over
+            .then(|| Instant::now() + snapshot.runtime.drain_timeout + SHARED_SOCKETS_MARGIN);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut workers = Vec::with_capacity(count);
         for (id, worker_sockets) in sockets.into_iter().enumerate() {
@@ -192,6 +200,7 @@ impl Gateway {
                     runtime::run(io, on_ready, move || {
                         let worker =
                             worker::state::Worker::new(id, count as u32, snapshot, &table, sinks);
+                        worker.accept_by_readiness_until.set(sharing_until);
                         worker::run::run(worker, worker_sockets, command_rx)
                     });
                 })
@@ -320,6 +329,7 @@ impl Gateway {
     /// Copies of every listening socket, keyed for a new process.
     pub fn handover_sockets(&self) -> upgrade::Sockets {
         let mut sockets = upgrade::Sockets::default();
+        sockets.verdicts = self.health.verdicts();
         for (key, held) in &self.held {
             let (key, fds) = upgrade::copies(key.clone(), held);
             sockets.push(key, fds);

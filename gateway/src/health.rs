@@ -18,6 +18,10 @@ use crate::upstream::cluster::HealthTable;
 #[derive(Debug, Default)]
 pub(crate) struct HealthChecker {
     checks: HashMap<(String, SocketAddr), Check>,
+    /// Verdicts a previous process handed over (hot upgrade): a check
+    /// started for one of these endpoints starts from it rather than from
+    /// healthy.
+    seeds: HashMap<(String, SocketAddr), bool>,
 }
 
 #[derive(Debug)]
@@ -29,6 +33,32 @@ struct Check {
 }
 
 impl HealthChecker {
+    /// A checker whose checks start from `verdicts` (cluster, endpoint,
+    /// healthy) where they have one.
+    pub(crate) fn seeded(verdicts: Vec<(String, SocketAddr, bool)>) -> HealthChecker {
+        HealthChecker {
+            checks: HashMap::new(),
+            seeds: verdicts
+                .into_iter()
+                .map(|(cluster, addr, healthy)| ((cluster, addr), healthy))
+                .collect(),
+        }
+    }
+
+    /// Every checked endpoint's verdict now: (cluster, endpoint, healthy).
+    pub(crate) fn verdicts(&self) -> Vec<(String, SocketAddr, bool)> {
+        self.checks
+            .iter()
+            .map(|((cluster, addr), check)| {
+                (
+                    cluster.clone(),
+                    *addr,
+                    check.healthy.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
     /// Starts, keeps or stops checks to match `snapshot`, and returns its
     /// health table. A check that continues keeps its verdict.
     pub(crate) fn update(&mut self, snapshot: &Snapshot) -> Arc<HealthTable> {
@@ -54,7 +84,10 @@ impl HealthChecker {
                         }
                         check
                     }
-                    None => spawn(&cluster.name, endpoint.addr, probe),
+                    None => {
+                        let healthy = self.seeds.remove(&key).unwrap_or(true);
+                        spawn(&cluster.name, endpoint.addr, probe, healthy)
+                    }
                 };
                 row.push(check.healthy.clone());
                 live.insert(key, check);
@@ -88,10 +121,11 @@ struct Probe {
     proxy_protocol: Option<ProxyProtocol>,
 }
 
-fn spawn(cluster: &str, addr: SocketAddr, config: Probe) -> Check {
-    // Healthy until proven otherwise: a restart must not black-hole traffic
-    // for the first interval.
-    let healthy = Arc::new(AtomicBool::new(true));
+/// Starts checking `addr`, from the verdict `healthy`: true at a start
+/// (healthy until proven otherwise: a restart must not black-hole traffic
+/// for the first interval), or the previous process's after an upgrade.
+fn spawn(cluster: &str, addr: SocketAddr, config: Probe, healthy: bool) -> Check {
+    let healthy = Arc::new(AtomicBool::new(healthy));
     let config = Arc::new(Mutex::new(config));
     let stop = Arc::new(AtomicBool::new(false));
     let (h, c, s) = (healthy.clone(), config.clone(), stop.clone());

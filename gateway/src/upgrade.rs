@@ -62,27 +62,37 @@ pub(crate) fn admin_key(configured: SocketAddr) -> String {
     }
 }
 
-/// Sockets handed from one process to the next, by key.
+/// Sockets handed from one process to the next, by key, and the state
+/// that is cheap to carry along.
 #[derive(Debug, Default)]
-pub struct Sockets(Vec<(String, Vec<OwnedFd>)>);
+pub struct Sockets {
+    sockets: Vec<(String, Vec<OwnedFd>)>,
+    /// Health-check verdicts: (cluster, endpoint, healthy).
+    pub(crate) verdicts: Vec<(String, SocketAddr, bool)>,
+}
 
 impl Sockets {
+    /// Takes the health-check verdicts.
+    pub(crate) fn take_verdicts(&mut self) -> Vec<(String, SocketAddr, bool)> {
+        std::mem::take(&mut self.verdicts)
+    }
+
     /// Adds `fds` under `key`.
     pub(crate) fn push(&mut self, key: String, fds: Vec<OwnedFd>) {
-        self.0.push((key, fds));
+        self.sockets.push((key, fds));
     }
 
     /// Takes the sockets under `key` (none when there are none).
     pub(crate) fn take(&mut self, key: &str) -> Vec<OwnedFd> {
-        match self.0.iter().position(|(k, _)| k == key) {
-            Some(at) => self.0.remove(at).1,
+        match self.sockets.iter().position(|(k, _)| k == key) {
+            Some(at) => self.sockets.remove(at).1,
             None => Vec::new(),
         }
     }
 
     /// How many sockets are held.
     pub fn len(&self) -> usize {
-        self.0.iter().map(|(_, fds)| fds.len()).sum()
+        self.sockets.iter().map(|(_, fds)| fds.len()).sum()
     }
 
     /// True when none are.
@@ -147,9 +157,20 @@ pub fn take_over(path: &Path) -> io::Result<(Sockets, Takeover)> {
         ));
     }
     let mut groups = Vec::new();
+    let mut verdicts = Vec::new();
     for line in lines {
         if line == "end" {
             break;
+        }
+        if let Some(rest) = line.strip_prefix("health\t") {
+            let mut fields = rest.splitn(3, '\t');
+            let healthy = fields.next() == Some("1");
+            let addr = fields.next().and_then(|a| a.parse::<SocketAddr>().ok());
+            let cluster = fields.next();
+            if let (Some(addr), Some(cluster)) = (addr, cluster) {
+                verdicts.push((cluster.to_owned(), addr, healthy));
+            }
+            continue;
         }
         let (key, count) = line
             .rsplit_once('\t')
@@ -169,7 +190,10 @@ pub fn take_over(path: &Path) -> io::Result<(Sockets, Takeover)> {
         fds.extend(got);
     }
     let mut fds = fds.into_iter();
-    let mut sockets = Sockets::default();
+    let mut sockets = Sockets {
+        verdicts,
+        ..Sockets::default()
+    };
     for (key, count) in groups {
         sockets.push(key, fds.by_ref().take(count).collect());
     }
@@ -254,7 +278,8 @@ pub fn listen_after_takeover(path: &Path) -> io::Result<UnixListener> {
 pub trait Handover: Send + 'static {
     /// Copies of every listening socket (the admin listener's too).
     fn sockets(&mut self) -> io::Result<Sockets>;
-    /// The new process serves: stop accepting, drain, exit.
+    /// The new process serves: stop accepting (returning once no new
+    /// client can reach this process), then drain and exit.
     fn upgraded(&mut self);
 }
 
@@ -301,15 +326,19 @@ fn hand_over(stream: UnixStream, process: &mut impl Handover) -> io::Result<()> 
             "the new process did not start (it closed the upgrade connection)",
         ));
     }
-    (&stream).write_all(b"draining\n")?;
     process.upgraded();
+    (&stream).write_all(b"draining\n")?;
     Ok(())
 }
 
 fn send(stream: &UnixStream, sockets: &Sockets) -> io::Result<()> {
     let mut index = format!("{HELLO}\n");
-    for (key, fds) in &sockets.0 {
+    for (key, fds) in &sockets.sockets {
         index.push_str(&format!("{key}\t{}\n", fds.len()));
+    }
+    for (cluster, addr, healthy) in &sockets.verdicts {
+        let healthy = u8::from(*healthy);
+        index.push_str(&format!("health\t{healthy}\t{addr}\t{cluster}\n"));
     }
     index.push_str("end\n");
     let mut out = (index.len() as u32).to_be_bytes().to_vec();
@@ -317,7 +346,7 @@ fn send(stream: &UnixStream, sockets: &Sockets) -> io::Result<()> {
     let mut writer = stream;
     writer.write_all(&out)?;
     let raw: Vec<RawFd> = sockets
-        .0
+        .sockets
         .iter()
         .flat_map(|(_, fds)| fds.iter().map(AsRawFd::as_raw_fd))
         .collect();
@@ -407,6 +436,10 @@ mod tests {
             sockets.push(key, fds);
             let (key, fds) = copies("admin".to_owned(), &self.tcp[2..]);
             sockets.push(key, fds);
+            sockets.verdicts = vec![
+                ("app".to_owned(), "10.0.0.1:80".parse().unwrap(), false),
+                ("a b".to_owned(), "[::1]:8080".parse().unwrap(), true),
+            ];
             Ok(sockets)
         }
 
@@ -436,6 +469,13 @@ mod tests {
         let admin: Vec<u16> = got.take("admin").into_iter().map(port).collect();
         assert_eq!(admin, ports[2..]);
         assert!(got.take("listener b").is_empty());
+        assert_eq!(
+            got.take_verdicts(),
+            vec![
+                ("app".to_owned(), "10.0.0.1:80".parse().unwrap(), false),
+                ("a b".to_owned(), "[::1]:8080".parse().unwrap(), true),
+            ]
+        );
         takeover.finish().unwrap();
         assert!(
             told.recv_timeout(Duration::from_secs(5)).is_ok(),

@@ -58,7 +58,31 @@ pub(super) struct Admin {
     /// A copy of its socket, to hand to a new process on upgrade.
     pub socket: TcpListener,
     /// Set to stop accepting (the socket stays open while `socket` does).
-    pub stop: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    /// The accepting thread.
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Admin requests being served.
+    busy: Arc<AtomicUsize>,
+}
+
+impl Admin {
+    /// Stops accepting, and returns once the accepting thread has: from
+    /// then on every new admin client goes to whoever else holds the
+    /// socket (the new process, after a hot upgrade).
+    pub(super) fn stop_accepting(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Waits, up to `limit`, for the admin requests being served to end.
+    pub(super) fn finish(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.busy.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 /// Starts the admin listener on `inherited` (a socket a previous process
@@ -83,7 +107,8 @@ pub(super) fn spawn(
     let stopped = stop.clone();
     let state = Arc::new(state);
     let busy = Arc::new(AtomicUsize::new(0));
-    std::thread::Builder::new()
+    let serving = busy.clone();
+    let thread = std::thread::Builder::new()
         .name("ringway-admin".to_owned())
         .spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
@@ -123,6 +148,8 @@ pub(super) fn spawn(
         addr: bound,
         socket,
         stop,
+        thread: Some(thread),
+        busy: serving,
     })
 }
 

@@ -29,9 +29,12 @@ pub enum Event {
         /// Where the sockets go.
         reply: mpsc::Sender<crate::upgrade::Sockets>,
     },
-    /// The new process serves on the sockets handed over: stop accepting,
-    /// drain and stop.
-    Upgraded,
+    /// The new process serves on the sockets handed over: stop accepting
+    /// (then tell `admin_stopped`), drain and stop.
+    Upgraded {
+        /// Hears that the admin listener no longer accepts.
+        admin_stopped: mpsc::Sender<()>,
+    },
 }
 
 /// Why a reload was asked for.

@@ -198,7 +198,7 @@ async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, st
             }
         }
         monoio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = accept_next(&worker, &listener) => match accepted {
                 Ok((stream, peer)) => {
                     errors_in_a_row = 0;
                     let slot = Slot::take(&worker.slots, &open_here);
@@ -238,6 +238,49 @@ async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, st
         }
     }
     // Dropping the listener closes it: new connections are refused.
+}
+
+/// The next connection on `listener`. Normally io_uring's accept. Right
+/// after a hot upgrade, while the old process may still hold the same
+/// socket, readiness and a non-blocking `accept(2)` instead: io_uring waits
+/// for an accept as an exclusive waiter, and the kernel wakes only the
+/// first exclusive waiter per connection; if that is the old process's
+/// accept being cancelled as it drains, the wake-up is lost and the
+/// connection waits in the queue until another one arrives (seen: 20 s
+/// stalls under load). A readiness poll is not exclusive: every poller
+/// wakes, one accepts, the others find the queue empty and wait again.
+async fn accept_next(
+    worker: &Worker,
+    listener: &TcpListener,
+) -> std::io::Result<(monoio::net::TcpStream, SocketAddr)> {
+    let sharing = worker
+        .accept_by_readiness_until
+        .get()
+        .is_some_and(|until| std::time::Instant::now() < until);
+    if !sharing {
+        return listener.accept().await;
+    }
+    loop {
+        match try_accept(listener) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                listener.readable(false).await?;
+            }
+            accepted => return accepted,
+        }
+    }
+}
+
+/// A non-blocking `accept(2)` on `listener` (whose socket is non-blocking).
+fn try_accept(listener: &TcpListener) -> std::io::Result<(monoio::net::TcpStream, SocketAddr)> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor is `listener`'s, open for the whole call.
+    let fd = unsafe { BorrowedFd::borrow_raw(listener.as_raw_fd()) };
+    let (socket, addr) = socket2::SockRef::from(&fd).accept()?;
+    let peer = addr
+        .as_socket()
+        .ok_or_else(|| std::io::Error::other("accepted a connection that is not TCP/IP"))?;
+    socket.set_nonblocking(true)?;
+    Ok((monoio::net::TcpStream::from_std(socket.into())?, peer))
 }
 
 async fn flush_loop(worker: Rc<Worker>) {

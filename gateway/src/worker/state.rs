@@ -268,6 +268,10 @@ pub(crate) struct Worker {
     /// last logged, to log one line per interval rather than one per
     /// connection.
     pub refusal_logged: Cell<Option<std::time::Instant>>,
+    /// Until then (after a hot upgrade), connections are accepted on
+    /// readiness rather than by io_uring's accept: see
+    /// `worker::run::accept_next`.
+    pub accept_by_readiness_until: Cell<Option<std::time::Instant>>,
 }
 
 impl Worker {
@@ -296,6 +300,7 @@ impl Worker {
             span_buf: RefCell::new(Vec::new()),
             session_caches: RefCell::new(HashMap::new()),
             refusal_logged: Cell::new(None),
+            accept_by_readiness_until: Cell::new(None),
         });
         let mut known = HashMap::new();
         let generation = Generation::new(&worker, snapshot, health, sinks, &mut known);

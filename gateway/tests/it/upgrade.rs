@@ -196,6 +196,15 @@ fn stderr_line(binary: &mut Binary, want: &str) -> String {
     }
 }
 
+/// Runs `ringway --upgrade --config config` to its end (it fails here).
+fn upgrade_to(config: &Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
+        .args(["--upgrade", "--config"])
+        .arg(config)
+        .output()
+        .unwrap()
+}
+
 fn refuses(addr: SocketAddr) -> bool {
     TcpStream::connect(addr).is_err()
 }
@@ -301,11 +310,7 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
         "bad.toml",
         &format!("{running}\n[[route]]\nbogus = 1\n"),
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
-        .args(["--upgrade", "--config"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = upgrade_to(&bad);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:"));
 
@@ -318,11 +323,7 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
         "clash.toml",
         &format!("{running}[[listener]]\nname = \"other\"\nlisten = \"{held}\"\n"),
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringway"))
-        .args(["--upgrade", "--config"])
-        .arg(&clash)
-        .output()
-        .unwrap();
+    let out = upgrade_to(&clash);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{said}");
     assert!(said.contains("took 2 listening socket(s) over"), "{said}");
@@ -356,4 +357,37 @@ fn a_fresh_start_beside_a_running_process_does_not_take_its_upgrade_socket() {
     let mut second = Binary::start_at(write(&dir.path, "b.toml", &other), Path::new("."), &[]);
     let line = stderr_line(&mut second, "hot upgrade off");
     assert!(line.contains("another ringway listens there"), "{line}");
+}
+
+#[test]
+fn health_verdicts_survive_an_upgrade() {
+    let up = Upstream::start("app");
+    // Accepted by the kernel, never answered: each check times out.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole = black_hole.local_addr().unwrap();
+    let dir = TempDir::new();
+    let toml = format!(
+        "[runtime]\nworkers = 1\nupgrade_socket = {:?}\n[admin]\nlisten = \"{}\"\n\
+         [[listener]]\nname = \"edge\"\nlisten = \"{}\"\n[[route]]\ncluster = \"app\"\n{}\
+         health = {{ path = \"/health\", interval = \"200ms\", timeout = \"3s\", unhealthy_threshold = 1, healthy_threshold = 1 }}\n",
+        dir.path.join("upgrade.sock"),
+        free_port(),
+        free_port(),
+        cluster("app", &[up.addr, hole])
+    );
+    let path = write(&dir.path, "ringway.toml", &toml);
+    let mut old = Binary::start_at(path.clone(), Path::new("."), &[]);
+    let unhealthy = format!("app {hole} weight=1 health=unhealthy");
+    assert!(wait_until(Duration::from_secs(10), || old
+        .admin("GET", "/clusters")
+        .1
+        .contains(&unhealthy)));
+    // The new process's own first check of the hole takes 3 s to fail;
+    // until then it goes by the verdict handed over. Asked once the old
+    // process is gone, so that the new one answers.
+    let new = Binary::start_at(path, Path::new("."), &["--upgrade"]);
+    assert_eq!(old.wait_exit(Duration::from_secs(2)), Some(0));
+    let (status, clusters) = new.admin("GET", "/clusters");
+    assert!(clusters.contains(&unhealthy), "{status}: {clusters}");
+    assert!(clusters.contains(&format!("app {} weight=1 health=healthy", up.addr)));
 }
