@@ -55,6 +55,10 @@ class Origin(http.server.BaseHTTPRequestHandler):
 
 class ThreadedServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
+    # Each new ringway process opens its upstream connections afresh, in a
+    # burst: with Python's default backlog of 5 some SYNs are dropped and
+    # retried a second later, which wrk then counts as timeouts.
+    request_queue_size = 1024
 
 
 def free_port():
