@@ -698,9 +698,13 @@ pub struct RespondSection {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
-    /// The endpoints.
+    /// The endpoints (or `discovery`).
+    #[serde(default)]
     #[schemars(with = "Vec<EndpointValue>")]
     pub endpoints: Vec<Spanned<EndpointValue>>,
+    /// Where the endpoints come from instead of `endpoints`.
+    #[schemars(with = "Option<DiscoverySection>")]
+    pub discovery: Option<Spanned<DiscoverySection>>,
     /// How to pick one.
     #[schemars(with = "Option<BalancerValue>")]
     pub balancer: Option<Spanned<BalancerValue>>,
@@ -759,6 +763,24 @@ pub struct UpstreamTlsSection {
     /// Lowest TLS version accepted: `"1.2"` or `"1.3"`.
     #[schemars(with = "Option<String>")]
     pub min_version: Option<Spanned<String>>,
+}
+
+/// A cluster's `discovery = { ... }`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverySection {
+    /// A file of endpoints (`endpoints = [...]`, as in a cluster), relative
+    /// to the configuration file; re-read when it changes.
+    #[schemars(with = "String")]
+    pub file: Spanned<String>,
+}
+
+/// An endpoints file, as `discovery = { file = ... }` names.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointsFile {
+    /// The endpoints.
+    pub endpoints: Vec<Spanned<EndpointValue>>,
 }
 
 /// `"IP:port"` or `{ addr = "IP:port", weight = N }`.

@@ -377,6 +377,10 @@ pub struct Cluster {
     pub tls: Option<crate::tls::UpstreamTls>,
     /// The PROXY protocol header each new connection starts with, if any.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// The endpoints file the endpoints were read from
+    /// (`discovery = { file = ... }`), resolved against the configuration
+    /// file's folder; a change to it reloads.
+    pub endpoints_file: Option<std::path::PathBuf>,
     /// The hashing balancer's table, once [`Snapshot::build_tables`] has
     /// run (`None` until then, and for the other balancers).
     pub table: Option<ringway_balancer::SharedTable>,

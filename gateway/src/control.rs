@@ -27,6 +27,7 @@ pub struct Supervisor {
     sender: mpsc::Sender<Event>,
     stats: Arc<ReloadStats>,
     admin: Option<admin::Admin>,
+    watcher: Option<watch::Watcher>,
 }
 
 impl Supervisor {
@@ -70,12 +71,21 @@ impl Supervisor {
             ),
             None => None,
         };
-        if let Some(path) = &path
-            && let Err(e) = watch::spawn(path, sender.clone())
-        {
-            // Reloads still work through SIGHUP and POST /reload.
-            crate::say!("ringway: cannot watch {}: {e}", path.display());
-        }
+        let watcher = match &path {
+            Some(path) => {
+                let mut files = vec![path.clone()];
+                files.extend(endpoints_files(&gateway.published().load()));
+                match watch::Watcher::spawn(&files, sender.clone()) {
+                    Ok(watcher) => Some(watcher),
+                    Err(e) => {
+                        // Reloads still work through SIGHUP and POST /reload.
+                        crate::say!("ringway: cannot watch {}: {e}", path.display());
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         Ok(Supervisor {
             gateway,
             path,
@@ -83,6 +93,7 @@ impl Supervisor {
             sender,
             stats,
             admin,
+            watcher,
         })
     }
 
@@ -186,7 +197,8 @@ impl Supervisor {
         let outcome = std::fs::read_to_string(path)
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))
             .and_then(|text| {
-                if cause == Cause::FileChanged && text == running.source_text {
+                let discovers = !endpoints_files(&running).is_empty();
+                if cause == Cause::FileChanged && text == running.source_text && !discovers {
                     // An event that changed nothing we serve (a touch, an
                     // editor's temporary file): not a reload.
                     return Ok(None);
@@ -194,6 +206,17 @@ impl Supervisor {
                 // Relative file names resolve against the config's folder,
                 // as they did at start.
                 let next = compile_file_text(path, &text).map_err(|e| e.to_string())?;
+                if cause == Cause::FileChanged
+                    && text == running.source_text
+                    && same_endpoints(&next, &running)
+                {
+                    return Ok(None);
+                }
+                if let Some(watcher) = &self.watcher
+                    && let Err(e) = watcher.watch(&endpoints_files(&next))
+                {
+                    crate::say!("ringway: cannot watch an endpoints file: {e}");
+                }
                 let stored = self.gateway.reload(next).map_err(|e| e.to_string())?;
                 Ok(Some(stored.generation))
             });
@@ -257,4 +280,22 @@ impl upgrade::Handover for ControlHandover {
             let _ = stopped.recv_timeout(HANDOVER_WAIT);
         }
     }
+}
+
+/// The endpoints files the clusters of `snapshot` discover endpoints from.
+fn endpoints_files(snapshot: &Snapshot) -> Vec<PathBuf> {
+    snapshot
+        .clusters
+        .iter()
+        .filter_map(|c| c.endpoints_file.clone())
+        .collect()
+}
+
+/// Whether every cluster of `a` has the endpoints it has in `b`.
+fn same_endpoints(a: &Snapshot, b: &Snapshot) -> bool {
+    a.clusters.len() == b.clusters.len()
+        && a.clusters
+            .iter()
+            .zip(&b.clusters)
+            .all(|(x, y)| x.name == y.name && x.endpoints == y.endpoints)
 }

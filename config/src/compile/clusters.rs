@@ -12,48 +12,34 @@ impl Cx<'_> {
         let mut ids = HashMap::new();
         for (name, section) in sections {
             let c = section.get_ref();
-            if c.endpoints.is_empty() {
-                return Err(self.err(
-                    section.span(),
-                    format!("cluster {:?} needs at least one endpoint", name.get_ref()),
-                ));
-            }
             let protocol = self.protocol(c.protocol.as_ref())?;
             let tls = c
                 .tls
                 .as_ref()
                 .map(|t| self.upstream_tls(t, protocol))
                 .transpose()?;
-            let mut endpoints = Vec::with_capacity(c.endpoints.len());
-            for e in &c.endpoints {
-                let addr_value = Spanned::new(e.span(), e.get_ref().addr.clone());
-                let addr = self.socket_addr(&addr_value)?;
-                // `socket_addr` accepted it, so a `:port` follows the host.
-                let host = addr_value
-                    .get_ref()
-                    .rsplit_once(':')
-                    .map_or("", |(host, _)| host)
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned();
-                let verifiable = match &tls {
-                    Some(tls) if tls.server_name.is_none() => {
-                        ServerName::try_from(host.as_str()).is_ok()
-                    }
-                    _ => true,
-                };
-                if !verifiable {
+            let (endpoints, endpoints_file) = match (&c.discovery, c.endpoints.is_empty()) {
+                (Some(d), false) => {
                     return Err(self.err(
-                        e.span(),
-                        format!("{host:?} is not a name TLS can verify; set the cluster's `tls.server_name`"),
+                        d.span(),
+                        format!(
+                            "cluster {:?} has both `endpoints` and `discovery`; keep one",
+                            name.get_ref()
+                        ),
                     ));
                 }
-                let weight = u32::try_from(e.get_ref().weight)
-                    .ok()
-                    .filter(|w| (1..=1_000_000).contains(w))
-                    .ok_or_else(|| self.err(e.span(), "expected a weight in 1..=1000000"))?;
-                endpoints.push(Endpoint { addr, host, weight });
-            }
+                (Some(d), true) => {
+                    let (endpoints, path) = self.endpoints_file(&d.get_ref().file, tls.as_ref())?;
+                    (endpoints, Some(path))
+                }
+                (None, true) => {
+                    return Err(self.err(
+                        section.span(),
+                        format!("cluster {:?} needs at least one endpoint", name.get_ref()),
+                    ));
+                }
+                (None, false) => (self.endpoints(&c.endpoints, tls.as_ref())?, None),
+            };
             let (balancer, hash_key) = match &c.balancer {
                 None => (BalancerKind::RoundRobin, None),
                 Some(b) => self.balancer(b)?,
@@ -92,6 +78,7 @@ impl Cx<'_> {
                     "expected a stream count in 1..=10000",
                 )?,
                 tls,
+                endpoints_file,
                 proxy_protocol: match &c.proxy_protocol {
                     None => None,
                     Some(v) => Some(self.choice(
@@ -104,6 +91,82 @@ impl Cx<'_> {
             });
         }
         Ok((out, ids))
+    }
+
+    /// The endpoints of a list, each resolved and checked.
+    fn endpoints(
+        &self,
+        list: &[Spanned<schema::EndpointValue>],
+        tls: Option<&UpstreamTls>,
+    ) -> Result<Vec<Endpoint>> {
+        let mut endpoints = Vec::with_capacity(list.len());
+        for e in list {
+            let addr_value = Spanned::new(e.span(), e.get_ref().addr.clone());
+            let addr = self.socket_addr(&addr_value)?;
+            // `socket_addr` accepted it, so a `:port` follows the host.
+            let host = addr_value
+                .get_ref()
+                .rsplit_once(':')
+                .map_or("", |(host, _)| host)
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
+            let verifiable = match tls {
+                Some(tls) if tls.server_name.is_none() => {
+                    ServerName::try_from(host.as_str()).is_ok()
+                }
+                _ => true,
+            };
+            if !verifiable {
+                return Err(self.err(
+                    e.span(),
+                    format!(
+                        "{host:?} is not a name TLS can verify; set the cluster's `tls.server_name`"
+                    ),
+                ));
+            }
+            let weight = u32::try_from(e.get_ref().weight)
+                .ok()
+                .filter(|w| (1..=1_000_000).contains(w))
+                .ok_or_else(|| self.err(e.span(), "expected a weight in 1..=1000000"))?;
+            endpoints.push(Endpoint { addr, host, weight });
+        }
+        Ok(endpoints)
+    }
+
+    /// The endpoints in the file `file` names (relative to this file's
+    /// folder), and its path. Errors in it point into it, by its own
+    /// `file:line:col`.
+    fn endpoints_file(
+        &self,
+        file: &Spanned<String>,
+        tls: Option<&UpstreamTls>,
+    ) -> Result<(Vec<Endpoint>, std::path::PathBuf)> {
+        let path = self.dir.join(file.get_ref());
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            self.err(
+                file.span(),
+                format!("cannot read endpoints file {}: {e}", path.display()),
+            )
+        })?;
+        let name = path.display().to_string();
+        let cx = Cx {
+            name: &name,
+            text: &text,
+            dir: self.dir,
+            system_roots: std::cell::OnceCell::new(),
+        };
+        let parsed: schema::EndpointsFile = toml::from_str(&text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            Error::Invalid {
+                at: Location::of(&name, &text, offset),
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        if parsed.endpoints.is_empty() {
+            return Err(cx.err(0..0, "the endpoints file lists no endpoint"));
+        }
+        Ok((cx.endpoints(&parsed.endpoints, tls)?, path))
     }
 
     pub(super) fn protocol(&self, value: Option<&Spanned<String>>) -> Result<UpstreamProtocol> {

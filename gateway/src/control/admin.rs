@@ -254,7 +254,16 @@ fn serve(
             )
         }
         ("GET", "/clusters") => {
-            let body = metrics::render_clusters(&crate::gateway::scrape(&state.workers));
+            let mut body = metrics::render_clusters(&crate::gateway::scrape(&state.workers));
+            // A bad endpoints file (or configuration) keeps the last good
+            // endpoints: say why they did not change, with file:line:col.
+            if let Ok(last) = stats.last_error.lock()
+                && let Some(error) = last.as_deref()
+            {
+                body.push_str(&format!(
+                    "# last reload refused (still serving the previous endpoints): {error}\n"
+                ));
+            }
             respond(&mut stream, 200, &[], &body)
         }
         ("POST", "/drain") => {

@@ -8,6 +8,7 @@ mod support;
 
 mod bodies;
 mod client_addr;
+mod discovery;
 mod errors;
 mod governance;
 mod grpc;

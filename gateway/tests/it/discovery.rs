@@ -1,0 +1,126 @@
+//! Endpoints that follow the fleet: `discovery = { file = ... }` re-read
+//! when the file changes (rename-over, symlink swap, in place), a bad file
+//! keeping the last good set with its `file:line:col` on `/clusters`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::*;
+
+/// Requests until one is answered by `up` (within 5 s).
+fn reaches(gw: &Binary, up: &Upstream) -> bool {
+    wait_until(Duration::from_secs(5), || {
+        get(gw.addr, "a", "/who").text().starts_with(up.name)
+    })
+}
+
+/// Writes `text` to `path` the way publishing tools do: a new file renamed
+/// over the old one.
+fn publish(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn endpoints(ups: &[&Upstream]) -> String {
+    let list: Vec<String> = ups.iter().map(|u| format!("\"{}\"", u.addr)).collect();
+    format!("endpoints = [{}]\n", list.join(", "))
+}
+
+/// A gateway run from `/` on a config whose cluster reads
+/// `endpoints/api.toml`, relative to the config file.
+fn start(dir: &Path) -> (Binary, PathBuf) {
+    let config = dir.join("ringway.toml");
+    std::fs::write(
+        &config,
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\n\
+         [[route]]\ncluster = \"api\"\n[cluster.api]\ndiscovery = { file = \"endpoints/api.toml\" }\n",
+    )
+    .unwrap();
+    (
+        Binary::start_at(config, Path::new("/"), &["--workers", "2"]),
+        dir.join("endpoints/api.toml"),
+    )
+}
+
+#[test]
+fn a_changed_endpoints_file_moves_traffic_without_a_reload_of_the_config() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path.join("endpoints")).unwrap();
+    publish(&dir.path.join("endpoints/api.toml"), &endpoints(&[&a]));
+    let (gw, file) = start(&dir.path);
+    assert!(reaches(&gw, &a));
+    let generation = gw.generation();
+
+    // Renamed over: within a second or so, b serves and a does not.
+    publish(&file, &endpoints(&[&b]));
+    assert!(reaches(&gw, &b), "traffic did not move to b");
+    assert!(gw.generation() > generation);
+    let seen_by_a = a.count("/who");
+    for _ in 0..10 {
+        assert_eq!(get(gw.addr, "a", "/who").text(), "b GET /who");
+    }
+    assert_eq!(a.count("/who"), seen_by_a);
+
+    // Written in place.
+    std::fs::write(&file, endpoints(&[&a])).unwrap();
+    assert!(reaches(&gw, &a), "traffic did not move back to a");
+    let (_, clusters) = gw.admin("GET", "/clusters");
+    assert!(
+        clusters.contains(&format!("api {} weight=1", a.addr)),
+        "{clusters}"
+    );
+    assert!(!clusters.contains(&b.addr.to_string()), "{clusters}");
+}
+
+#[test]
+fn a_symlink_swap_is_followed() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let dir = TempDir::new();
+    let folder = dir.path.join("endpoints");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("v1.toml"), endpoints(&[&a])).unwrap();
+    std::fs::write(folder.join("v2.toml"), endpoints(&[&b])).unwrap();
+    std::os::unix::fs::symlink("v1.toml", folder.join("api.toml")).unwrap();
+    let (gw, file) = start(&dir.path);
+    assert!(reaches(&gw, &a));
+    // A new link renamed over the old one, as `ln -sfn` + `mv -T` do.
+    std::os::unix::fs::symlink("v2.toml", folder.join("api.next")).unwrap();
+    std::fs::rename(folder.join("api.next"), &file).unwrap();
+    assert!(reaches(&gw, &b), "the swapped link was not followed");
+}
+
+#[test]
+fn a_bad_endpoints_file_keeps_the_last_good_set_and_says_where() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path.join("endpoints")).unwrap();
+    publish(&dir.path.join("endpoints/api.toml"), &endpoints(&[&a]));
+    let (gw, file) = start(&dir.path);
+    assert!(reaches(&gw, &a));
+    let failures = gw.metric("ringway_config_reload_failures_total");
+
+    publish(
+        &file,
+        "endpoints = [\n  \"127.0.0.1:1\",\n  \"not an address\",\n]\n",
+    );
+    assert!(wait_until(Duration::from_secs(5), || gw
+        .metric("ringway_config_reload_failures_total")
+        > failures));
+    let (_, clusters) = gw.admin("GET", "/clusters");
+    assert!(
+        clusters.contains("endpoints/api.toml:3:3:") && clusters.contains("last reload refused"),
+        "{clusters}"
+    );
+    // Still a's, the last good set.
+    for _ in 0..5 {
+        assert_eq!(get(gw.addr, "a", "/who").text(), "a GET /who");
+    }
+
+    // Fixed: applied, and the complaint is gone.
+    publish(&file, &endpoints(&[&b]));
+    assert!(reaches(&gw, &b));
+    let (_, clusters) = gw.admin("GET", "/clusters");
+    assert!(!clusters.contains("last reload refused"), "{clusters}");
+}
