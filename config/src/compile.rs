@@ -139,9 +139,15 @@ impl Cx<'_> {
     }
 
     fn socket_addr(&self, value: &Spanned<String>) -> Result<SocketAddr> {
+        Ok(self.socket_addrs(value)?[0])
+    }
+
+    /// Every address `value` names: an `IP:port`, or each address a
+    /// `host:port` resolves to (at least one), in the resolver's order.
+    fn socket_addrs(&self, value: &Spanned<String>) -> Result<Vec<SocketAddr>> {
         let text = value.get_ref();
         if let Ok(addr) = text.parse() {
-            return Ok(addr);
+            return Ok(vec![addr]);
         }
         // A host name resolves once, here, on the control thread.
         let expected = || {
@@ -153,10 +159,14 @@ impl Cx<'_> {
         if !text.contains(':') {
             return Err(expected());
         }
-        text.to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(expected)
+        let mut addrs: Vec<SocketAddr> = text.to_socket_addrs().map_err(|_| expected())?.collect();
+        // getaddrinfo lists an address once per socket type asked for.
+        let mut seen = std::collections::HashSet::new();
+        addrs.retain(|a| seen.insert(*a));
+        if addrs.is_empty() {
+            return Err(expected());
+        }
+        Ok(addrs)
     }
 
     /// An optional integer: `default` when absent, else the value when it

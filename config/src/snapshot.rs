@@ -485,6 +485,10 @@ pub struct Endpoint {
     pub host: String,
     /// Its weight, at least 1.
     pub weight: u32,
+    /// The other addresses its name resolved to, in the resolver's order:
+    /// tried in turn when `addr` refuses a connection (an IPv6-first
+    /// `localhost` before an IPv4-only origin).
+    pub alternates: Vec<SocketAddr>,
 }
 
 /// What a hashing balancer hashes to keep a client on one endpoint.

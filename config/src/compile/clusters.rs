@@ -102,8 +102,9 @@ impl Cx<'_> {
         let mut endpoints = Vec::with_capacity(list.len());
         for e in list {
             let addr_value = Spanned::new(e.span(), e.get_ref().addr.clone());
-            let addr = self.socket_addr(&addr_value)?;
-            // `socket_addr` accepted it, so a `:port` follows the host.
+            let mut addrs = self.socket_addrs(&addr_value)?;
+            let addr = addrs.remove(0);
+            // `socket_addrs` accepted it, so a `:port` follows the host.
             let host = addr_value
                 .get_ref()
                 .rsplit_once(':')
@@ -129,7 +130,12 @@ impl Cx<'_> {
                 .ok()
                 .filter(|w| (1..=1_000_000).contains(w))
                 .ok_or_else(|| self.err(e.span(), "expected a weight in 1..=1000000"))?;
-            endpoints.push(Endpoint { addr, host, weight });
+            endpoints.push(Endpoint {
+                addr,
+                host,
+                weight,
+                alternates: addrs,
+            });
         }
         Ok(endpoints)
     }

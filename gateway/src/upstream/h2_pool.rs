@@ -158,10 +158,9 @@ impl H2Pool {
 /// Opens an HTTP/2 connection (over TLS when the cluster says so) and
 /// starts the task that drives it.
 async fn connect(to: Try<'_>, host: &str) -> Result<(SendRequest<Bytes>, Rc<Cell<bool>>), Failure> {
-    let mut stream = monoio::net::TcpStream::connect_addr(to.addr)
-        .await
-        .map_err(|e| Failure::Connect(e.kind()))?;
-    let _ = stream.set_nodelay(true);
+    let alternates = &to.cluster.endpoints[to.endpoint.0 as usize].alternates;
+    let mut stream =
+        super::conn::connect_any(to.addr, alternates, to.cluster.connect_timeout).await?;
     if let Some(version) = to.cluster.proxy_protocol {
         super::proxy_protocol::send(&mut stream, version, to.origin).await?;
     }

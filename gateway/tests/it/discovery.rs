@@ -1,6 +1,8 @@
 //! Endpoints that follow the fleet: `discovery = { file = ... }` re-read
 //! when the file changes (rename-over, symlink swap, in place), a bad file
-//! keeping the last good set with its `file:line:col` on `/clusters`.
+//! keeping the last good set with its `file:line:col` on `/clusters`;
+//! and the other addresses of an endpoint's name tried when the first
+//! refuses.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -123,4 +125,36 @@ fn a_bad_endpoints_file_keeps_the_last_good_set_and_says_where() {
     assert!(reaches(&gw, &b));
     let (_, clusters) = gw.admin("GET", "/clusters");
     assert!(!clusters.contains("last reload refused"), "{clusters}");
+}
+
+/// A name that resolves to several addresses (an IPv6-first `localhost`
+/// before an IPv4-only origin): when the first refuses, the next is tried.
+/// This machine's resolver gives `localhost` one address, so the
+/// endpoint's addresses are set on the compiled configuration as a
+/// resolver giving two would.
+#[test]
+fn a_refused_first_address_falls_over_to_the_next_one_the_name_gave() {
+    let up = Upstream::start("app");
+    let mut snapshot = ringway_config::compile_str(
+        "test.toml",
+        &format!(
+            "{EDGE}[[route]]\ncluster = \"app\"\n{}",
+            cluster("app", &[up.addr])
+        ),
+    )
+    .unwrap();
+    let endpoint = &mut snapshot.clusters[0].endpoints[0];
+    endpoint.addr = closed_port();
+    endpoint.alternates = vec![up.addr];
+    let options = ringway::Options {
+        workers: Some(1),
+        io: None,
+    };
+    let gw = ringway::Gateway::start(snapshot, &options).unwrap();
+    let addr = gw.listener_addr("edge").unwrap();
+    for _ in 0..3 {
+        let r = get(addr, "a", "/fell-over");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(up.count("/fell-over"), 3);
 }
