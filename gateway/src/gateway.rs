@@ -144,6 +144,15 @@ impl Gateway {
         options: &Options,
         inherited: &mut upgrade::Sockets,
     ) -> Result<Gateway> {
+        // Before any TLS listener makes its ticketer: sessions the old
+        // process issued tickets for resume here.
+        if let Some(keys) = inherited.tickets.take()
+            && !crate::tickets::adopt(&keys)
+        {
+            say!(
+                "ringway: upgrade: the session-ticket keys handed over were not usable; new ones made"
+            );
+        }
         let cpus = runtime::allowed_cpus();
         let count = options
             .workers
@@ -330,6 +339,7 @@ impl Gateway {
     pub fn handover_sockets(&self) -> upgrade::Sockets {
         let mut sockets = upgrade::Sockets::default();
         sockets.verdicts = self.health.verdicts();
+        sockets.tickets = crate::tickets::export();
         for (key, held) in &self.held {
             let (key, fds) = upgrade::copies(key.clone(), held);
             sockets.push(key, fds);

@@ -40,6 +40,7 @@ mod memory;
 mod metrics;
 pub mod notify;
 mod runtime;
+pub mod tickets;
 mod tls;
 mod trace;
 pub mod upgrade;

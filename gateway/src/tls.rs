@@ -42,14 +42,17 @@ pub(crate) type TlsStream = monoio_rustls::ServerTlsStream<TcpStream>;
 /// Session IDs remembered per worker per listener.
 const SESSION_CACHE_SIZE: usize = 4096;
 
-/// The process's session-ticket key (rotated by rustls), shared by every
-/// worker and every listener.
+/// The process's session-ticket keys (`crate::tickets`: rotated, and
+/// handed to the next process on a hot upgrade), shared by every worker
+/// and every listener.
 fn ticketer() -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
     static TICKETER: OnceLock<Arc<dyn ProducesTickets>> = OnceLock::new();
     if let Some(t) = TICKETER.get() {
         return Ok(t.clone());
     }
-    let t = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    let tickets = crate::tickets::tickets()
+        .ok_or_else(|| rustls::Error::General("no random session-ticket key".to_owned()))?;
+    let t: Arc<dyn ProducesTickets> = tickets;
     Ok(TICKETER.get_or_init(|| t).clone())
 }
 

@@ -69,6 +69,9 @@ pub struct Sockets {
     sockets: Vec<(String, Vec<OwnedFd>)>,
     /// Health-check verdicts: (cluster, endpoint, healthy).
     pub(crate) verdicts: Vec<(String, SocketAddr, bool)>,
+    /// The TLS session-ticket keys (`crate::tickets::export`), so that
+    /// clients resume their sessions with the new process.
+    pub(crate) tickets: Option<String>,
 }
 
 impl Sockets {
@@ -158,9 +161,14 @@ pub fn take_over(path: &Path) -> io::Result<(Sockets, Takeover)> {
     }
     let mut groups = Vec::new();
     let mut verdicts = Vec::new();
+    let mut tickets = None;
     for line in lines {
         if line == "end" {
             break;
+        }
+        if let Some(keys) = line.strip_prefix("tickets\t") {
+            tickets = Some(keys.to_owned());
+            continue;
         }
         if let Some(rest) = line.strip_prefix("health\t") {
             let mut fields = rest.splitn(3, '\t');
@@ -192,6 +200,7 @@ pub fn take_over(path: &Path) -> io::Result<(Sockets, Takeover)> {
     let mut fds = fds.into_iter();
     let mut sockets = Sockets {
         verdicts,
+        tickets,
         ..Sockets::default()
     };
     for (key, count) in groups {
@@ -335,6 +344,9 @@ fn send(stream: &UnixStream, sockets: &Sockets) -> io::Result<()> {
     let mut index = format!("{HELLO}\n");
     for (key, fds) in &sockets.sockets {
         index.push_str(&format!("{key}\t{}\n", fds.len()));
+    }
+    if let Some(keys) = &sockets.tickets {
+        index.push_str(&format!("tickets\t{keys}\n"));
     }
     for (cluster, addr, healthy) in &sockets.verdicts {
         let healthy = u8::from(*healthy);

@@ -564,3 +564,47 @@ fn relative_certificate_paths_survive_every_kind_of_reload() {
     assert!(!shown.contains("last reload refused"), "{shown}");
     assert_eq!(body(&gw), "v2");
 }
+
+#[test]
+fn tickets_resume_across_a_hot_upgrade() {
+    // The ticket keys cross with the listening sockets: a session the old
+    // process issued a ticket for resumes with the new one.
+    let pki = Pki::standard();
+    let up = Upstream::start("up");
+    let listen = free_port();
+    let config = proxied(&pki, up.addr).replace("127.0.0.1:0", &listen.to_string());
+    let config = format!(
+        "[runtime]\nupgrade_socket = {:?}\n{config}",
+        pki.dir.path.join("upgrade.sock")
+    );
+    let path = pki.dir.path.join("ringway.toml");
+    std::fs::write(&path, &config).unwrap();
+    let mut old = Binary::start_at(path.clone(), Path::new("."), &["--workers", "1"]);
+    let sni = ["-servername", "localhost"];
+    let sessions: Vec<(Vec<&str>, String)> = [["-tls1_3"], ["-tls1_2"]]
+        .into_iter()
+        .map(|version| {
+            let args = [&sni[..], &version[..]].concat();
+            let sess = pki
+                .dir
+                .path
+                .join(format!("upgrade-session{}", version[0]))
+                .display()
+                .to_string();
+            let mut first = args.clone();
+            first.extend(["-sess_out", &sess]);
+            let out = s_client(old.addr, &first);
+            assert!(out.contains("\nNew, "), "{out}");
+            (args, sess)
+        })
+        .collect();
+    let _new = Binary::start_at(path, Path::new("."), &["--workers", "1", "--upgrade"]);
+    assert_eq!(old.wait_exit(Duration::from_secs(15)), Some(0));
+    for (args, sess) in &sessions {
+        let mut again = args.clone();
+        again.extend(["-sess_in", sess.as_str()]);
+        let out = s_client(listen, &again);
+        assert!(out.contains("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("Reused, "), "{args:?}: {out}");
+    }
+}
