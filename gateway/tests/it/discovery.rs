@@ -158,3 +158,64 @@ fn a_refused_first_address_falls_over_to_the_next_one_the_name_gave() {
     }
     assert_eq!(up.count("/fell-over"), 3);
 }
+
+#[test]
+fn endpoints_added_and_removed_under_load_fail_no_request() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path.join("endpoints")).unwrap();
+    publish(&dir.path.join("endpoints/api.toml"), &endpoints(&[&a]));
+    let (gw, file) = start(&dir.path);
+    let addr = gw.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|keep_alive| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut served, mut failed) = (0u32, Vec::new());
+                let mut conn = Conn::open(addr);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if keep_alive == 0 {
+                        conn = Conn::open(addr);
+                    }
+                    conn.send(b"GET /load HTTP/1.1\r\nHost: a\r\n\r\n");
+                    let r = conn.response(false);
+                    if r.status == 200 {
+                        served += 1;
+                    } else {
+                        failed.push(r.status);
+                    }
+                }
+                (served, failed)
+            })
+        })
+        .collect();
+    let grows = |set: &[&Upstream]| {
+        let before: Vec<usize> = set.iter().map(|u| u.count("/load")).collect();
+        wait_until(Duration::from_secs(5), || {
+            set.iter()
+                .zip(&before)
+                .all(|(u, n)| u.count("/load") > n + 5)
+        })
+    };
+    for set in [vec![&a, &b], vec![&b], vec![&a], vec![&a, &b]] {
+        publish(&file, &endpoints(&set));
+        // Each endpoint of the new set serves ...
+        assert!(grows(&set), "not every endpoint of the new set serves");
+        // ... and one left out gets nothing more.
+        for out in [&a, &b]
+            .into_iter()
+            .filter(|u| !set.iter().any(|s| s.addr == u.addr))
+        {
+            let seen = out.count("/load");
+            assert!(grows(&set));
+            assert_eq!(out.count("/load"), seen, "{} still served", out.name);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        let (served, failed) = c.join().unwrap();
+        assert!(served > 20, "{served}");
+        assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
+    }
+}
