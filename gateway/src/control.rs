@@ -157,16 +157,14 @@ impl Supervisor {
                 Event::Shutdown => break,
                 Event::Handover { reply } => {
                     let mut sockets = self.gateway.handover_sockets();
-                    let running = self.gateway.published().load();
-                    if let (Some(admin), Some(configured)) = (&self.admin, running.admin)
+                    if let Some(admin) = &self.admin
                         && let Ok(copy) = admin.socket.try_clone()
                     {
-                        sockets.push(upgrade::admin_key(configured), vec![copy.into()]);
+                        sockets.push(upgrade::admin_key(admin.configured), vec![copy.into()]);
                     }
                     let _ = reply.send(sockets);
                 }
-                Event::Upgraded { admin_stopped } => {
-                    crate::say!("ringway: upgrade: the new process serves; draining");
+                Event::StopAdmin { done } => {
                     // The new process answers the admin socket from now on;
                     // what this one accepted is answered first, while its
                     // workers still answer scrapes.
@@ -174,7 +172,10 @@ impl Supervisor {
                         admin.stop_accepting();
                         admin.finish(ADMIN_FINISH);
                     }
-                    let _ = admin_stopped.send(());
+                    let _ = done.send(());
+                }
+                Event::Upgraded => {
+                    crate::say!("ringway: upgrade: the new process serves; draining");
                     self.gateway.join();
                     return;
                 }
@@ -221,7 +222,14 @@ impl Supervisor {
                 Ok(Some(stored.generation))
             });
         match outcome {
-            Ok(None) => Ok(running.generation),
+            Ok(None) => {
+                // What is on disk is what runs: an earlier refusal (a bad
+                // endpoints file put back as it was) no longer stands.
+                if let Ok(mut last) = self.stats.last_error.lock() {
+                    *last = None;
+                }
+                Ok(running.generation)
+            }
             Ok(Some(generation)) => {
                 self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
                 self.stats.count_tables(&self.gateway.tables());
@@ -274,11 +282,15 @@ impl upgrade::Handover for ControlHandover {
         sockets.recv_timeout(HANDOVER_WAIT).map_err(|_| gone())
     }
 
-    fn upgraded(&mut self) {
-        let (admin_stopped, stopped) = mpsc::channel();
-        if self.0.send(Event::Upgraded { admin_stopped }).is_ok() {
+    fn stop_admin(&mut self) {
+        let (done, stopped) = mpsc::channel();
+        if self.0.send(Event::StopAdmin { done }).is_ok() {
             let _ = stopped.recv_timeout(HANDOVER_WAIT);
         }
+    }
+
+    fn upgraded(&mut self) {
+        let _ = self.0.send(Event::Upgraded);
     }
 }
 

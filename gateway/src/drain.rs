@@ -107,19 +107,12 @@ impl Drain {
         self.started.fired().await
     }
 
-    /// Resolves when the drain has started and no request is in flight.
-    /// Counts a client connection open until [`Drain::connection_closed`].
-    pub(crate) fn connection_opened(&self) {
+    /// Counts a client connection open, from its accept (a PROXY header
+    /// or TLS handshake still in progress included) until the returned
+    /// guard drops.
+    pub(crate) fn connection(self: &Rc<Self>) -> OpenConnection {
         self.connections.set(self.connections.get() + 1);
-    }
-
-    /// Counts a client connection closed.
-    pub(crate) fn connection_closed(&self) {
-        let n = self.connections.get().saturating_sub(1);
-        self.connections.set(n);
-        if n == 0 && self.is_draining() {
-            self.started.wake_all();
-        }
+        OpenConnection(self.clone())
     }
 
     /// Resolves once draining and no client connection is open at all,
@@ -132,10 +125,25 @@ impl Drain {
             .await
     }
 
+    /// Resolves when the drain has started and no request is in flight.
     pub(crate) async fn idle(&self) {
         self.started
             .wait_for(|| self.started.is_fired() && self.in_flight.get() == 0)
             .await
+    }
+}
+
+/// An open client connection; dropping it counts the connection closed.
+#[derive(Debug)]
+pub(crate) struct OpenConnection(Rc<Drain>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        let n = self.0.connections.get().saturating_sub(1);
+        self.0.connections.set(n);
+        if n == 0 && self.0.is_draining() {
+            self.0.started.wake_all();
+        }
     }
 }
 

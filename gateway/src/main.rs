@@ -241,6 +241,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let (inherited, takeover) = if cli.upgrade {
         let path = control::upgrade_path(&snapshot);
         let (sockets, takeover) = upgrade::take_over(&path)?;
+        // Another instance's upgrade socket (the default path is shared):
+        // taking it over would stop a gateway this configuration does
+        // not replace.
+        if !sockets.covers(&snapshot) {
+            anyhow::bail!(
+                "the ringway at {} serves none of this configuration's listeners; \
+                 not taking it over (set [runtime] upgrade_socket per instance)",
+                path.display()
+            );
+        }
         ringway::say!(
             "ringway: upgrade: took {} listening socket(s) over through {}",
             sockets.len(),
@@ -274,12 +284,18 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         ringway::say!("ringway: admin on {addr}");
     }
     let took_over = takeover.is_some();
-    if let Some(takeover) = takeover {
-        match takeover.finish() {
-            Ok(()) => ringway::say!("ringway: upgrade: serving; the old process drains"),
-            // Both serve the shared sockets until the old one is stopped.
-            Err(e) => ringway::say!("ringway: upgrade: {e}; the old process may still serve"),
-        }
+    if let Some(takeover) = takeover
+        && let Err(e) = takeover.finish()
+    {
+        // The old process serves on: this one steps back rather than
+        // share the sockets with it for good.
+        ringway::say!("ringway: upgrade: {e}; this process stops, the old one serves on");
+        let _ = supervisor.sender().send(Event::Shutdown);
+        supervisor.run();
+        anyhow::bail!("the upgrade was not confirmed by the old process");
+    }
+    if took_over {
+        ringway::say!("ringway: upgrade: serving; the old process drains");
     }
     match supervisor.serve_upgrades(took_over) {
         Ok(path) => ringway::say!("ringway: upgrade socket {}", path.display()),

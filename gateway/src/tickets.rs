@@ -87,7 +87,14 @@ pub(crate) fn tickets() -> Option<Arc<Tickets>> {
 /// Takes over the keys `export` wrote in another process (before any TLS
 /// listener starts); false when they are malformed or keys exist already.
 pub fn adopt(exported: &str) -> bool {
-    let mut keys = exported.split(',').filter_map(parse);
+    let mut fields = exported.split(',');
+    // The current key's age, so that an upgrade does not restart its clock.
+    let age = fields
+        .next()
+        .and_then(|a| a.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or_default();
+    let mut keys = fields.filter_map(parse);
     let Some(current) = keys.next().and_then(Key::new) else {
         return false;
     };
@@ -97,18 +104,20 @@ pub fn adopt(exported: &str) -> bool {
             keys: RwLock::new(Keys {
                 current,
                 previous,
-                since: Instant::now(),
+                since: Instant::now().checked_sub(age).unwrap_or_else(Instant::now),
             }),
         })))
         .is_ok()
 }
 
-/// The keys in use, current first, as hex for the upgrade hand-over (a
-/// socket only the same user can reach).
+/// The current key's age in seconds, then the keys in use, current first,
+/// as hex, for the upgrade hand-over (a socket only the same user can
+/// reach).
 pub fn export() -> Option<String> {
     let tickets = tickets()?;
     let keys = tickets.keys.read().ok()?;
-    let mut out = hex(&keys.current.bytes);
+    let mut out = format!("{},", keys.since.elapsed().as_secs());
+    out.push_str(&hex(&keys.current.bytes));
     if let Some(previous) = &keys.previous {
         out.push(',');
         out.push_str(&hex(&previous.bytes));

@@ -38,10 +38,14 @@ const FDS_PER_MESSAGE: usize = 200;
 /// How long the old process waits for the new one to start its workers
 /// (large configurations build their tables first).
 const START_WAIT: Duration = Duration::from_secs(120);
+/// How long the new process waits for the old one to confirm its drain.
+const CONFIRM_WAIT: Duration = Duration::from_secs(30);
 /// How long the new process waits for each step of the old one.
 const STEP_WAIT: Duration = Duration::from_secs(10);
 /// Longest list of keys accepted.
 const MAX_INDEX: u32 = 1 << 20;
+/// Most sockets accepted from a running process.
+const MAX_SOCKETS: usize = 64 * FDS_PER_MESSAGE;
 
 /// The key of a listener's sockets: its configured address, or, when the
 /// port is 0 (the kernel picks one), its name and address.
@@ -91,6 +95,16 @@ impl Sockets {
             Some(at) => self.sockets.remove(at).1,
             None => Vec::new(),
         }
+    }
+
+    /// Whether some listener of `snapshot` is among the sockets: the
+    /// process that handed them over runs (a version of) this
+    /// configuration.
+    pub fn covers(&self, snapshot: &ringway_config::Snapshot) -> bool {
+        snapshot.listeners.iter().any(|l| {
+            let key = listener_key(&l.name, l.addr);
+            self.sockets.iter().any(|(k, _)| *k == key)
+        })
     }
 
     /// How many sockets are held.
@@ -143,6 +157,20 @@ pub fn take_over(path: &Path) -> io::Result<(Sockets, Takeover)> {
             ),
         )
     })?;
+    // Whoever binds the path hands this process its sockets and ticket
+    // keys: only a process of this user (or root) is believed.
+    let peer = getsockopt(stream.as_raw_fd(), sockopt::PeerCredentials).map_err(io::Error::from)?;
+    let me = nix::unistd::geteuid().as_raw();
+    if peer.uid() != me && peer.uid() != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is served by a process of user {}",
+                path.display(),
+                peer.uid()
+            ),
+        ));
+    }
     stream.set_read_timeout(Some(STEP_WAIT))?;
     let mut len = [0u8; 4];
     (&stream).read_exact(&mut len)?;
@@ -180,13 +208,19 @@ pub fn take_over(path: &Path) -> io::Result<(Sockets, Takeover)> {
             }
             continue;
         }
-        let (key, count) = line
+        // A line this version does not know (from a newer one) is left out.
+        if let Some((key, count)) = line
             .rsplit_once('\t')
             .and_then(|(k, c)| Some((k.to_owned(), c.parse::<usize>().ok()?)))
-            .ok_or_else(|| invalid("malformed index line"))?;
-        groups.push((key, count));
+        {
+            groups.push((key, count));
+        }
     }
-    let total: usize = groups.iter().map(|(_, n)| n).sum();
+    let total = groups
+        .iter()
+        .try_fold(0usize, |sum, (_, n)| sum.checked_add(*n))
+        .filter(|&n| n <= MAX_SOCKETS)
+        .ok_or_else(|| invalid("the running process listed too many sockets"))?;
     let mut fds = Vec::with_capacity(total);
     while fds.len() < total {
         let got = receive_fds(stream.as_raw_fd())?;
@@ -218,6 +252,9 @@ impl Takeover {
     /// Tells the old process that this one serves, and waits for it to say
     /// that it drains.
     pub fn finish(mut self) -> io::Result<()> {
+        // The old process stops its admin listener and answers what it
+        // had accepted before it confirms (up to 15 s).
+        self.stream.get_ref().set_read_timeout(Some(CONFIRM_WAIT))?;
         self.stream.get_mut().write_all(b"ready\n")?;
         let mut line = String::new();
         self.stream.read_line(&mut line)?;
@@ -261,7 +298,14 @@ pub fn listen(path: &Path) -> io::Result<UnixListener> {
     {
         std::fs::create_dir_all(dir)?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "something other than a socket is there; not removed",
+            ));
+        }
         if UnixStream::connect(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AddrInUse,
@@ -287,8 +331,11 @@ pub fn listen_after_takeover(path: &Path) -> io::Result<UnixListener> {
 pub trait Handover: Send + 'static {
     /// Copies of every listening socket (the admin listener's too).
     fn sockets(&mut self) -> io::Result<Sockets>;
-    /// The new process serves: stop accepting (returning once no new
-    /// client can reach this process), then drain and exit.
+    /// The new process serves: stop the admin listener accepting, and
+    /// return once what it accepted is answered.
+    fn stop_admin(&mut self);
+    /// The new process was told: stop accepting, drain and exit (this may
+    /// end the process at once).
     fn upgraded(&mut self);
 }
 
@@ -335,8 +382,11 @@ fn hand_over(stream: UnixStream, process: &mut impl Handover) -> io::Result<()> 
             "the new process did not start (it closed the upgrade connection)",
         ));
     }
-    process.upgraded();
+    process.stop_admin();
+    // Written before the drain begins: once it does, the process may be
+    // gone before a later write.
     (&stream).write_all(b"draining\n")?;
+    process.upgraded();
     Ok(())
 }
 
@@ -395,7 +445,12 @@ pub fn spawn_successor() -> io::Result<u32> {
             // this process accepted without CLOEXEC (io_uring's accept
             // does not set it) would otherwise stay open in the new
             // process after this one is gone, and its client would wait.
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            // CLOSE_RANGE_CLOEXEC: closed at exec, so that the standard
+            // library's own pipe still reports an exec that fails.
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) != 0 {
+                return Err(io::Error::last_os_error());
+            }
             Ok(())
         });
     }
@@ -454,6 +509,8 @@ mod tests {
             ];
             Ok(sockets)
         }
+
+        fn stop_admin(&mut self) {}
 
         fn upgraded(&mut self) {
             let _ = self.upgraded.send(());

@@ -55,6 +55,9 @@ const STOP_CHECK: Duration = Duration::from_millis(100);
 pub(super) struct Admin {
     /// The bound address.
     pub addr: SocketAddr,
+    /// The address as configured when it was opened (a reload that
+    /// changes it does not move it), its key for a hand-over.
+    pub configured: SocketAddr,
     /// A copy of its socket, to hand to a new process on upgrade.
     pub socket: TcpListener,
     /// Set to stop accepting (the socket stays open while `socket` does).
@@ -146,6 +149,7 @@ pub(super) fn spawn(
         })?;
     Ok(Admin {
         addr: bound,
+        configured: addr,
         socket,
         stop,
         thread: Some(thread),

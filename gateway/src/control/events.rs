@@ -29,12 +29,14 @@ pub enum Event {
         /// Where the sockets go.
         reply: mpsc::Sender<crate::upgrade::Sockets>,
     },
-    /// The new process serves on the sockets handed over: stop accepting
-    /// (then tell `admin_stopped`), drain and stop.
-    Upgraded {
+    /// The new process serves on the sockets handed over: stop the admin
+    /// listener accepting, answer what it accepted, then tell `done`.
+    StopAdmin {
         /// Hears that the admin listener no longer accepts.
-        admin_stopped: mpsc::Sender<()>,
+        done: mpsc::Sender<()>,
     },
+    /// The hand-over is confirmed to the new process: drain and stop.
+    Upgraded,
 }
 
 /// Why a reload was asked for.

@@ -120,14 +120,12 @@ impl ConnectionCount {
         metrics
             .connections_active
             .set(metrics.connections_active.get() + 1);
-        worker.drain.connection_opened();
         ConnectionCount(worker.clone())
     }
 }
 
 impl Drop for ConnectionCount {
     fn drop(&mut self) {
-        self.0.drain.connection_closed();
         let metrics = &self.0.metrics;
         metrics
             .connections_active

@@ -197,44 +197,80 @@ async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, st
                 _ = worker.drain.started() => break,
             }
         }
-        monoio::select! {
-            accepted = accept_next(&worker, &listener) => match accepted {
-                Ok((stream, peer)) => {
-                    errors_in_a_row = 0;
-                    let slot = Slot::take(&worker.slots, &open_here);
-                    // Settings come from the generation current at accept.
-                    let current = worker.current();
-                    if let Some(config) = current.listener(&name) {
-                        if config.tls.is_none() {
-                            let serve = accept::serve(worker.clone(), config, stream, peer);
-                            monoio::spawn(clock::per_poll(async move {
-                                serve.await;
-                                drop(slot);
-                            }));
-                        } else if let Some(tls) = current.tls(&name) {
-                            let serve =
-                                accept::serve_tls(worker.clone(), config, tls, stream, peer);
-                            monoio::spawn(clock::per_poll(async move {
-                                serve.await;
-                                drop(slot);
-                            }));
-                        }
+        // When told to stop, an io_uring accept is cancelled and then
+        // awaited, not dropped: one the kernel completed meanwhile yields
+        // its connection, which is served (dropping the operation would
+        // leak the accepted socket, and its client would wait for an
+        // answer until the process exits).
+        let readiness = accepts_by_readiness(&worker);
+        let canceller = monoio::io::Canceller::new();
+        let mut accepting = std::pin::pin!(accept_next(&listener, readiness, canceller.handle()));
+        let mut stopping = std::pin::pin!(async {
+            monoio::select! {
+                _ = stop.fired() => {},
+                _ = worker.drain.started() => {},
+            }
+        });
+        let outcome = poll_fn(|cx| {
+            if let std::task::Poll::Ready(accepted) = accepting.as_mut().poll(cx) {
+                return std::task::Poll::Ready(Some(accepted));
+            }
+            stopping.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        let (accepted, last) = match outcome {
+            Some(accepted) => (accepted, false),
+            // A readiness wait holds no connection: dropped as it is.
+            None if readiness => break,
+            None => {
+                let _ = canceller.cancel();
+                (accepting.await, true)
+            }
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                errors_in_a_row = 0;
+                let slot = Slot::take(&worker.slots, &open_here);
+                // Counted from here, so that a drain waits for a PROXY
+                // header or TLS handshake in progress too.
+                let open = worker.drain.connection();
+                // Settings come from the generation current at accept.
+                let current = worker.current();
+                if let Some(config) = current.listener(&name) {
+                    if config.tls.is_none() {
+                        let serve = accept::serve(worker.clone(), config, stream, peer);
+                        monoio::spawn(clock::per_poll(async move {
+                            serve.await;
+                            drop((slot, open));
+                        }));
+                    } else if let Some(tls) = current.tls(&name) {
+                        let serve = accept::serve_tls(worker.clone(), config, tls, stream, peer);
+                        monoio::spawn(clock::per_poll(async move {
+                            serve.await;
+                            drop((slot, open));
+                        }));
                     }
                 }
-                Err(e) => {
-                    // Out of descriptors (EMFILE, ENFILE) or memory: back
-                    // off instead of spinning, keep serving what is open,
-                    // and say so once per run of errors, not per try.
-                    bump(&worker.metrics.accept_errors);
-                    if errors_in_a_row == 0 {
-                        crate::say!("ringway: worker {}: accept on {name}: {e}; backing off", worker.id);
-                    }
-                    errors_in_a_row = errors_in_a_row.saturating_add(1);
-                    monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // The cancelled accept's own answer.
+            Err(_) if last => {}
+            Err(e) => {
+                // Out of descriptors (EMFILE, ENFILE) or memory: back
+                // off instead of spinning, keep serving what is open,
+                // and say so once per run of errors, not per try.
+                bump(&worker.metrics.accept_errors);
+                if errors_in_a_row == 0 {
+                    crate::say!(
+                        "ringway: worker {}: accept on {name}: {e}; backing off",
+                        worker.id
+                    );
                 }
-            },
-            _ = stop.fired() => break,
-            _ = worker.drain.started() => break,
+                errors_in_a_row = errors_in_a_row.saturating_add(1);
+                monoio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        if last {
+            break;
         }
     }
     // Dropping the listener closes it: new connections are refused.
@@ -249,16 +285,14 @@ async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, st
 /// connection waits in the queue until another one arrives (seen: 20 s
 /// stalls under load). A readiness poll is not exclusive: every poller
 /// wakes, one accepts, the others find the queue empty and wait again.
+/// `cancel` cancels an io_uring accept (whose answer is then awaited).
 async fn accept_next(
-    worker: &Worker,
     listener: &TcpListener,
+    readiness: bool,
+    cancel: monoio::io::CancelHandle,
 ) -> std::io::Result<(monoio::net::TcpStream, SocketAddr)> {
-    let sharing = worker
-        .accept_by_readiness_until
-        .get()
-        .is_some_and(|until| std::time::Instant::now() < until);
-    if !sharing {
-        return listener.accept().await;
+    if !readiness {
+        return listener.cancelable_accept(cancel).await;
     }
     loop {
         match try_accept(listener) {
@@ -268,6 +302,15 @@ async fn accept_next(
             accepted => return accepted,
         }
     }
+}
+
+/// Whether `worker` still shares its sockets with a process it took over
+/// from (see [`accept_next`]).
+fn accepts_by_readiness(worker: &Worker) -> bool {
+    worker
+        .accept_by_readiness_until
+        .get()
+        .is_some_and(|until| std::time::Instant::now() < until)
 }
 
 /// A non-blocking `accept(2)` on `listener` (whose socket is non-blocking).

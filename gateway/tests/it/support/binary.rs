@@ -62,6 +62,11 @@ impl Binary {
     /// listener (and the admin listener, if configured) to be announced.
     fn launch(mut command: Command, path: std::path::PathBuf, extra: &[&str]) -> Binary {
         let toml = std::fs::read_to_string(&path).unwrap();
+        // The default upgrade socket lives in the runtime directory: the
+        // config's own folder, never the host's /run/ringway.
+        if let Some(dir) = path.parent() {
+            command.env("RUNTIME_DIRECTORY", dir);
+        }
         let mut child = command
             .arg("--config")
             .arg(&path)
