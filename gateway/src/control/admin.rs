@@ -271,6 +271,9 @@ fn serve(
             respond(&mut stream, 200, &[], &body)
         }
         ("POST", "/drain") => {
+            // Not ready from this answer on, not from whenever the control
+            // thread gets to the event.
+            stats.draining.store(true, Ordering::Relaxed);
             if events.send(Event::Drain).is_err() {
                 return respond(&mut stream, 503, &[], "shutting down\n");
             }

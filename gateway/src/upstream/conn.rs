@@ -101,7 +101,7 @@ pub(crate) struct UpstreamConn {
     /// What a try must match to reuse it ([`Try::reuse_key`]): the TLS
     /// settings it was opened with and, with a PROXY protocol header, the
     /// client it names.
-    pub key: u64,
+    pub key: super::target::ReuseKey,
     /// The socket's descriptor, to look for unasked bytes while idle
     /// (monoio-rustls does not lend its socket once wrapped).
     pub fd: RawFd,

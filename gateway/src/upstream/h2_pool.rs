@@ -15,7 +15,7 @@ use monoio::time::timeout;
 use rustc_hash::FxHashMap;
 
 use super::cluster::Tally;
-use super::target::Try;
+use super::target::{ReuseKey, Try};
 use crate::drain::Signal;
 use crate::failure::Failure;
 use crate::h2_io::{PlainIo, TlsIo};
@@ -32,7 +32,7 @@ struct Conn {
     idle_since: Cell<Instant>,
     idle_timeout: Duration,
     /// What a stream must match to use it ([`Try::reuse_key`]).
-    key: u64,
+    key: ReuseKey,
     /// Counts it against the cluster's connection limit while it lives.
     _tally: Tally,
 }
@@ -65,7 +65,7 @@ pub(crate) struct H2Pool {
     /// Keyed by configured addresses: a fast hash is safe.
     conns: RefCell<FxHashMap<SocketAddr, Vec<Rc<Conn>>>>,
     /// Connections being opened, by endpoint and TLS settings.
-    opening: RefCell<FxHashMap<(SocketAddr, u64), Rc<Signal>>>,
+    opening: RefCell<FxHashMap<(SocketAddr, ReuseKey), Rc<Signal>>>,
 }
 
 impl H2Pool {
@@ -126,7 +126,12 @@ impl H2Pool {
         Ok((send, Lease(conn)))
     }
 
-    fn lease(&self, addr: SocketAddr, key: u64, limit: u32) -> Option<(SendRequest<Bytes>, Lease)> {
+    fn lease(
+        &self,
+        addr: SocketAddr,
+        key: ReuseKey,
+        limit: u32,
+    ) -> Option<(SendRequest<Bytes>, Lease)> {
         let mut conns = self.conns.borrow_mut();
         let list = conns.get_mut(&addr)?;
         list.retain(|c| !c.closed.get());

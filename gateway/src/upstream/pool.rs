@@ -23,6 +23,7 @@ use ringway_codec::http1::framing::Framing;
 use rustc_hash::FxHashMap;
 
 use super::conn::UpstreamConn;
+use super::target::ReuseKey;
 
 /// How the last exchange on an upstream connection ended, as far as
 /// reusing the connection goes.
@@ -86,7 +87,7 @@ impl Pool {
     /// An idle connection to `addr`, if one is left that has not expired
     /// and has received nothing while idle. One that has (unasked bytes,
     /// or the upstream's close) is closed, and the next one looked at.
-    pub(crate) fn take(&self, addr: SocketAddr, key: u64) -> Option<UpstreamConn> {
+    pub(crate) fn take(&self, addr: SocketAddr, key: ReuseKey) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         let now = crate::clock::now();
@@ -197,6 +198,11 @@ mod tests {
     use crate::upstream::conn::UpstreamStream;
     use monoio::net::TcpStream;
 
+    const PLAIN: ReuseKey = ReuseKey {
+        tls: 0,
+        origin: None,
+    };
+
     /// `n` plain connections to a loopback listener, and the listener's
     /// address (the listener is leaked: the connections only sit idle).
     async fn connections(n: usize) -> (SocketAddr, Vec<UpstreamConn>) {
@@ -211,7 +217,7 @@ mod tests {
                 rbuf: ReadBuf::new(),
                 reused: false,
                 _tally: None,
-                key: 0,
+                key: PLAIN,
                 fd,
             });
         }
@@ -242,20 +248,36 @@ mod tests {
             let ports: Vec<u16> = conns.iter().map(port_of).collect();
             let long = Duration::from_secs(60);
             // Oldest first: an expired one, a TLS one, two plain ones.
-            conns[1].key = 7;
+            conns[1].key = ReuseKey {
+                tls: 7,
+                origin: None,
+            };
             let mut conns = conns.into_iter();
             pool.put(addr, conns.next().unwrap(), Duration::ZERO, 8);
             for conn in conns {
                 pool.put(addr, conn, long, 8);
             }
             assert_eq!(pool.idle(addr), 4);
-            let taken = pool.take(addr, 0).unwrap();
+            let taken = pool.take(addr, PLAIN).unwrap();
             assert!(taken.reused);
             assert_eq!(port_of(&taken), ports[3]);
-            assert_eq!(port_of(&pool.take(addr, 0).unwrap()), ports[2]);
-            assert_eq!(port_of(&pool.take(addr, 7).unwrap()), ports[1]);
+            assert_eq!(port_of(&pool.take(addr, PLAIN).unwrap()), ports[2]);
+            assert_eq!(
+                port_of(
+                    &pool
+                        .take(
+                            addr,
+                            ReuseKey {
+                                tls: 7,
+                                origin: None
+                            }
+                        )
+                        .unwrap()
+                ),
+                ports[1]
+            );
             // Only the expired one is left, and it is never handed out.
-            assert!(pool.take(addr, 0).is_none());
+            assert!(pool.take(addr, PLAIN).is_none());
             pool.sweep();
             assert_eq!(pool.idle(addr), 0);
             assert_eq!(pool.counts(), (0, 3));
@@ -275,7 +297,7 @@ mod tests {
             for conn in conns {
                 pool.put(addr, conn, Duration::ZERO, 8);
             }
-            assert_eq!(port_of(&pool.take(addr, 0).unwrap()), ports[0]);
+            assert_eq!(port_of(&pool.take(addr, PLAIN).unwrap()), ports[0]);
             assert_eq!(pool.idle(addr), 0);
         });
     }

@@ -1,7 +1,6 @@
 //! Where one try of a request goes and under what terms: the endpoint,
 //! its cluster's settings and this worker's state for it.
 
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -32,19 +31,23 @@ pub(crate) struct Try<'a> {
     pub origin: Option<(SocketAddr, SocketAddr)>,
 }
 
+/// What a pooled connection must have been opened with for a try to
+/// reuse it: the same TLS settings (their fingerprint, 0 for plain TCP)
+/// and, when a PROXY protocol header starts it, the very client and
+/// address that header names (compared exactly: a hash of them could be
+/// made to collide by a client choosing its address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct ReuseKey {
+    pub tls: u64,
+    pub origin: Option<(SocketAddr, SocketAddr)>,
+}
+
 impl Try<'_> {
-    /// Which pooled connections this try may use: those opened with the
-    /// same TLS settings (0 for plain TCP) and, when a PROXY protocol
-    /// header starts them, for the same client.
-    pub(crate) fn reuse_key(&self) -> u64 {
-        let tls = self.tls.map_or(0, |t| t.fingerprint);
-        match self.origin {
-            None => tls,
-            Some(origin) => {
-                let mut hasher = rustc_hash::FxHasher::default();
-                (tls, origin).hash(&mut hasher);
-                hasher.finish()
-            }
+    /// Which pooled connections this try may use.
+    pub(crate) fn reuse_key(&self) -> ReuseKey {
+        ReuseKey {
+            tls: self.tls.map_or(0, |t| t.fingerprint),
+            origin: self.origin,
         }
     }
 }
