@@ -66,6 +66,7 @@ async fn ends(
     let mut ends = Ends {
         peer,
         local: listener.addr,
+        socket: std::os::fd::AsRawFd::as_raw_fd(client),
     };
     if listener.proxy_protocol {
         let ip = ringway_config::canonical_ip(peer.ip());
@@ -76,10 +77,8 @@ async fn ends(
         } else {
             match read.await {
                 Ok(Ok(Some((from, to)))) => {
-                    ends = Ends {
-                        peer: from,
-                        local: to,
-                    };
+                    ends.peer = from;
+                    ends.local = to;
                     None
                 }
                 Ok(Ok(None)) => None,
@@ -98,13 +97,6 @@ async fn ends(
                 "ringway_proxy_protocol_refused_total",
             );
             return None;
-        }
-    }
-    if ends.local.ip().is_unspecified() || ends.local.port() == 0 {
-        // Bound to every address (or a port the kernel chose): the socket
-        // knows which one this client reached.
-        if let Ok(local) = client.local_addr() {
-            ends.local = local;
         }
     }
     Some(ends)

@@ -70,7 +70,7 @@ impl Plan {
         } else {
             0
         };
-        (SocketAddr::new(self.client, port), self.ends.local)
+        (SocketAddr::new(self.client, port), self.ends.local())
     }
 }
 
@@ -202,11 +202,34 @@ pub(crate) struct Ends {
     /// The client's address; behind a load balancer that speaks the PROXY
     /// protocol, the one its header names.
     pub(crate) peer: SocketAddr,
-    /// The address the client connected to.
+    /// The address the client connected to, as far as known without a
+    /// system call: the listener's address (unspecified, or port 0, when
+    /// it is bound to every address or a port the kernel chose), or the
+    /// one a PROXY header named. [`Ends::local`] completes it.
     pub(crate) local: SocketAddr,
+    /// The client socket, to ask it for the address it reached when that
+    /// is needed (only a PROXY protocol header to an upstream needs it):
+    /// no `getsockname` on every accept.
+    pub(crate) socket: std::os::fd::RawFd,
 }
 
 impl Ends {
+    /// The address the client connected to. Valid while the connection is
+    /// open (a request or stream in progress keeps it open).
+    pub(crate) fn local(&self) -> SocketAddr {
+        if !self.local.ip().is_unspecified() && self.local.port() != 0 {
+            return self.local;
+        }
+        // SAFETY: the client socket of the connection whose request asks;
+        // it stays open while that request runs.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.socket) };
+        socket2::SockRef::from(&fd)
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(self.local)
+    }
+
     /// No connection's: the plan of no request.
     const NONE: Ends = Ends {
         peer: SocketAddr::V4(std::net::SocketAddrV4::new(
@@ -217,6 +240,7 @@ impl Ends {
             std::net::Ipv4Addr::UNSPECIFIED,
             0,
         )),
+        socket: -1,
     };
 }
 
