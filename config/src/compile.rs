@@ -15,12 +15,13 @@ use toml::Spanned;
 use crate::error::Location;
 use crate::schema::{self, HeaderCondition, SizeValue, WorkersValue};
 use crate::{
-    AccessLog, Action, BalancerKind, Cluster, ClusterId, DirectResponse, Endpoint, Error, HashKey,
+    AccessLog, Action, BalancerKind, Cluster, ClusterId, DirectResponse, Error, HashKey,
     HeaderRules, HealthCheck, Http2Settings, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint,
     Outlier, ProxyProtocol, RateLimit, Redirect, Result, RetryPolicy, Route, RoutePolicy, Runtime,
     Snapshot, Tracing, UpstreamProtocol, WeightedCluster, Workers, duration,
 };
 use crate::{ClientAuth, Tls, TlsCertificate, TlsVersion, UpstreamTls, tls};
+use crate::{DeclaredEndpoint, EndpointSource};
 
 /// The configuration `ringway` runs when given none: one listener on
 /// 127.0.0.1:8080 that answers every request directly and says how to go on.
@@ -275,7 +276,7 @@ impl Cx<'_> {
             access_log,
             tracing,
             listeners,
-            router,
+            router: Arc::new(router),
             routes,
             clusters,
         })
@@ -317,7 +318,63 @@ impl Cx<'_> {
                 }
                 Some(p) => Some(std::path::PathBuf::from(p.get_ref())),
             },
+            dns: self.dns(section)?,
         })
+    }
+
+    /// `[runtime] resolvers` and `[runtime] dns`.
+    fn dns(&self, section: &schema::RuntimeSection) -> Result<crate::DnsSettings> {
+        let mut dns = crate::DnsSettings::default();
+        if let Some(list) = &section.resolvers {
+            if list.get_ref().is_empty() {
+                return Err(self.err(
+                    list.span(),
+                    "expected at least one resolver (leave `resolvers` out for /etc/resolv.conf)",
+                ));
+            }
+            for r in list.get_ref() {
+                let text = r.get_ref();
+                let addr = text
+                    .parse::<SocketAddr>()
+                    .or_else(|_| text.parse().map(|ip| SocketAddr::new(ip, 53)))
+                    .map_err(|_| {
+                        self.err(
+                            r.span(),
+                            format!("expected a resolver \"IP\" or \"IP:port\", found {text:?}"),
+                        )
+                    })?;
+                dns.resolvers.push(addr);
+            }
+        }
+        let Some(d) = &section.dns else {
+            return Ok(dns);
+        };
+        let d = d.get_ref();
+        dns.min_ttl = self.duration(d.min_ttl.as_ref(), dns.min_ttl)?;
+        dns.max_ttl = self.duration(d.max_ttl.as_ref(), dns.max_ttl)?;
+        if dns.max_ttl < dns.min_ttl {
+            let at = d
+                .max_ttl
+                .as_ref()
+                .or(d.min_ttl.as_ref())
+                .map_or(0..0, |v| v.span());
+            return Err(self.err(at, "`max_ttl` must not be shorter than `min_ttl`"));
+        }
+        if let Some(f) = &d.family {
+            use crate::AddressFamily as F;
+            dns.family = self.choice(
+                Some(f),
+                "family",
+                &[
+                    ("all", F::All),
+                    ("v4", F::V4),
+                    ("v6", F::V6),
+                    ("v4-preferred", F::V4Preferred),
+                    ("v6-preferred", F::V6Preferred),
+                ],
+            )?;
+        }
+        Ok(dns)
     }
 
     fn access_log(&self, a: &Spanned<schema::AccessLogSection>) -> Result<AccessLog> {

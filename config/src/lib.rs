@@ -10,12 +10,16 @@
 //!
 //! This crate depends on `ringway-router` and `ringway-balancer` only; it
 //! knows nothing of sockets or runtimes. The only I/O it does is reading the
-//! file it is asked to load and the PEM files it names (and resolving endpoint
-//! host names and reading the system's root certificates for upstream TLS,
-//! which happen on the control thread, never on a worker).
+//! file it is asked to load and the PEM files it names (and resolving
+//! listener addresses written as host names, and reading the system's root
+//! certificates for upstream TLS, which happen on the control thread, never
+//! on a worker). Endpoint names are not resolved here: a snapshot says which
+//! DNS questions its clusters ask ([`Snapshot::dns_queries`]) and takes the
+//! answers the gateway's resolver got ([`Snapshot::resolve`]).
 #![forbid(unsafe_code)]
 
 mod compile;
+mod discovery;
 mod duration;
 mod error;
 mod publish;
@@ -25,16 +29,20 @@ mod tables;
 mod tls;
 
 pub use compile::{DEFAULT_CONFIG, compile_file_text, compile_str, load_file};
+pub use discovery::{
+    AddressFamily, DeclaredEndpoint, DnsAnswer, DnsQuery, DnsSettings, Endpoint, EndpointSource,
+    ServiceEndpoint, SrvRecord, srv_choice,
+};
 pub use duration::parse_duration;
 pub use error::{Error, Result};
 pub use publish::Published;
 pub use ringway_balancer::BalancerKind;
 pub use ringway_router::{IpRange, canonical_ip};
 pub use snapshot::{
-    AccessLog, Action, Cluster, ClusterId, DirectResponse, Endpoint, HashKey, HeaderRules,
-    HealthCheck, Http2Settings, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint, Outlier,
-    ProxyProtocol, RateLimit, Redirect, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot,
-    Tracing, Underscores, UpstreamProtocol, WeightedCluster, Workers,
+    AccessLog, Action, Cluster, ClusterId, DirectResponse, HashKey, HeaderRules, HealthCheck,
+    Http2Settings, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint, Outlier, ProxyProtocol,
+    RateLimit, Redirect, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, Tracing, Underscores,
+    UpstreamProtocol, WeightedCluster, Workers,
 };
 pub use tables::TableBuild;
 pub use tls::{

@@ -100,6 +100,30 @@ pub struct RuntimeSection {
     /// listening sockets from.
     #[schemars(with = "Option<String>")]
     pub upgrade_socket: Option<Spanned<String>>,
+    /// DNS servers (`"IP"` or `"IP:port"`) asked for endpoint names;
+    /// those of `/etc/resolv.conf` without it.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub resolvers: Option<Spanned<Vec<Spanned<String>>>>,
+    /// How endpoint names are followed.
+    #[schemars(with = "Option<DnsSection>")]
+    pub dns: Option<Spanned<DnsSection>>,
+}
+
+/// `[runtime] dns = { min_ttl = "1s", max_ttl = "300s", family = "all" }`
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// Shortest time between two questions for one name, whatever the
+    /// TTL (default 1s).
+    #[schemars(with = "Option<DurationText>")]
+    pub min_ttl: Option<Spanned<String>>,
+    /// Longest time an answer is used before asking again (default 300s).
+    #[schemars(with = "Option<DurationText>")]
+    pub max_ttl: Option<Spanned<String>>,
+    /// Which addresses of a name are endpoints: `"all"` (default), `"v4"`,
+    /// `"v6"`, `"v4-preferred"` or `"v6-preferred"`.
+    #[schemars(with = "Option<String>")]
+    pub family: Option<Spanned<String>>,
 }
 
 /// `[admin]`
@@ -626,8 +650,12 @@ pub struct UpstreamTlsSection {
 pub struct DiscoverySection {
     /// A file of endpoints (`endpoints = [...]`, as in a cluster), relative
     /// to the configuration file; re-read when it changes.
-    #[schemars(with = "String")]
-    pub file: Spanned<String>,
+    #[schemars(with = "Option<String>")]
+    pub file: Option<Spanned<String>>,
+    /// An SRV name (`_api._tcp.service.consul`): the targets, ports and
+    /// weights of its lowest-priority group, followed as DNS changes.
+    #[schemars(with = "Option<String>")]
+    pub srv: Option<Spanned<String>>,
 }
 
 /// An endpoints file, as `discovery = { file = ... }` names.

@@ -8,8 +8,9 @@ use ringway_balancer::BalancerKind;
 use ringway_router::Router;
 
 /// Everything a worker needs to serve, compiled and validated. Never
-/// changed once built: a reload builds a new one.
-#[derive(Debug)]
+/// changed once published: a reload builds a new one, and a DNS answer
+/// a copy with new endpoints (the copy shares the router).
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Publication number: 0 for the first, then 1, 2, ... per reload.
     pub generation: u64,
@@ -30,7 +31,7 @@ pub struct Snapshot {
     /// The listeners, in file order.
     pub listeners: Vec<Listener>,
     /// The compiled matcher; its `RouteId`s index [`Snapshot::routes`].
-    pub router: Router,
+    pub router: std::sync::Arc<Router>,
     /// The routes, in file order.
     pub routes: Vec<Route>,
     /// The clusters, sorted by name; [`ClusterId`] indexes them.
@@ -102,6 +103,8 @@ pub struct Runtime {
     /// The Unix socket the running process hands its listening sockets
     /// over on (`ringway --upgrade`); `None`: the default place.
     pub upgrade_socket: Option<std::path::PathBuf>,
+    /// How endpoint names are resolved.
+    pub dns: crate::DnsSettings,
 }
 
 /// Worker count.
@@ -350,8 +353,12 @@ pub struct ClusterId(pub u32);
 pub struct Cluster {
     /// Its name.
     pub name: String,
-    /// Its endpoints, in file order.
-    pub endpoints: Vec<Endpoint>,
+    /// Its endpoints now: the source's literal addresses in file order,
+    /// then each name's addresses as DNS last gave them (see
+    /// [`Snapshot::resolve`]; empty until a name has been answered).
+    pub endpoints: Vec<crate::Endpoint>,
+    /// Where the endpoints come from.
+    pub source: crate::EndpointSource,
     /// How to pick one.
     pub balancer: BalancerKind,
     /// What the hashing balancers hash; `None` for the others.
@@ -474,23 +481,6 @@ impl Default for Outlier {
     }
 }
 
-/// One endpoint of a cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoint {
-    /// Its address.
-    pub addr: SocketAddr,
-    /// Its host as written, before resolution: a DNS name or an IP literal
-    /// (an IPv6 one without its brackets). The name TLS sends and verifies
-    /// unless the cluster's `server_name` overrides it.
-    pub host: String,
-    /// Its weight, at least 1.
-    pub weight: u32,
-    /// The other addresses its name resolved to, in the resolver's order:
-    /// tried in turn when `addr` refuses a connection (an IPv6-first
-    /// `localhost` before an IPv4-only origin).
-    pub alternates: Vec<SocketAddr>,
-}
-
 /// What a hashing balancer hashes to keep a client on one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HashKey {
@@ -571,5 +561,35 @@ impl Snapshot {
             );
         }
         out
+    }
+}
+
+impl Snapshot {
+    /// Every DNS question the clusters' endpoints ask, each once.
+    pub fn dns_queries(&self) -> std::collections::BTreeSet<crate::DnsQuery> {
+        self.clusters
+            .iter()
+            .flat_map(|c| c.source.queries())
+            .collect()
+    }
+
+    /// Gives every cluster the endpoints its source has with `answers`.
+    /// Returns whether any cluster's endpoints changed; a hashing
+    /// cluster's table is dropped where they did (build it again with
+    /// [`Snapshot::build_tables`]).
+    pub fn resolve(
+        &mut self,
+        answers: &dyn Fn(&crate::DnsQuery) -> Option<crate::DnsAnswer>,
+    ) -> bool {
+        let mut changed = false;
+        for c in &mut self.clusters {
+            let endpoints = c.source.endpoints(answers);
+            if endpoints != c.endpoints {
+                c.endpoints = endpoints;
+                c.table = None;
+                changed = true;
+            }
+        }
+        changed
     }
 }

@@ -14,6 +14,7 @@ mod watch;
 
 pub use events::{Cause, Event, ReloadStats};
 
+use crate::discovery;
 use crate::gateway::{Error, Gateway, Options, Result};
 use crate::upgrade;
 
@@ -28,7 +29,16 @@ pub struct Supervisor {
     stats: Arc<ReloadStats>,
     admin: Option<admin::Admin>,
     watcher: Option<watch::Watcher>,
+    /// The resolver following the endpoint names, while any cluster has one.
+    dns: Option<discovery::Resolver>,
+    /// What DNS said of every question, kept across resolver restarts.
+    dns_status: discovery::Status,
 }
+
+/// How long a start or a reload waits for the first answers to new DNS
+/// questions before it goes on (a name still unanswered then gets its
+/// endpoints when the answer comes).
+const FIRST_ANSWERS: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Supervisor {
     /// Starts the gateway on `snapshot` (compiled from `path`, if any),
@@ -42,8 +52,11 @@ impl Supervisor {
         mut inherited: upgrade::Sockets,
     ) -> Result<Supervisor> {
         let admin_addr = snapshot.admin;
-        let gateway = Gateway::start_inheriting(snapshot, options, &mut inherited)?;
         let (sender, events) = mpsc::channel();
+        let (mut dns, dns_status) = (None, discovery::Status::default());
+        let mut snapshot = snapshot;
+        follow_dns(&mut dns, &dns_status, &mut snapshot, &sender);
+        let gateway = Gateway::start_inheriting(snapshot, options, &mut inherited)?;
         let stats = Arc::new(ReloadStats::default());
         stats.count_tables(&gateway.tables());
         let admin = match admin_addr {
@@ -60,6 +73,7 @@ impl Supervisor {
                         stats: stats.clone(),
                         workers: gateway.scraper(),
                         token: gateway.published().load().admin_token.clone(),
+                        dns: dns_status.clone(),
                     },
                     sender.clone(),
                 )
@@ -94,6 +108,8 @@ impl Supervisor {
             stats,
             admin,
             watcher,
+            dns,
+            dns_status,
         })
     }
 
@@ -154,6 +170,7 @@ impl Supervisor {
                     self.gateway.shutdown();
                 }
                 Event::ReopenLogs => self.gateway.reopen_logs(),
+                Event::Resolved => self.apply_answers(),
                 Event::Shutdown => break,
                 Event::Handover { reply } => {
                     let mut sockets = self.gateway.handover_sockets();
@@ -206,7 +223,8 @@ impl Supervisor {
                 }
                 // Relative file names resolve against the config's folder,
                 // as they did at start.
-                let next = compile_file_text(path, &text).map_err(|e| e.to_string())?;
+                let mut next = compile_file_text(path, &text).map_err(|e| e.to_string())?;
+                follow_dns(&mut self.dns, &self.dns_status, &mut next, &self.sender);
                 if cause == Cause::FileChanged
                     && text == running.source_text
                     && same_endpoints(&next, &running)
@@ -249,6 +267,87 @@ impl Supervisor {
                     *last = Some(message.clone());
                 }
                 Err(message)
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    /// DNS changed an answer: the workers get the running configuration
+    /// with the endpoints the answers now make (no file is read).
+    fn apply_answers(&mut self) {
+        let Some(dns) = &self.dns else { return };
+        let running = self.gateway.published().load();
+        let mut next = Snapshot::clone(&running);
+        let answers = dns.answers();
+        if !next.resolve(&|q| answers.get(q).cloned()) {
+            return;
+        }
+        let moved: Vec<String> = next
+            .clusters
+            .iter()
+            .zip(&running.clusters)
+            .filter(|(a, b)| a.endpoints != b.endpoints)
+            .map(|(c, _)| format!("{} ({} endpoints)", c.name, c.endpoints.len()))
+            .collect();
+        match self.gateway.reload(next) {
+            Ok(stored) => crate::say!(
+                "ringway: generation {} loaded (DNS): {}",
+                stored.generation,
+                moved.join(", ")
+            ),
+            Err(e) => crate::say!("ringway: DNS answers not applied: {e}"),
+        }
+    }
+}
+
+/// Starts, keeps or restarts the resolver for the questions of `snapshot`
+/// (stops it when there are none), waits up to [`FIRST_ANSWERS`] for the
+/// first answers to new ones, and gives `snapshot` the endpoints the
+/// answers make. Never fails: a name without an answer leaves its cluster
+/// without those endpoints (503 with a reason) until one comes.
+fn follow_dns(
+    dns: &mut Option<discovery::Resolver>,
+    status: &discovery::Status,
+    snapshot: &mut Snapshot,
+    events: &mpsc::Sender<Event>,
+) {
+    let queries = snapshot.dns_queries();
+    if queries.is_empty() {
+        *dns = None;
+        if let Ok(mut known) = status.lock() {
+            known.clear();
+        }
+        return;
+    }
+    if dns
+        .as_ref()
+        .is_none_or(|r| r.settings() != &snapshot.runtime.dns)
+    {
+        let events = events.clone();
+        let changed = move || {
+            let _ = events.send(Event::Resolved);
+        };
+        match discovery::Resolver::start(&snapshot.runtime.dns, status.clone(), changed) {
+            Ok(resolver) => *dns = Some(resolver),
+            Err(e) => {
+                crate::say!("ringway: cannot start the DNS resolver: {e}");
+                *dns = None;
+                return;
+            }
+        }
+    }
+    if let Some(resolver) = dns {
+        resolver.follow(queries, FIRST_ANSWERS);
+        let answers = resolver.answers();
+        snapshot.resolve(&|q| answers.get(q).cloned());
+        for c in &snapshot.clusters {
+            if c.endpoints.is_empty() {
+                crate::say!(
+                    "ringway: cluster {} has no endpoint yet: {}",
+                    c.name,
+                    discovery::why_empty(c, status)
+                );
             }
         }
     }

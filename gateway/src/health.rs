@@ -76,7 +76,6 @@ impl HealthChecker {
                 let probe = Probe {
                     check: config.clone(),
                     proxy_protocol: cluster.proxy_protocol,
-                    alternates: endpoint.alternates.clone(),
                 };
                 let check = match self.checks.remove(&key) {
                     Some(check) => {
@@ -123,9 +122,6 @@ struct Probe {
     check: HealthCheck,
     /// The cluster's connections start with a PROXY protocol header.
     proxy_protocol: Option<ProxyProtocol>,
-    /// The other addresses the endpoint's name gave, tried when the first
-    /// refuses (as requests do).
-    alternates: Vec<SocketAddr>,
 }
 
 /// Starts checking `addr`, from the verdict `healthy`: true at a start
@@ -167,13 +163,12 @@ fn run(
         let Ok(Probe {
             check,
             proxy_protocol,
-            alternates,
         }) = config.lock().map(|c| c.clone())
         else {
             return;
         };
         let started = Instant::now();
-        match probe(addr, &alternates, &check, proxy_protocol) {
+        match probe(addr, &check, proxy_protocol) {
             Ok(()) => {
                 passes += 1;
                 failures = 0;
@@ -209,22 +204,11 @@ fn run(
 /// connection is the gateway's own.
 fn probe(
     addr: SocketAddr,
-    alternates: &[SocketAddr],
     check: &HealthCheck,
     proxy_protocol: Option<ProxyProtocol>,
 ) -> Result<(), String> {
     let deadline = Instant::now() + check.timeout;
-    let mut connected = TcpStream::connect_timeout(&addr, check.timeout);
-    for next in alternates {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match &connected {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused && !left.is_zero() => {
-                connected = TcpStream::connect_timeout(next, left);
-            }
-            _ => break,
-        }
-    }
-    let mut stream = connected.map_err(|e| e.to_string())?;
+    let mut stream = TcpStream::connect_timeout(&addr, check.timeout).map_err(|e| e.to_string())?;
     let left = |deadline: Instant| {
         deadline
             .saturating_duration_since(Instant::now())

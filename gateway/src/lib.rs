@@ -28,6 +28,7 @@ mod access_log;
 mod buffer;
 mod clock;
 pub mod control;
+mod discovery;
 mod downstream;
 mod drain;
 mod failure;
@@ -47,5 +48,6 @@ pub mod upgrade;
 mod upstream;
 mod worker;
 
+pub use discovery::resolve_once;
 pub use gateway::{Error, Gateway, Options, Result};
 pub use runtime::DriverInfo;

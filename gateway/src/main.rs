@@ -135,6 +135,9 @@ fn check(file: &std::path::Path) -> ExitCode {
     let before = resident_bytes();
     match load_file(file) {
         Ok(mut snapshot) => {
+            for warning in ringway::resolve_once(&mut snapshot, Duration::from_secs(5)) {
+                println!("warning: {warning}");
+            }
             let tables = snapshot.build_tables(None);
             let held = resident_bytes().saturating_sub(before);
             print!("{}", snapshot.summary());

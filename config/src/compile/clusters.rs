@@ -18,7 +18,7 @@ impl Cx<'_> {
                 .as_ref()
                 .map(|t| self.upstream_tls(t, protocol))
                 .transpose()?;
-            let (endpoints, endpoints_file) = match (&c.discovery, c.endpoints.is_empty()) {
+            let (source, endpoints_file) = match (&c.discovery, c.endpoints.is_empty()) {
                 (Some(d), false) => {
                     return Err(self.err(
                         d.span(),
@@ -28,18 +28,32 @@ impl Cx<'_> {
                         ),
                     ));
                 }
-                (Some(d), true) => {
-                    let (endpoints, path) = self.endpoints_file(&d.get_ref().file, tls.as_ref())?;
-                    (endpoints, Some(path))
-                }
+                (Some(d), true) => match (&d.get_ref().file, &d.get_ref().srv) {
+                    (Some(file), None) => {
+                        let (declared, path) = self.endpoints_file(file, tls.as_ref())?;
+                        (EndpointSource::Listed(declared), Some(path))
+                    }
+                    (None, Some(srv)) => (EndpointSource::Srv(self.srv_name(srv)?), None),
+                    _ => {
+                        return Err(self.err(
+                            d.span(),
+                            "expected one of `discovery = { file = \"...\" }` or `discovery = { srv = \"...\" }`",
+                        ));
+                    }
+                },
                 (None, true) => {
                     return Err(self.err(
                         section.span(),
                         format!("cluster {:?} needs at least one endpoint", name.get_ref()),
                     ));
                 }
-                (None, false) => (self.endpoints(&c.endpoints, tls.as_ref())?, None),
+                (None, false) => (
+                    EndpointSource::Listed(self.endpoints(&c.endpoints, tls.as_ref())?),
+                    None,
+                ),
             };
+            // Literal addresses now; names once the resolver answers.
+            let endpoints = source.endpoints(&|_| None);
             let (balancer, hash_key) = match &c.balancer {
                 None => (BalancerKind::RoundRobin, None),
                 Some(b) => self.balancer(b)?,
@@ -48,6 +62,7 @@ impl Cx<'_> {
             out.push(Cluster {
                 name: name.get_ref().clone(),
                 endpoints,
+                source,
                 balancer,
                 hash_key,
                 connect_timeout: self
@@ -93,29 +108,24 @@ impl Cx<'_> {
         Ok((out, ids))
     }
 
-    /// The endpoints of a list, each resolved and checked.
+    /// The endpoints of a list, each checked (names are not resolved
+    /// here: the gateway's resolver follows them).
     fn endpoints(
         &self,
         list: &[Spanned<schema::EndpointValue>],
         tls: Option<&UpstreamTls>,
-    ) -> Result<Vec<Endpoint>> {
+    ) -> Result<Vec<DeclaredEndpoint>> {
         let mut endpoints = Vec::with_capacity(list.len());
         for e in list {
-            let addr_value = Spanned::new(e.span(), e.get_ref().addr.clone());
-            let mut addrs = self.socket_addrs(&addr_value)?;
-            let addr = addrs.remove(0);
-            // `socket_addrs` accepted it, so a `:port` follows the host.
-            let host = addr_value
-                .get_ref()
-                .rsplit_once(':')
-                .map_or("", |(host, _)| host)
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_owned();
+            let text = &e.get_ref().addr;
+            let (host, port) = host_port(text).ok_or_else(|| {
+                self.err(
+                    e.span(),
+                    format!("expected an address \"IP:port\" or \"host:port\", found {text:?}"),
+                )
+            })?;
             let verifiable = match tls {
-                Some(tls) if tls.server_name.is_none() => {
-                    ServerName::try_from(host.as_str()).is_ok()
-                }
+                Some(tls) if tls.server_name.is_none() => ServerName::try_from(host).is_ok(),
                 _ => true,
             };
             if !verifiable {
@@ -130,14 +140,29 @@ impl Cx<'_> {
                 .ok()
                 .filter(|w| (1..=1_000_000).contains(w))
                 .ok_or_else(|| self.err(e.span(), "expected a weight in 1..=1000000"))?;
-            endpoints.push(Endpoint {
-                addr,
-                host,
+            endpoints.push(DeclaredEndpoint {
+                host: host.to_owned(),
+                port,
                 weight,
-                alternates: addrs,
+                ip: host.parse().ok(),
             });
         }
         Ok(endpoints)
+    }
+
+    /// An SRV name, as `discovery = { srv = ... }` writes it.
+    fn srv_name(&self, value: &Spanned<String>) -> Result<String> {
+        let name = value.get_ref().trim_end_matches('.');
+        if !is_dns_name(name) {
+            return Err(self.err(
+                value.span(),
+                format!(
+                    "expected an SRV name such as \"_api._tcp.service.consul\", found {:?}",
+                    value.get_ref()
+                ),
+            ));
+        }
+        Ok(name.to_owned())
     }
 
     /// The endpoints in the file `file` names (relative to this file's
@@ -147,7 +172,7 @@ impl Cx<'_> {
         &self,
         file: &Spanned<String>,
         tls: Option<&UpstreamTls>,
-    ) -> Result<(Vec<Endpoint>, std::path::PathBuf)> {
+    ) -> Result<(Vec<DeclaredEndpoint>, std::path::PathBuf)> {
         let path = self.dir.join(file.get_ref());
         let text = std::fs::read_to_string(&path).map_err(|e| {
             self.err(
@@ -433,4 +458,35 @@ impl Cx<'_> {
             panic_threshold: percent(&s.panic_threshold, defaults.panic_threshold)?,
         })
     }
+}
+
+/// `host:port` split: an IP literal (IPv6 in brackets) or a DNS name, and
+/// a port above 0; `None` for anything else.
+fn host_port(text: &str) -> Option<(&str, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|&p| p > 0)?;
+    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok()
+            .then_some((v6, port));
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() || is_dns_name(host) {
+        return Some((host, port));
+    }
+    None
+}
+
+/// A name DNS can be asked: dot-separated labels of letters, digits, `-`
+/// and `_` (SRV names and some internal names use it), each 1..=63 long,
+/// 253 at most in all.
+fn is_dns_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
 }

@@ -555,12 +555,6 @@ fn cluster_protocols_parse_or_list_the_choices() {
 }
 
 #[test]
-fn endpoint_hosts_are_kept_as_written() {
-    let s = compile_str("t.toml", "[cluster.a]\nendpoints = [\"localhost:1\"]\n").unwrap();
-    assert_eq!(s.clusters[0].endpoints[0].host, "localhost");
-}
-
-#[test]
 fn cluster_tls_reads_its_ca_and_client_certificate() {
     let pki = Pki::new();
     let text = format!(

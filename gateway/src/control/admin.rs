@@ -38,6 +38,8 @@ pub(super) struct AdminState {
     pub workers: Vec<UnboundedSender<Command>>,
     /// What `POST` requests must carry as `Authorization: Bearer`, if set.
     pub token: Option<String>,
+    /// What DNS said of the endpoint names.
+    pub dns: crate::discovery::Status,
 }
 
 /// Admin connections served at once.
@@ -249,7 +251,11 @@ fn serve(
                 tables_kept: stats.tables_kept.load(Ordering::Relaxed),
                 table_bytes: stats.table_bytes.load(Ordering::Relaxed),
             };
-            let body = metrics::render(&reports, &control);
+            let mut body = metrics::render(&reports, &control);
+            body.push_str(&crate::discovery::render_metrics(
+                &published.load(),
+                &state.dns,
+            ));
             respond(
                 &mut stream,
                 200,
@@ -259,6 +265,7 @@ fn serve(
         }
         ("GET", "/clusters") => {
             let mut body = metrics::render_clusters(&crate::gateway::scrape(&state.workers));
+            body.push_str(&crate::discovery::describe(&published.load(), &state.dns));
             // A bad endpoints file (or configuration) keeps the last good
             // endpoints: say why they did not change, with file:line:col.
             if let Ok(last) = stats.last_error.lock()

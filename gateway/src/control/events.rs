@@ -21,6 +21,8 @@ pub enum Event {
     Drain,
     /// Reopen the access log (SIGUSR1, after rotation).
     ReopenLogs,
+    /// A DNS answer changed: apply the endpoints it makes.
+    Resolved,
     /// Drain and stop.
     Shutdown,
     /// A new process is taking over (`ringway --upgrade`): send copies of

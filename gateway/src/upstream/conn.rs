@@ -114,8 +114,7 @@ pub(crate) async fn open(to: Try<'_>) -> Result<UpstreamConn, Failure> {
     }
     let connecting = Tally::new(&to.state.breakers.pending);
     let started = Instant::now();
-    let alternates = &to.cluster.endpoints[to.endpoint.0 as usize].alternates;
-    let mut stream = connect_any(to.addr, alternates, to.cluster.connect_timeout).await?;
+    let mut stream = connect(to.addr, to.cluster.connect_timeout).await?;
     let fd = stream.as_raw_fd();
     if let Some(version) = to.cluster.proxy_protocol {
         super::proxy_protocol::send(&mut stream, version, to.origin).await?;
@@ -146,35 +145,6 @@ pub(crate) async fn open(to: Try<'_>) -> Result<UpstreamConn, Failure> {
         key: to.reuse_key(),
         fd,
     })
-}
-
-/// Connects to `addr` within `limit`; when it refuses (or is unreachable),
-/// to each of `alternates` in turn, the other addresses the endpoint's
-/// name resolved to, in the time left.
-pub(crate) async fn connect_any(
-    addr: SocketAddr,
-    alternates: &[SocketAddr],
-    limit: Duration,
-) -> Result<TcpStream, Failure> {
-    let started = Instant::now();
-    let mut result = connect(addr, limit).await;
-    for &next in alternates {
-        let refused = matches!(
-            result,
-            Err(Failure::Connect(
-                std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::HostUnreachable
-                    | std::io::ErrorKind::NetworkUnreachable
-                    | std::io::ErrorKind::AddrNotAvailable
-            ))
-        );
-        let left = limit.saturating_sub(started.elapsed());
-        if !refused || left.is_zero() {
-            break;
-        }
-        result = connect(next, left).await;
-    }
-    result
 }
 
 /// Connects to an upstream endpoint within `limit`.

@@ -163,9 +163,7 @@ impl H2Pool {
 /// Opens an HTTP/2 connection (over TLS when the cluster says so) and
 /// starts the task that drives it.
 async fn connect(to: Try<'_>, host: &str) -> Result<(SendRequest<Bytes>, Rc<Cell<bool>>), Failure> {
-    let alternates = &to.cluster.endpoints[to.endpoint.0 as usize].alternates;
-    let mut stream =
-        super::conn::connect_any(to.addr, alternates, to.cluster.connect_timeout).await?;
+    let mut stream = super::conn::connect(to.addr, to.cluster.connect_timeout).await?;
     if let Some(version) = to.cluster.proxy_protocol {
         super::proxy_protocol::send(&mut stream, version, to.origin).await?;
     }

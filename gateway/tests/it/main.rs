@@ -9,6 +9,7 @@ mod support;
 mod bodies;
 mod client_addr;
 mod discovery;
+mod dns;
 mod errors;
 mod governance;
 mod grpc;

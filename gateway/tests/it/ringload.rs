@@ -27,11 +27,17 @@ pub(crate) struct Origin {
 impl Origin {
     /// Starts `ringload serve --name NAME extra...`.
     pub(crate) fn start(name: &str, extra: &[&str]) -> Origin {
+        Origin::start_on(name, "127.0.0.1:0", extra)
+    }
+
+    /// Starts `ringload serve --listen LISTEN --name NAME extra...` (other
+    /// loopback addresses stand in for other hosts).
+    pub(crate) fn start_on(name: &str, listen: &str, extra: &[&str]) -> Origin {
         let mut child = Command::new(binary())
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--workers",
                 "1",
                 "--name",
@@ -55,6 +61,13 @@ impl Origin {
             })
             .unwrap_or_else(|| panic!("ringload serve said: {line}"));
         Origin { child, addr }
+    }
+
+    /// Requests it has answered, from its own counter.
+    pub(crate) fn served(&self) -> u64 {
+        let stats = crate::support::get(self.addr, "a", "/__ringload/stats").text();
+        let json: serde_json::Value = serde_json::from_str(&stats).unwrap();
+        json["requests"].as_u64().unwrap()
     }
 }
 
