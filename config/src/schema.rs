@@ -619,6 +619,10 @@ pub struct ClusterSection {
     /// client: "v1" or "v2".
     #[schemars(with = "Option<String>")]
     pub proxy_protocol: Option<Spanned<String>>,
+    /// A new or recovered endpoint's share ramps up linearly over this
+    /// long (round-robin, random and least-request).
+    #[schemars(with = "Option<DurationText>")]
+    pub slow_start: Option<Spanned<String>>,
 }
 
 /// A cluster's `tls = { ... }`.

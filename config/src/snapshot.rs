@@ -384,6 +384,9 @@ pub struct Cluster {
     pub tls: Option<crate::tls::UpstreamTls>,
     /// The PROXY protocol header each new connection starts with, if any.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// How long a new or recovered endpoint's share takes to ramp up
+    /// from 10% to all of it (`None`: at once).
+    pub slow_start: Option<Duration>,
     /// The endpoints file the endpoints were read from
     /// (`discovery = { file = ... }`), resolved against the configuration
     /// file's folder; a change to it reloads.

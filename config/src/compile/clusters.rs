@@ -102,6 +102,16 @@ impl Cx<'_> {
                         &[("v1", ProxyProtocol::V1), ("v2", ProxyProtocol::V2)],
                     )?),
                 },
+                slow_start: match &c.slow_start {
+                    None => None,
+                    Some(v) if matches!(balancer, BalancerKind::RingHash { .. } | BalancerKind::Maglev { .. }) => {
+                        return Err(self.err(
+                            v.span(),
+                            "`slow_start` applies to \"round-robin\", \"random\" and \"least-request\"; a hashing balancer keeps keys on their endpoints instead",
+                        ));
+                    }
+                    Some(v) => Some(self.duration(Some(v), Duration::ZERO)?),
+                },
                 table: None,
             });
         }

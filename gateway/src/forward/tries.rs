@@ -284,9 +284,9 @@ mod tests {
             cluster,
             &mut HashMap::new(),
             Vec::new(),
-            1,
-            1,
+            (1, 1),
             Rc::new(Breakers::default()),
+            true,
         );
         let budget = RetryBudget::default();
         budget.active_requests.set(active);

@@ -36,6 +36,11 @@ pub(crate) struct EndpointStats {
     ejected_until: Cell<Option<Instant>>,
     ejections: Cell<u32>,
     last_ejection_end: Cell<Option<Instant>>,
+    /// Since when its share ramps up (slow start): it joined a cluster
+    /// this worker already served, or its health check passed again.
+    warming_since: Cell<Option<Instant>>,
+    /// Its health verdict at this worker's last look (to see it recover).
+    seen_unhealthy: Cell<bool>,
 }
 
 impl EndpointStats {
@@ -107,18 +112,25 @@ pub(crate) struct ClusterState {
     limits: Limits,
     /// This worker's counters against them.
     pub breakers: Rc<Breakers>,
+    /// Slow start's ramp, if the cluster has one.
+    slow_start: Option<std::time::Duration>,
+    /// xorshift state for slow start's draws (per worker, per cluster).
+    draws: Cell<u64>,
 }
 
 impl ClusterState {
     /// Builds the state for `cluster`, reusing this worker's counters of
-    /// endpoints it already knows (`known`, keyed by address).
+    /// endpoints it already knows (`known`, keyed by address). With slow
+    /// start, an address new to this worker warms up unless the cluster
+    /// itself is new here (`new_cluster`: a start, or a cluster a reload
+    /// adds, serves all its endpoints at once).
     pub(crate) fn new(
         cluster: &Cluster,
         known: &mut HashMap<SocketAddr, Rc<EndpointStats>>,
         healthy: Vec<Arc<AtomicBool>>,
-        seed: u64,
-        workers: u32,
+        (seed, workers): (u64, u32),
         breakers: Rc<Breakers>,
+        new_cluster: bool,
     ) -> ClusterState {
         // A hashing balancer's table was built once for the process
         // (`Snapshot::build_tables`); this worker only adds its own
@@ -129,10 +141,20 @@ impl ClusterState {
             cluster.table.as_ref(),
         )
         .ok();
+        let now = crate::clock::now();
         let endpoints = cluster
             .endpoints
             .iter()
-            .map(|e| known.entry(e.addr).or_default().clone())
+            .map(|e| {
+                let stats = known.entry(e.addr).or_insert_with(|| {
+                    let fresh = Rc::new(EndpointStats::default());
+                    if cluster.slow_start.is_some() && !new_cluster {
+                        fresh.warming_since.set(Some(now));
+                    }
+                    fresh
+                });
+                stats.clone()
+            })
             .collect();
         ClusterState {
             balancer: RefCell::new(balancer),
@@ -141,6 +163,8 @@ impl ClusterState {
             outlier: cluster.outlier.clone(),
             limits: share(cluster.limits, workers),
             breakers,
+            slow_start: cluster.slow_start,
+            draws: Cell::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1),
         }
     }
 
@@ -179,7 +203,39 @@ impl ClusterState {
             .healthy
             .get(i)
             .is_none_or(|h| h.load(Ordering::Relaxed));
-        healthy && !self.endpoints[i].is_ejected(now)
+        let stats = &self.endpoints[i];
+        if stats.seen_unhealthy.get() == healthy {
+            stats.seen_unhealthy.set(!healthy);
+            if healthy && self.slow_start.is_some() {
+                // Back from a failed health check: warm up again.
+                stats.warming_since.set(Some(now));
+            }
+        }
+        healthy && !stats.is_ejected(now)
+    }
+
+    /// Slow start: whether endpoint `i` takes this pick. A warming
+    /// endpoint takes a share of the picks it would get that grows
+    /// linearly from 10% to all of it over the ramp (as Envoy's and
+    /// HAProxy's slow start, with Envoy's 10% floor), drawn at random.
+    fn warm_enough(&self, i: usize, now: Instant) -> bool {
+        let (Some(ramp), Some(since)) = (self.slow_start, self.endpoints[i].warming_since.get())
+        else {
+            return true;
+        };
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed >= ramp {
+            self.endpoints[i].warming_since.set(None);
+            return true;
+        }
+        let share = (elapsed.as_secs_f64() / ramp.as_secs_f64()).max(0.1);
+        // xorshift64: cheap, and good enough to spread picks.
+        let mut x = self.draws.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.draws.set(x);
+        ((x >> 11) as f64 / (1u64 << 53) as f64) < share
     }
 
     /// Picks a usable endpoint other than those in `tried`. When fewer
@@ -190,13 +246,24 @@ impl ClusterState {
         let n = self.endpoints.len();
         let usable = (0..n).filter(|&i| self.usable(i, now)).count();
         let panic = usable * 100 < usize::from(self.outlier.panic_threshold) * n;
-        let view = PickView {
+        let mut view = PickView {
             state: self,
             tried,
             panic,
             now,
+            warming: self.slow_start.is_some(),
         };
-        self.balancer.borrow_mut().as_mut()?.pick(key_hash, &view)
+        let mut balancer = self.balancer.borrow_mut();
+        let balancer = balancer.as_mut()?;
+        match balancer.pick(key_hash, &view) {
+            // Slow start never leaves a request without an endpoint: when
+            // the draws turned every candidate away, ask again without.
+            None if view.warming => {
+                view.warming = false;
+                balancer.pick(key_hash, &view)
+            }
+            picked => picked,
+        }
     }
 
     /// True when some usable endpoint is not in `tried` (without moving
@@ -279,11 +346,16 @@ struct PickView<'a> {
     tried: &'a [EndpointId],
     panic: bool,
     now: Instant,
+    /// Slow start's draws apply.
+    warming: bool,
 }
 
 impl EndpointState for PickView<'_> {
     fn eligible(&self, id: EndpointId) -> bool {
-        !self.tried.contains(&id) && (self.panic || self.state.usable(id.0 as usize, self.now))
+        let i = id.0 as usize;
+        !self.tried.contains(&id)
+            && (self.panic || self.state.usable(i, self.now))
+            && (!self.warming || self.state.warm_enough(i, self.now))
     }
 
     fn active(&self, id: EndpointId) -> u32 {

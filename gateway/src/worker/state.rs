@@ -84,9 +84,10 @@ impl Generation {
             .iter()
             .enumerate()
             .map(|(i, c)| {
+                let new_cluster = !breakers.contains_key(&c.name);
                 let b = breakers.entry(c.name.clone()).or_default().clone();
                 let healthy = health.get(i).cloned().unwrap_or_default();
-                ClusterState::new(c, known, healthy, seed, worker.workers, b)
+                ClusterState::new(c, known, healthy, (seed, worker.workers), b, new_cluster)
             })
             .collect();
         let limiters = snapshot

@@ -189,3 +189,52 @@ fn endpoints_added_and_removed_under_load_fail_no_request() {
         assert!(failed.is_empty(), "{} failed: {failed:?}", failed.len());
     }
 }
+
+/// Slow start: an endpoint that joins takes a small share at first, then
+/// the whole of it once the ramp is over.
+#[test]
+fn a_joining_endpoint_ramps_up_with_slow_start() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path.join("endpoints")).unwrap();
+    let file = dir.path.join("endpoints/api.toml");
+    publish(&file, &endpoints(&[&a]));
+    let config = dir.path.join("ringway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n{EDGE}[[route]]\ncluster = \"api\"\n[cluster.api]\n\
+             discovery = {{ file = \"endpoints/api.toml\" }}\nslow_start = \"4s\"\n"
+        ),
+    )
+    .unwrap();
+    let gw = Binary::start_at(config, Path::new("/"), &["--workers", "1"]);
+    assert!(reaches(&gw, &a));
+    // The share b gets of `n` requests in a row.
+    let share_of_b = |n: usize| {
+        let before = b.count("/ramp");
+        for _ in 0..n {
+            assert_eq!(get(gw.addr, "a", "/ramp").status, 200);
+        }
+        (b.count("/ramp") - before) as f64 / n as f64
+    };
+    publish(&file, &endpoints(&[&a, &b]));
+    assert!(reaches(&gw, &b), "b never joined");
+    let joined = std::time::Instant::now();
+    // Round-robin would give b half at once; in the ramp's first second
+    // it gets 10-25% of what it would (5-13% of the requests).
+    let early = share_of_b(200);
+    assert!(
+        joined.elapsed() < Duration::from_millis(1500),
+        "too slow to measure the ramp's start"
+    );
+    assert!(early < 0.25, "b took {early} of the requests at once");
+    while joined.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let late = share_of_b(200);
+    assert!(
+        (0.45..=0.55).contains(&late),
+        "b's share after the ramp: {late}"
+    );
+}

@@ -164,3 +164,20 @@ fn runtime_dns_settings_are_checked() {
         "{e}"
     );
 }
+
+#[test]
+fn slow_start_is_for_the_balancers_that_can_ramp() {
+    let s = compile_str(
+        "t.toml",
+        "[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\nslow_start = \"30s\"\n",
+    )
+    .unwrap();
+    assert_eq!(s.clusters[0].slow_start, Some(Duration::from_secs(30)));
+    let e = error_of(
+        "[cluster.a]\nendpoints = [\"127.0.0.1:1\"]\nbalancer = \"maglev\"\nslow_start = \"30s\"\n",
+    );
+    assert!(
+        e.starts_with("test.toml:4:14:") && e.contains("hashing"),
+        "{e}"
+    );
+}
