@@ -282,3 +282,47 @@ fn tcp_checks_connect_and_send_the_proxy_header() {
     assert_eq!(head[12], 0x20);
     assert_eq!(verdict(&gw, "pp", proxied), Some(true));
 }
+
+/// A reload that keeps a check keeps its verdict (an unhealthy endpoint
+/// is not back in rotation, or said unhealthy again, because the file
+/// changed) and hands it the new settings (here a new path).
+#[test]
+fn a_reload_keeps_a_continuing_checks_verdict_and_gives_it_new_settings() {
+    let (good, sick) = (Upstream::start("good"), Upstream::start("sick"));
+    sick.set_sick(true);
+    let config = |path: &str| {
+        format!(
+            "{ADMIN}{EDGE}[[route]]\ncluster = \"app\"\n{}health = {{ path = \"{path}\", {QUICK} }}\n",
+            cluster("app", &[good.addr, sick.addr])
+        )
+    };
+    let mut gw = Binary::start(&config("/before"), &[]);
+    assert!(judged(&gw, "app", sick.addr, false));
+    let generation = gw.generation();
+    gw.write_config(&config("/after"));
+    assert!(wait_until(Duration::from_secs(10), || gw.generation() > generation));
+    // The same checks, now on the new path.
+    assert!(wait_until(Duration::from_secs(10), || {
+        sick.count("/after") >= 3 && good.count("/after") >= 3
+    }));
+    assert_eq!(verdict(&gw, "app", sick.addr), Some(false));
+    assert_eq!(verdict(&gw, "app", good.addr), Some(true));
+    sick.set_sick(false);
+    assert!(judged(&gw, "app", sick.addr, true));
+
+    // Its verdict changed twice in all: out once, back once.
+    gw.child.kill().unwrap();
+    // What it said before it announced its listeners, and after.
+    let mut log = gw.log.concat();
+    gw.stderr.read_to_string(&mut log).unwrap();
+    let said = |what: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!("endpoint {} is {what}", sick.addr)))
+            .count()
+    };
+    assert_eq!((said("unhealthy"), said("healthy again")), (1, 1), "{log}");
+    assert!(
+        !log.contains(&format!("endpoint {} is", good.addr)),
+        "{log}"
+    );
+}
