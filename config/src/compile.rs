@@ -16,9 +16,9 @@ use crate::error::Location;
 use crate::schema::{self, HeaderCondition, SizeValue, WorkersValue};
 use crate::{
     AccessLog, Action, BalancerKind, Cluster, ClusterId, DirectResponse, Error, HashKey,
-    HeaderRules, HealthCheck, Http2Settings, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint,
-    Outlier, ProxyProtocol, RateLimit, Redirect, Result, RetryPolicy, Route, RoutePolicy, Runtime,
-    Snapshot, Tracing, UpstreamProtocol, WeightedCluster, Workers, duration,
+    HeaderRules, HealthCheck, HealthKind, Http2Settings, IoDriver, Limits, Listener, LogFormat,
+    OtlpEndpoint, Outlier, ProxyProtocol, RateLimit, Redirect, Result, RetryPolicy, Route,
+    RoutePolicy, Runtime, Snapshot, Tracing, UpstreamProtocol, WeightedCluster, Workers, duration,
 };
 use crate::{ClientAuth, Tls, TlsCertificate, TlsVersion, UpstreamTls, tls};
 use crate::{DeclaredEndpoint, EndpointSource};

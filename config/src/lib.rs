@@ -40,9 +40,9 @@ pub use ringway_balancer::BalancerKind;
 pub use ringway_router::{IpRange, canonical_ip};
 pub use snapshot::{
     AccessLog, Action, Cluster, ClusterId, DirectResponse, HashKey, HeaderRules, HealthCheck,
-    Http2Settings, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint, Outlier, ProxyProtocol,
-    RateLimit, Redirect, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot, Tracing, Underscores,
-    UpstreamProtocol, WeightedCluster, Workers,
+    HealthKind, Http2Settings, IoDriver, Limits, Listener, LogFormat, OtlpEndpoint, Outlier,
+    ProxyProtocol, RateLimit, Redirect, RetryPolicy, Route, RoutePolicy, Runtime, Snapshot,
+    Tracing, Underscores, UpstreamProtocol, WeightedCluster, Workers,
 };
 pub use tables::TableBuild;
 pub use tls::{

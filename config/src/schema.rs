@@ -492,9 +492,21 @@ pub struct RetrySection {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSection {
-    /// Path to GET.
-    #[schemars(with = "String")]
-    pub path: Spanned<String>,
+    /// What a check is: `"http"` (default: a GET of `path`), `"tcp"` (a
+    /// connection only) or `"grpc"` (`grpc.health.v1.Health/Check`).
+    #[schemars(with = "Option<String>")]
+    pub kind: Option<Spanned<String>>,
+    /// Path to GET (`kind = "http"` only, and required there).
+    #[schemars(with = "Option<String>")]
+    pub path: Option<Spanned<String>>,
+    /// The service to ask about (`kind = "grpc"` only; the server as a
+    /// whole when absent).
+    #[schemars(with = "Option<String>")]
+    pub service: Option<Spanned<String>>,
+    /// The `Host` (`:authority`) checks send; the endpoint's host and port
+    /// when absent.
+    #[schemars(with = "Option<String>")]
+    pub host: Option<Spanned<String>>,
     /// Time between checks of one endpoint.
     #[schemars(with = "Option<DurationText>")]
     pub interval: Option<Spanned<String>>,

@@ -441,11 +441,14 @@ impl Default for Limits {
     }
 }
 
-/// Active HTTP health checks of a cluster's endpoints.
+/// Active health checks of a cluster's endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
-    /// Path to GET; a 2xx or 3xx passes.
-    pub path: String,
+    /// What one check does.
+    pub kind: HealthKind,
+    /// The `Host` (`:authority`) a check sends; the endpoint's host and
+    /// port when `None`.
+    pub host: Option<String>,
     /// Time between checks of one endpoint.
     pub interval: Duration,
     /// Time a check may take.
@@ -454,6 +457,25 @@ pub struct HealthCheck {
     pub healthy_threshold: u32,
     /// Failures in a row that make a healthy endpoint unhealthy.
     pub unhealthy_threshold: u32,
+}
+
+/// What one health check does, over the cluster's transport (its PROXY
+/// header, its TLS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// A GET of `path` in the cluster's protocol; a 2xx or 3xx passes.
+    Http {
+        /// The path to GET.
+        path: String,
+    },
+    /// A TCP connection (and the cluster's PROXY header); nothing more.
+    Tcp,
+    /// `grpc.health.v1.Health/Check` over HTTP/2; passes when the answer
+    /// is SERVING with grpc-status 0.
+    Grpc {
+        /// The service asked about; empty for the server as a whole.
+        service: String,
+    },
 }
 
 /// Passive outlier ejection, judged by each worker on its own traffic.

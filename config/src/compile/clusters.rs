@@ -424,9 +424,65 @@ impl Cx<'_> {
 
     pub(super) fn health(&self, h: &Spanned<schema::HealthSection>) -> Result<HealthCheck> {
         let s = h.get_ref();
-        if !s.path.get_ref().starts_with('/') {
-            return Err(self.err(s.path.span(), "expected a path starting with `/`"));
-        }
+        let kind = s.kind.as_ref().map_or("http", |k| k.get_ref().as_str());
+        // A key the kind does not use is refused where it is written: a
+        // `path` on a tcp check would otherwise be silently ignored.
+        let unused = |key: &Option<Spanned<String>>, name: &str| match key {
+            Some(v) => Err(self.err(
+                v.span(),
+                format!("`{name}` is not used by a health check of kind {kind:?}"),
+            )),
+            None => Ok(()),
+        };
+        let kind = match kind {
+            "http" => {
+                unused(&s.service, "service")?;
+                let Some(path) = &s.path else {
+                    return Err(self.err(
+                        h.span(),
+                        "a health check of kind \"http\" needs a `path` to GET",
+                    ));
+                };
+                if !path.get_ref().starts_with('/') {
+                    return Err(self.err(path.span(), "expected a path starting with `/`"));
+                }
+                HealthKind::Http {
+                    path: path.get_ref().clone(),
+                }
+            }
+            "tcp" => {
+                unused(&s.path, "path")?;
+                unused(&s.service, "service")?;
+                unused(&s.host, "host")?;
+                HealthKind::Tcp
+            }
+            "grpc" => {
+                unused(&s.path, "path")?;
+                HealthKind::Grpc {
+                    service: s
+                        .service
+                        .as_ref()
+                        .map(|v| v.get_ref().clone())
+                        .unwrap_or_default(),
+                }
+            }
+            _ => {
+                let span = s.kind.as_ref().map_or(h.span(), |k| k.span());
+                return Err(self.err(span, "expected \"http\", \"tcp\" or \"grpc\""));
+            }
+        };
+        let host = match &s.host {
+            Some(v)
+                if v.get_ref().is_empty()
+                    || !v
+                        .get_ref()
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'/') =>
+            {
+                return Err(self.err(v.span(), "expected a host name, with a port or not"));
+            }
+            v => v.as_ref().map(|v| v.get_ref().clone()),
+        };
         let threshold = |v: &Option<Spanned<i64>>, default: u32| {
             self.int_or(
                 v.as_ref(),
@@ -436,7 +492,8 @@ impl Cx<'_> {
             )
         };
         Ok(HealthCheck {
-            path: s.path.get_ref().clone(),
+            kind,
+            host,
             interval: self.duration(s.interval.as_ref(), Duration::from_secs(5))?,
             timeout: self.duration(s.timeout.as_ref(), Duration::from_secs(1))?,
             healthy_threshold: threshold(&s.healthy_threshold, 1)?,

@@ -3,6 +3,7 @@ use crate::{HashKey, Http2Settings, TlsVersion, UpstreamProtocol};
 
 /// Endpoints read from a file (`discovery = { file = ... }`).
 mod discovery;
+mod health;
 
 fn error_of(text: &str) -> String {
     match compile_str("test.toml", text) {
@@ -220,7 +221,12 @@ endpoints = ["127.0.0.1:2"]
     assert_eq!(retry.on_statuses, vec![503]);
     assert_eq!(retry.per_try_timeout, Some(Duration::from_millis(200)));
     let c = &s.clusters[0];
-    assert_eq!(c.health.as_ref().unwrap().path, "/h");
+    assert_eq!(
+        c.health.as_ref().unwrap().kind,
+        crate::HealthKind::Http {
+            path: "/h".to_owned()
+        }
+    );
     assert_eq!(c.outlier.consecutive_failures, 2);
     assert_eq!(
         c.outlier.panic_threshold,

@@ -238,3 +238,41 @@ fn a_joining_endpoint_ramps_up_with_slow_start() {
         "b's share after the ramp: {late}"
     );
 }
+
+/// In a cluster with health checks, an endpoint that joins takes traffic
+/// after its first passing check, not before: a sick newcomer is never
+/// sent a request.
+#[test]
+fn a_joining_endpoint_waits_for_its_first_passing_check() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    b.set_sick(true);
+    let dir = TempDir::new();
+    std::fs::create_dir_all(dir.path.join("endpoints")).unwrap();
+    let file = dir.path.join("endpoints/api.toml");
+    publish(&file, &endpoints(&[&a]));
+    let config = dir.path.join("ringway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n{EDGE}[[route]]\ncluster = \"api\"\n[cluster.api]\n\
+             discovery = {{ file = \"endpoints/api.toml\" }}\n\
+             health = {{ path = \"/health\", interval = \"200ms\", unhealthy_threshold = 3 }}\n"
+        ),
+    )
+    .unwrap();
+    let gw = Binary::start_at(config, Path::new("/"), &["--workers", "2"]);
+    assert!(reaches(&gw, &a));
+    let generation = gw.generation();
+    publish(&file, &endpoints(&[&a, &b]));
+    assert!(wait_until(Duration::from_secs(5), || gw.generation() > generation));
+    // b is checked (and fails) while every request goes to a.
+    let checks = b.count("/health");
+    for _ in 0..100 {
+        assert_eq!(get(gw.addr, "a", "/who").text(), "a GET /who");
+    }
+    assert!(wait_until(Duration::from_secs(5), || b.count("/health") > checks + 1));
+    assert_eq!(b.count("/who"), 0, "the sick newcomer was sent requests");
+    // Its check passes: it joins.
+    b.set_sick(false);
+    assert!(reaches(&gw, &b), "b never joined once healthy");
+}

@@ -4,6 +4,7 @@ h2`), for what a well-behaved library server never does on request:
 resetting a stream with a chosen code, refusing streams, GOAWAY.
 
     h2_origin.py [--ports N] [--goaway-after N [--goaway-late]] [--linger MS]
+                 [--sick I] [--authorities]
 
 prints `listening PORT...` (one port per listener, N of them; default 1)
 and serves until killed or its stdin closes. One thread per connection.
@@ -27,6 +28,10 @@ Every request is answered by its path:
   /refuse-always              RST_STREAM(REFUSED_STREAM), every time
   anything else               200, body `origin PORT CONN STREAM PATH`
 
+With `--sick I`, listener I (0-based) answers everything 503 instead
+(health checks of it fail). With `--authorities`, each request also
+prints `authority C SID AUTHORITY`.
+
 With `--goaway-after N`, after a connection's Nth answered request the
 origin sends GOAWAY(NO_ERROR, last stream = that request's) with it, then
 closes its side at once, or with `--linger MS` keeps the connection open
@@ -39,6 +44,7 @@ Each thing that happens is one line on stdout, which the tests wait for:
 
   conn C PORT                 connection C accepted on PORT
   stream C SID PATH           a request's HEADERS arrived
+  authority C SID AUTHORITY   its :authority (with --authorities)
   answered C SID STATUS
   refused C SID PATH
   reset C SID CODE            this origin reset the stream with CODE
@@ -172,7 +178,7 @@ class Origin:
                 TRIGGERED.add(parts[1])
             self.fire_triggers()
         body = ("origin %d %d %d %s" % (self.port, self.cid, sid, path)).encode()
-        self.answer(sid, 200, body)
+        self.answer(sid, 503 if self.port in self.args.sick_ports else 200, body)
 
     def fire_triggers(self):
         """Resets the streams whose trigger arrived."""
@@ -187,6 +193,8 @@ class Origin:
             path = dict(event.headers).get(":path", "/")
             self.paths[event.stream_id] = path
             say("stream", self.cid, event.stream_id, path)
+            if self.args.authorities:
+                say("authority", self.cid, event.stream_id, dict(event.headers).get(":authority"))
             self.on_request(event.stream_id, path)
         elif isinstance(event, h2.events.DataReceived):
             self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
@@ -309,13 +317,18 @@ def main():
     parser.add_argument("--goaway-after", type=int, default=0)
     parser.add_argument("--goaway-late", action="store_true")
     parser.add_argument("--linger", type=int, default=0)
+    parser.add_argument("--sick", type=int, default=-1)
+    parser.add_argument("--authorities", action="store_true")
     args = parser.parse_args()
+    args.sick_ports = set()
     ports = []
     for _ in range(args.ports):
         listener = socket.socket()
         listener.bind(("127.0.0.1", 0))
         listener.listen(128)
         ports.append(listener.getsockname()[1])
+        if len(ports) - 1 == args.sick:
+            args.sick_ports.add(ports[-1])
         threading.Thread(target=accept_loop, args=(listener, args), daemon=True).start()
     say("listening", *ports)
     # Serve until stdin closes (the test's end) or the process is killed.

@@ -14,6 +14,7 @@ mod errors;
 mod governance;
 mod grpc;
 mod h2_resets;
+mod health;
 mod http2;
 mod lifecycle;
 mod matrix;

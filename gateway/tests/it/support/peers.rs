@@ -41,6 +41,14 @@ impl Peer {
         peer
     }
 
+    /// Writes `line` and a newline to its stdin (peers that take
+    /// commands read them there).
+    pub(crate) fn tell(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
     /// Every stdout line so far.
     pub(crate) fn lines(&self) -> Vec<String> {
         self.lines.lock().unwrap().clone()
