@@ -290,11 +290,15 @@ impl Supervisor {
             .filter(|(a, b)| a.endpoints != b.endpoints)
             .map(|(c, _)| format!("{} ({} endpoints)", c.name, c.endpoints.len()))
             .collect();
+        // A few names, then a count: one line however many clusters moved.
+        let mut said = moved[..moved.len().min(5)].join(", ");
+        if moved.len() > 5 {
+            said.push_str(&format!(" and {} more", moved.len() - 5));
+        }
         match self.gateway.reload(next) {
             Ok(stored) => crate::say!(
-                "ringway: generation {} loaded (DNS): {}",
-                stored.generation,
-                moved.join(", ")
+                "ringway: generation {} loaded (DNS): {said}",
+                stored.generation
             ),
             Err(e) => crate::say!("ringway: DNS answers not applied: {e}"),
         }

@@ -32,6 +32,12 @@ use tokio::sync::mpsc as tmpsc;
 /// Longest wait before asking again after a failure.
 const MAX_RETRY: Duration = Duration::from_secs(30);
 
+/// How long changed answers gather before the control thread is told:
+/// names that share a TTL are asked together and answer within moments
+/// of each other, and they should make one new configuration, not one
+/// each.
+const GATHER: Duration = Duration::from_millis(50);
+
 /// What is known about one question.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Entry {
@@ -186,6 +192,14 @@ pub(crate) fn describe(snapshot: &Snapshot, status: &Status) -> String {
     };
     let mut out = String::new();
     for c in &snapshot.clusters {
+        if let Some(file) = &c.endpoints_file {
+            let _ = writeln!(
+                out,
+                "# discovery: cluster {} reads its endpoints from {}",
+                c.name,
+                file.display()
+            );
+        }
         for q in c.source.queries() {
             let entry = known.get(&q).cloned().unwrap_or_default();
             let count = match &entry.answer {
@@ -243,8 +257,8 @@ fn why(cluster: &Cluster, known: &BTreeMap<DnsQuery, Entry>) -> String {
     }
 }
 
-/// Discovery's metrics, per cluster that follows DNS: answers that changed
-/// its endpoints, failed questions, and the endpoints it has now.
+/// Discovery's metrics: per cluster, the endpoints it has now, and for
+/// those that follow DNS, answers that changed them and failed questions.
 pub(crate) fn render_metrics(snapshot: &Snapshot, status: &Status) -> String {
     let Ok(known) = status.lock() else {
         return String::new();
@@ -253,6 +267,12 @@ pub(crate) fn render_metrics(snapshot: &Snapshot, status: &Status) -> String {
     let mut failures = String::new();
     let mut endpoints = String::new();
     for c in &snapshot.clusters {
+        let name = &c.name;
+        let _ = writeln!(
+            endpoints,
+            "ringway_discovery_endpoints{{cluster=\"{name}\"}} {}",
+            c.endpoints.len()
+        );
         let mut queries = c.source.queries().peekable();
         if queries.peek().is_none() {
             continue;
@@ -260,7 +280,6 @@ pub(crate) fn render_metrics(snapshot: &Snapshot, status: &Status) -> String {
         let (u, f) = queries
             .filter_map(|q| known.get(&q))
             .fold((0, 0), |(u, f), e| (u + e.updates, f + e.failures));
-        let name = &c.name;
         let _ = writeln!(
             updates,
             "ringway_discovery_updates_total{{cluster=\"{name}\"}} {u}"
@@ -269,13 +288,8 @@ pub(crate) fn render_metrics(snapshot: &Snapshot, status: &Status) -> String {
             failures,
             "ringway_discovery_failures_total{{cluster=\"{name}\"}} {f}"
         );
-        let _ = writeln!(
-            endpoints,
-            "ringway_discovery_endpoints{{cluster=\"{name}\"}} {}",
-            c.endpoints.len()
-        );
     }
-    if updates.is_empty() {
+    if endpoints.is_empty() {
         return String::new();
     }
     format!(
@@ -283,7 +297,7 @@ pub(crate) fn render_metrics(snapshot: &Snapshot, status: &Status) -> String {
          # TYPE ringway_discovery_updates_total counter\n{updates}\
          # HELP ringway_discovery_failures_total DNS questions of a cluster that failed (the last good answer stays).\n\
          # TYPE ringway_discovery_failures_total counter\n{failures}\
-         # HELP ringway_discovery_endpoints Endpoints a cluster that follows DNS has now.\n\
+         # HELP ringway_discovery_endpoints Endpoints a cluster has now.\n\
          # TYPE ringway_discovery_endpoints gauge\n{endpoints}"
     )
 }
@@ -355,8 +369,20 @@ async fn run(
     let (outcomes, mut arrivals) = tmpsc::unbounded_channel::<(DnsQuery, Outcome)>();
     let mut tasks: HashMap<DnsQuery, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut waiting: Vec<(BTreeSet<DnsQuery>, mpsc::Sender<()>)> = Vec::new();
+    // When to tell the control thread of the changes gathered so far.
+    let mut tell_at: Option<tokio::time::Instant> = None;
     loop {
+        let told = async {
+            match tell_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = told => {
+                tell_at = None;
+                changed();
+            }
             command = commands.recv() => {
                 let Some(Command::Follow { queries, settled }) = command else {
                     break;
@@ -405,8 +431,8 @@ async fn run(
                     }
                     !done
                 });
-                if moved {
-                    changed();
+                if moved && tell_at.is_none() {
+                    tell_at = Some(tokio::time::Instant::now() + GATHER);
                 }
             }
         }

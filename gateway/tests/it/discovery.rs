@@ -1,8 +1,8 @@
 //! Endpoints that follow the fleet: `discovery = { file = ... }` re-read
 //! when the file changes (rename-over, symlink swap, in place), a bad file
 //! keeping the last good set with its `file:line:col` on `/clusters`;
-//! and the other addresses of an endpoint's name tried when the first
-//! refuses.
+//! endpoints that join under load, with slow start, and after their first
+//! passing health check. (Names that follow DNS: `dns.rs`.)
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -76,6 +76,11 @@ fn a_changed_endpoints_file_moves_traffic_without_a_reload_of_the_config() {
         "{clusters}"
     );
     assert!(!clusters.contains(&b.addr.to_string()), "{clusters}");
+    assert!(
+        clusters.contains("cluster api reads its endpoints from /"),
+        "{clusters}"
+    );
+    assert_eq!(gw.metric("ringway_discovery_endpoints{cluster=\"api\"}"), 1);
 }
 
 #[test]
