@@ -146,6 +146,18 @@ impl H2Pool {
         Some((conn.send.clone(), Lease(conn.clone())))
     }
 
+    /// Forgets the connections of endpoints not in `kept` (they left every
+    /// cluster): no new stream goes to them, and each closes once the
+    /// streams already on it end (their leases hold it until then).
+    pub(crate) fn keep_only(&self, kept: &std::collections::HashSet<SocketAddr>) {
+        let mut conns = self.conns.borrow_mut();
+        for (_, list) in conns.extract_if(|addr, _| !kept.contains(addr)) {
+            for conn in list {
+                conn.closed.set(true);
+            }
+        }
+    }
+
     /// Closes connections idle past their timeout, and forgets ended ones.
     pub(crate) fn sweep(&self) {
         let now = Instant::now();

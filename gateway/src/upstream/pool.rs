@@ -81,6 +81,10 @@ pub(crate) struct Pool {
     /// Connections closed instead of kept or lent because they were out
     /// of step (unread bytes, or readable while idle).
     dirty: Cell<u64>,
+    /// Every endpoint address of the configuration served, once a reload
+    /// has set it: a connection to any other (an endpoint that left while
+    /// the connection was busy) is closed when given back, not kept.
+    endpoints: RefCell<Option<rustc_hash::FxHashSet<SocketAddr>>>,
 }
 
 impl Pool {
@@ -153,6 +157,11 @@ impl Pool {
         idle_timeout: Duration,
         max_idle: usize,
     ) -> bool {
+        if let Some(endpoints) = &*self.endpoints.borrow()
+            && !endpoints.contains(&addr)
+        {
+            return false;
+        }
         let mut idle = self.idle.borrow_mut();
         let list = idle.entry(addr).or_default();
         if list.len() >= max_idle {
@@ -173,6 +182,13 @@ impl Pool {
             list.retain(|c| c.expires > now);
         }
         idle.retain(|_, list| !list.is_empty());
+    }
+
+    /// Closes the idle connections of endpoints not in `kept` (they left
+    /// every cluster: a reload, a DNS answer, an endpoints file).
+    pub(crate) fn keep_only(&self, kept: &std::collections::HashSet<SocketAddr>) {
+        self.idle.borrow_mut().retain(|addr, _| kept.contains(addr));
+        *self.endpoints.borrow_mut() = Some(kept.iter().copied().collect());
     }
 
     /// Idle connections kept for `addr` now.

@@ -397,6 +397,10 @@ impl Worker {
             .flat_map(|c| c.endpoints.iter().map(|e| e.addr))
             .collect();
         known.retain(|addr, _| kept.contains(addr));
+        // Their pooled connections close; a busy one closes when its
+        // request ends instead of going back to the pool.
+        self.upstreams.h1.keep_only(&kept);
+        self.upstreams.h2.keep_only(&kept);
         let next = Generation::new(self, snapshot, health, sinks, &mut known);
         drop(known);
         *self.current.borrow_mut() = Rc::new(next);

@@ -66,6 +66,13 @@ fn a_changed_endpoints_file_moves_traffic_without_a_reload_of_the_config() {
         assert_eq!(get(gw.addr, "a", "/who").text(), "b GET /who");
     }
     assert_eq!(a.count("/who"), seen_by_a);
+    // a left the cluster: its pooled keep-alive connections are closed,
+    // not kept for their idle timeout.
+    assert!(
+        wait_until(Duration::from_secs(5), || a.open() == 0),
+        "{} connections to a still open",
+        a.open()
+    );
 
     // Written in place.
     std::fs::write(&file, endpoints(&[&a])).unwrap();
@@ -174,8 +181,12 @@ fn endpoints_added_and_removed_under_load_fail_no_request() {
         })
     };
     for set in [vec![&a, &b], vec![&b], vec![&a], vec![&a, &b]] {
+        let generation = gw.generation();
         publish(&file, &endpoints(&set));
-        // Each endpoint of the new set serves ...
+        // Every worker serves the new set (one that has not switched yet
+        // may still send a request to an endpoint that left) ...
+        assert!(wait_until(Duration::from_secs(5), || gw.generation() > generation));
+        // ... each endpoint of the new set serves ...
         assert!(grows(&set), "not every endpoint of the new set serves");
         // ... and one left out gets nothing more.
         for out in [&a, &b]

@@ -154,13 +154,13 @@ fn listeners_open_and_close_on_reload() {
 fn a_request_finishes_on_the_snapshot_it_started_with_and_pools_survive() {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
-    let config = |up: &Upstream| {
+    let config = |up: &Upstream, extra: &str| {
         format!(
-            "{EDGE}[[route]]\ncluster = \"app\"\n{}",
+            "{EDGE}{extra}[[route]]\ncluster = \"app\"\n{}",
             cluster("app", &[up.addr])
         )
     };
-    let mut gw = InProcess::start(&config(&a));
+    let mut gw = InProcess::start(&config(&a, ""));
     let addr = gw.addr();
     assert_eq!(get(addr, "x", "/warm").text(), "a GET /warm");
     let slow = std::thread::spawn(move || get(addr, "x", "/delay/500"));
@@ -169,18 +169,27 @@ fn a_request_finishes_on_the_snapshot_it_started_with_and_pools_survive() {
         .iter()
         .any(|s| s.target == "/delay/500")));
     gw.gateway
-        .reload(ringway_config::compile_str("t.toml", &config(&b)).unwrap())
+        .reload(ringway_config::compile_str("t.toml", &config(&b, "")).unwrap())
         .unwrap();
     assert_eq!(get(addr, "x", "/new").text(), "b GET /new");
     assert_eq!(slow.join().unwrap().text(), "slow");
+    // `a` left every cluster: its pooled connection is closed, and the
+    // one busy with the slow request is closed when it ends, not pooled.
+    assert!(
+        wait_until(Duration::from_secs(5), || a.open() == 0),
+        "{} connections to a still open",
+        a.open()
+    );
 
-    // Back to `a`: its pooled connection is reused, not reopened.
-    let before = a.connections();
+    // A reload that keeps `b`: its pooled connection is reused, not
+    // reopened.
+    let before = b.connections();
+    let other = "[[route]]\nmatch = { path = \"/other\" }\nrespond = { status = 204 }\n";
     gw.gateway
-        .reload(ringway_config::compile_str("t.toml", &config(&a)).unwrap())
+        .reload(ringway_config::compile_str("t.toml", &config(&b, other)).unwrap())
         .unwrap();
-    assert_eq!(get(addr, "x", "/again").text(), "a GET /again");
-    assert_eq!(a.connections(), before);
+    assert_eq!(get(addr, "x", "/again").text(), "b GET /again");
+    assert_eq!(b.connections(), before);
 }
 
 /// 100 rewrites of the file under continuous traffic: no request fails,

@@ -116,6 +116,7 @@ pub(crate) struct Upstream {
     pub addr: SocketAddr,
     pub name: &'static str,
     connections: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
     sick: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -130,16 +131,24 @@ impl Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
+        let open = Arc::new(AtomicUsize::new(0));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sick = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (c, s, k) = (connections.clone(), seen.clone(), sick.clone());
+        let (c, o, s, k) = (
+            connections.clone(),
+            open.clone(),
+            seen.clone(),
+            sick.clone(),
+        );
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 c.fetch_add(1, Ordering::SeqCst);
-                let (s, k) = (s.clone(), k.clone());
+                o.fetch_add(1, Ordering::SeqCst);
+                let (o, s, k) = (o.clone(), s.clone(), k.clone());
                 std::thread::spawn(move || {
                     let _ = serve_upstream(name, stream, &s, &k, delay);
+                    o.fetch_sub(1, Ordering::SeqCst);
                 });
             }
         });
@@ -147,6 +156,7 @@ impl Upstream {
             addr,
             name,
             connections,
+            open,
             seen,
             sick,
         }
@@ -170,6 +180,11 @@ impl Upstream {
     /// Connections accepted so far.
     pub(crate) fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now (the gateway has not closed them).
+    pub(crate) fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
     }
 
     /// Requests seen so far.
