@@ -9,9 +9,10 @@
 //! routes to a route that exists).
 //!
 //! Compile reads the files a configuration names (certificates, keys, the
-//! admin token) and resolves endpoint host names. Texts that could name a
-//! device or a kernel file (`/dev/zero` never ends) are skipped, and DNS
-//! is bounded to one try of one second (`RES_OPTIONS`).
+//! admin token) and resolves listener addresses written as host names.
+//! Texts that could name a device or a kernel file (`/dev/zero` never
+//! ends) are skipped, and DNS is bounded to one try of one second
+//! (`RES_OPTIONS`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

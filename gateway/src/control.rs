@@ -55,7 +55,13 @@ impl Supervisor {
         let (sender, events) = mpsc::channel();
         let (mut dns, dns_status) = (None, discovery::Status::default());
         let mut snapshot = snapshot;
-        follow_dns(&mut dns, &dns_status, &mut snapshot, &sender);
+        follow_dns(
+            &mut dns,
+            &dns_status,
+            &mut snapshot,
+            Default::default(),
+            &sender,
+        );
         let gateway = Gateway::start_inheriting(snapshot, options, &mut inherited)?;
         let stats = Arc::new(ReloadStats::default());
         stats.count_tables(&gateway.tables());
@@ -224,7 +230,17 @@ impl Supervisor {
                 // Relative file names resolve against the config's folder,
                 // as they did at start.
                 let mut next = compile_file_text(path, &text).map_err(|e| e.to_string())?;
-                follow_dns(&mut self.dns, &self.dns_status, &mut next, &self.sender);
+                // The running configuration's names stay followed until
+                // this one is applied: a refused reload must not leave
+                // the running one without answers.
+                let also = running.dns_queries();
+                follow_dns(
+                    &mut self.dns,
+                    &self.dns_status,
+                    &mut next,
+                    also,
+                    &self.sender,
+                );
                 if cause == Cause::FileChanged
                     && text == running.source_text
                     && same_endpoints(&next, &running)
@@ -239,6 +255,11 @@ impl Supervisor {
                 let stored = self.gateway.reload(next).map_err(|e| e.to_string())?;
                 Ok(Some(stored.generation))
             });
+        // Decided, either way: follow the names of what is served now.
+        if let Some(dns) = &self.dns {
+            let served = self.gateway.published().load().dns_queries();
+            dns.follow(served, std::time::Duration::ZERO);
+        }
         match outcome {
             Ok(None) => {
                 // What is on disk is what runs: an earlier refusal (a bad
@@ -306,17 +327,20 @@ impl Supervisor {
 }
 
 /// Starts, keeps or restarts the resolver for the questions of `snapshot`
-/// (stops it when there are none), waits up to [`FIRST_ANSWERS`] for the
-/// first answers to new ones, and gives `snapshot` the endpoints the
-/// answers make. Never fails: a name without an answer leaves its cluster
-/// without those endpoints (503 with a reason) until one comes.
+/// and `also` (stops it when there are none), waits up to
+/// [`FIRST_ANSWERS`] for the first answers to new ones, and gives
+/// `snapshot` the endpoints the answers make. Never fails: a name without
+/// an answer leaves its cluster without those endpoints (503 with a
+/// reason) until one comes.
 fn follow_dns(
     dns: &mut Option<discovery::Resolver>,
     status: &discovery::Status,
     snapshot: &mut Snapshot,
+    also: std::collections::BTreeSet<ringway_config::DnsQuery>,
     events: &mpsc::Sender<Event>,
 ) {
-    let queries = snapshot.dns_queries();
+    let mut queries = snapshot.dns_queries();
+    queries.extend(also);
     if queries.is_empty() {
         *dns = None;
         if let Ok(mut known) = status.lock() {

@@ -282,3 +282,36 @@ fn a_name_that_does_not_resolve_at_start_answers_503_until_it_does() {
     );
     assert!(a.served() > 0);
 }
+
+/// A reload that is refused after its names were asked (a listener that
+/// cannot bind) leaves the running configuration's names followed.
+#[test]
+fn a_refused_reload_keeps_the_running_names_followed() {
+    let (a, b) = two_hosts();
+    let dns = Dns::start("127.0.0.2 api.test\n", &[]);
+    let endpoints = format!("endpoints = [\"api.test:{}\"]\n", a.addr.port());
+    let gw = Binary::start(&config(&dns, &endpoints), &["--workers", "1"]);
+    assert!(wait_until(Duration::from_secs(5), || get(
+        gw.addr, "a", "/"
+    )
+    .status
+        == 200));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = format!(
+        "{}[[listener]]\nname = \"taken\"\nlisten = \"{}\"\n",
+        config(&dns, "endpoints = [\"other.test:80\"]\n"),
+        taken.local_addr().unwrap()
+    );
+    gw.write_config(&refused);
+    let (status, body) = gw.admin("POST", "/reload");
+    assert_ne!(status, 200, "{body}");
+    // Still following api.test: a move to b is seen.
+    dns.set_hosts("127.0.0.3 api.test\n");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            get(gw.addr, "a", "/").status == 200 && b.served() > 0
+        }),
+        "the move to b was not followed after the refused reload"
+    );
+    assert_eq!(get(gw.addr, "a", "/").status, 200);
+}
