@@ -81,10 +81,9 @@ enum Command {
 }
 
 impl Resolver {
-    /// Starts the thread; `changed` is called (on that thread) whenever an
-    /// answer changes.
-    /// Its answers go into `status` (which may hold a previous resolver's:
-    /// they stay until answered again).
+    /// Starts the thread; `changed` is called (on that thread) when
+    /// answers changed. Answers go into `status`, which may hold a previous
+    /// resolver's: they stay until answered again.
     pub(crate) fn start(
         settings: &DnsSettings,
         status: Status,

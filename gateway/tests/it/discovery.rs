@@ -29,18 +29,26 @@ fn endpoints(ups: &[&Upstream]) -> String {
     format!("endpoints = [{}]\n", list.join(", "))
 }
 
-/// A gateway run from `/` on a config whose cluster reads
+/// A gateway (2 workers) run from `/` on a config whose cluster reads
 /// `endpoints/api.toml`, relative to the config file.
 fn start(dir: &Path) -> (Binary, PathBuf) {
+    start_with(dir, 2, "")
+}
+
+/// As [`start`], with `workers` and `extra` lines for the cluster.
+fn start_with(dir: &Path, workers: usize, extra: &str) -> (Binary, PathBuf) {
     let config = dir.join("ringway.toml");
     std::fs::write(
         &config,
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[[listener]]\nname = \"edge\"\nlisten = \"127.0.0.1:0\"\n\
-         [[route]]\ncluster = \"api\"\n[cluster.api]\ndiscovery = { file = \"endpoints/api.toml\" }\n",
+        format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n{EDGE}[[route]]\ncluster = \"api\"\n[cluster.api]\n\
+             discovery = {{ file = \"endpoints/api.toml\" }}\n{extra}"
+        ),
     )
     .unwrap();
+    let workers = workers.to_string();
     (
-        Binary::start_at(config, Path::new("/"), &["--workers", "2"]),
+        Binary::start_at(config, Path::new("/"), &["--workers", &workers]),
         dir.join("endpoints/api.toml"),
     )
 }
@@ -213,18 +221,8 @@ fn a_joining_endpoint_ramps_up_with_slow_start() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let dir = TempDir::new();
     std::fs::create_dir_all(dir.path.join("endpoints")).unwrap();
-    let file = dir.path.join("endpoints/api.toml");
-    publish(&file, &endpoints(&[&a]));
-    let config = dir.path.join("ringway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n{EDGE}[[route]]\ncluster = \"api\"\n[cluster.api]\n\
-             discovery = {{ file = \"endpoints/api.toml\" }}\nslow_start = \"4s\"\n"
-        ),
-    )
-    .unwrap();
-    let gw = Binary::start_at(config, Path::new("/"), &["--workers", "1"]);
+    publish(&dir.path.join("endpoints/api.toml"), &endpoints(&[&a]));
+    let (gw, file) = start_with(&dir.path, 1, "slow_start = \"4s\"\n");
     assert!(reaches(&gw, &a));
     // The share b gets of `n` requests in a row.
     let share_of_b = |n: usize| {
@@ -264,19 +262,12 @@ fn a_joining_endpoint_waits_for_its_first_passing_check() {
     b.set_sick(true);
     let dir = TempDir::new();
     std::fs::create_dir_all(dir.path.join("endpoints")).unwrap();
-    let file = dir.path.join("endpoints/api.toml");
-    publish(&file, &endpoints(&[&a]));
-    let config = dir.path.join("ringway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n{EDGE}[[route]]\ncluster = \"api\"\n[cluster.api]\n\
-             discovery = {{ file = \"endpoints/api.toml\" }}\n\
-             health = {{ path = \"/health\", interval = \"200ms\", unhealthy_threshold = 3 }}\n"
-        ),
-    )
-    .unwrap();
-    let gw = Binary::start_at(config, Path::new("/"), &["--workers", "2"]);
+    publish(&dir.path.join("endpoints/api.toml"), &endpoints(&[&a]));
+    let (gw, file) = start_with(
+        &dir.path,
+        2,
+        "health = { path = \"/health\", interval = \"200ms\", unhealthy_threshold = 3 }\n",
+    );
     assert!(reaches(&gw, &a));
     let generation = gw.generation();
     publish(&file, &endpoints(&[&a, &b]));
