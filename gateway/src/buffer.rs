@@ -1,30 +1,144 @@
 //! Owned read buffers for io_uring: the kernel writes into memory the
 //! buffer owns, so reads take the buffer and give it back.
+//!
+//! A connection holds a buffer only while bytes move: one waiting for its
+//! next request holds none (see [`ReadBuf::release`]). Buffers come from a
+//! per-worker spare list ([`take`], [`give_back`]) so that the request
+//! path does not go through the allocator for them.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::RawFd;
 
 use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf};
+use monoio::net::TcpStream;
 
 /// Size a connection's read buffer starts at; body streaming reuses it, so
 /// this is also the per-direction memory bound for bodies.
 pub(crate) const BUF_SIZE: usize = 16 * 1024;
 
+/// Capacity of the small buffers connections write heads into.
+pub(crate) const HEAD_SIZE: usize = 1024;
+
+/// Spare buffers kept per worker and size class: enough for the requests
+/// in flight at once on a busy worker; more go back to the allocator.
+const SPARE_MAX: usize = 256;
+/// A buffer larger than this is not kept: it grew for one large head or
+/// body and would hold its memory for a small one.
+const KEEP_MAX: usize = 4 * BUF_SIZE;
+
+/// The worker's spare buffers: `[head-sized, read-sized]`. Workers are
+/// threads, so a thread-local list is a per-worker one.
+struct Spares {
+    lists: [Vec<Vec<u8>>; 2],
+}
+
+thread_local! {
+    static SPARES: RefCell<Spares> = const {
+        RefCell::new(Spares { lists: [Vec::new(), Vec::new()] })
+    };
+}
+
+/// The spare list for buffers of `capacity` bytes or more.
+fn class_of(capacity: usize) -> usize {
+    usize::from(capacity >= BUF_SIZE)
+}
+
+/// An empty buffer of at least `capacity` bytes ([`HEAD_SIZE`] or
+/// [`BUF_SIZE`]), a spare one when the worker has it.
+pub(crate) fn take(capacity: usize) -> Vec<u8> {
+    let spare = SPARES.with_borrow_mut(|s| s.lists[class_of(capacity)].pop());
+    match spare {
+        Some(buf) if buf.capacity() >= capacity => buf,
+        _ => Vec::with_capacity(capacity),
+    }
+}
+
+/// Gives a buffer back to the worker's spares (emptied), or to the
+/// allocator when it is too small, too large, or the spares are full.
+pub(crate) fn give_back(mut buf: Vec<u8>) {
+    let capacity = buf.capacity();
+    if !(HEAD_SIZE..=KEEP_MAX).contains(&capacity) {
+        return;
+    }
+    buf.clear();
+    SPARES.with_borrow_mut(|s| {
+        let list = &mut s.lists[class_of(capacity)];
+        if list.len() < SPARE_MAX {
+            list.push(buf);
+        }
+    });
+}
+
+/// Gives `buf` back to the spares if it holds memory and no bytes,
+/// leaving an empty vector that holds none.
+pub(crate) fn release(buf: &mut Vec<u8>) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        give_back(std::mem::take(buf));
+    }
+}
+
+/// Empties `buf` and gives its memory back to the spares.
+pub(crate) fn recycle(buf: &mut Vec<u8>) {
+    buf.clear();
+    release(buf);
+}
+
+/// Makes sure `buf` has memory before it is written to: a spare one of
+/// [`HEAD_SIZE`] when it has none.
+pub(crate) fn ensure(buf: &mut Vec<u8>) {
+    if buf.capacity() == 0 {
+        *buf = take(HEAD_SIZE);
+    }
+}
+
 /// A read buffer with a consumed prefix: `data()` is what has been read
-/// but not yet used.
+/// but not yet used. It holds memory only from its first read until
+/// [`ReadBuf::release`].
 #[derive(Debug, Default)]
 pub(crate) struct ReadBuf {
     buf: Vec<u8>,
     start: usize,
+    /// Counted in [`held`] (from the first read to [`ReadBuf::release`]).
+    /// A flag rather than the capacity: a read dropped mid-flight takes
+    /// the buffer with it, and the next read takes another.
+    held: bool,
+}
+
+thread_local! {
+    /// Read buffers this worker's connections hold now.
+    static HELD: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many read buffers this worker's connections hold now: those in
+/// the middle of a request (or of reading one). A connection that waits
+/// for its next request, and a pooled upstream connection, hold none.
+pub(crate) fn held() -> u64 {
+    HELD.get()
 }
 
 impl ReadBuf {
-    /// An empty buffer of [`BUF_SIZE`].
+    /// An empty buffer that holds no memory until its first read.
     pub(crate) fn new() -> ReadBuf {
         ReadBuf {
-            buf: Vec::with_capacity(BUF_SIZE),
+            buf: Vec::new(),
             start: 0,
+            held: false,
+        }
+    }
+
+    /// Gives the memory back to the worker's spares when nothing
+    /// unconsumed is held (a connection about to wait for its next
+    /// request); the next read takes a spare again.
+    pub(crate) fn release(&mut self) {
+        if self.is_empty() {
+            self.start = 0;
+            release(&mut self.buf);
+            if self.held {
+                self.held = false;
+                HELD.set(HELD.get() - 1);
+            }
         }
     }
 
@@ -60,6 +174,13 @@ impl ReadBuf {
             self.buf.drain(..self.start);
             self.start = 0;
         }
+        if self.buf.capacity() == 0 {
+            self.buf = take(BUF_SIZE);
+            if !self.held {
+                self.held = true;
+                HELD.set(HELD.get() + 1);
+            }
+        }
         let len = self.buf.len();
         if len == self.buf.capacity() {
             if len >= max {
@@ -88,6 +209,39 @@ impl ReadBuf {
         res?;
         self.consume(n);
         Ok(())
+    }
+}
+
+impl Drop for ReadBuf {
+    fn drop(&mut self) {
+        self.buf.clear();
+        self.start = 0;
+        self.release();
+    }
+}
+
+/// A byte stream that can wait for bytes to read without lending a
+/// buffer to the kernel: a connection waiting for its next request (or a
+/// quiet tunnel) waits this way and holds no read buffer meanwhile.
+pub(crate) trait WaitReadable {
+    /// Resolves when a read would find bytes, the end of the stream, or an
+    /// error (io_uring `POLL_ADD`: no buffer is posted).
+    async fn readable(&self) -> io::Result<()>;
+}
+
+impl WaitReadable for TcpStream {
+    async fn readable(&self) -> io::Result<()> {
+        TcpStream::readable(self, false).await
+    }
+}
+
+impl<T: WaitReadable> WaitReadable for OwnedReadHalf<T> {
+    async fn readable(&self) -> io::Result<()> {
+        // SAFETY: a shared borrow for the wait: the stream is only read
+        // from this half, and waiting for readiness uses just its
+        // descriptor, which the write half never changes.
+        let stream = unsafe { &*self.0.get() };
+        stream.readable().await
     }
 }
 
@@ -161,9 +315,74 @@ fn unsent_is_zero() -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use monoio::io::AsyncWriteRentExt;
     use std::io::{IoSlice, Read};
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixStream;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn a_read_buffer_holds_memory_from_its_first_read_until_released() {
+        block_on(async {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut client = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            let before = held();
+            let mut rbuf = ReadBuf::new();
+            assert_eq!(held(), before, "a new buffer holds nothing");
+            let (res, _) = client.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
+            res.unwrap();
+            WaitReadable::readable(&server).await.unwrap();
+            assert_eq!(held(), before, "waiting for bytes takes no buffer");
+            assert!(rbuf.fill(&mut server, BUF_SIZE).await.unwrap() > 0);
+            assert_eq!(held(), before + 1);
+            // Unconsumed bytes keep it.
+            rbuf.release();
+            assert_eq!(held(), before + 1);
+            rbuf.consume(rbuf.data().len());
+            rbuf.release();
+            assert_eq!(held(), before);
+            // The spare is lent again, and dropping a holding buffer
+            // counts it out too.
+            let (res, _) = client.write_all(b"more").await;
+            res.unwrap();
+            assert_eq!(rbuf.fill(&mut server, BUF_SIZE).await.unwrap(), 4);
+            assert_eq!(held(), before + 1);
+            drop(rbuf);
+            assert_eq!(held(), before);
+        });
+    }
+
+    #[test]
+    fn spares_are_kept_by_size_and_only_within_bounds() {
+        let a = take(BUF_SIZE);
+        let ptr = a.as_ptr();
+        give_back(a);
+        let b = take(BUF_SIZE);
+        assert_eq!(b.as_ptr(), ptr, "a read-sized spare is reused");
+        assert!(b.capacity() >= BUF_SIZE);
+        let head = take(HEAD_SIZE);
+        assert!(head.capacity() >= HEAD_SIZE && head.capacity() < BUF_SIZE);
+        give_back(b);
+        // A huge buffer goes back to the allocator, not to the spares.
+        let huge: Vec<u8> = Vec::with_capacity(KEEP_MAX * 2);
+        give_back(huge);
+        assert!(take(BUF_SIZE).capacity() <= KEEP_MAX);
+        // Recycling empties a buffer and leaves no memory behind.
+        let mut out = take(HEAD_SIZE);
+        out.extend_from_slice(b"stale");
+        recycle(&mut out);
+        assert_eq!(out.capacity(), 0);
+        ensure(&mut out);
+        assert!(out.is_empty() && out.capacity() >= HEAD_SIZE);
+    }
 
     #[test]
     fn sends_now_take_what_the_socket_has_room_for_and_no_more() {

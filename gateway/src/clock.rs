@@ -63,13 +63,31 @@ pub(crate) fn mono_uncached() -> monoio::time::Instant {
     monoio::time::Instant::now()
 }
 
-/// `future`, boxed, with [`now`] read at most once in each of its polls.
-pub(crate) fn per_poll<F: Future>(future: F) -> impl Future<Output = F::Output> {
-    let mut future = Box::pin(future);
-    std::future::poll_fn(move |cx| {
+/// `future` with [`now`] read at most once in each of its polls. Not
+/// boxed: a task spawned with it is one allocation (an idle connection's
+/// task is most of what the connection costs).
+pub(crate) fn per_poll<F: Future>(future: F) -> PerPoll<F> {
+    PerPoll { future }
+}
+
+/// The future of [`per_poll`].
+#[derive(Debug)]
+pub(crate) struct PerPoll<F> {
+    future: F,
+}
+
+impl<F: Future> Future for PerPoll<F> {
+    type Output = F::Output;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<F::Output> {
         let _poll = ThisPoll::enter();
-        future.as_mut().poll(cx)
-    })
+        // SAFETY: `future` is structurally pinned: it is never moved out
+        // of `PerPoll`, which has no `Unpin` impl or `Drop` of its own.
+        unsafe { self.map_unchecked_mut(|p| &mut p.future) }.poll(cx)
+    }
 }
 
 /// One poll of a [`per_poll`] task (or of another wrapper that does the

@@ -28,6 +28,7 @@ mod access_log;
 mod buffer;
 mod clock;
 pub mod control;
+mod deadline;
 mod discovery;
 mod downstream;
 mod drain;

@@ -159,6 +159,7 @@ impl WorkerMetrics {
     pub(crate) fn report(&self) -> MetricsReport {
         MetricsReport {
             connections_active: self.connections_active.get(),
+            read_buffers_held: crate::buffer::held(),
             connections_total: self.connections_total.get(),
             retries: self.retries.get(),
             ejections: self.ejections.get(),
@@ -217,6 +218,8 @@ pub struct EndpointReport {
 pub struct MetricsReport {
     /// Downstream connections open.
     pub connections_active: u64,
+    /// Read buffers connections hold now (none while they wait).
+    pub read_buffers_held: u64,
     /// Downstream connections accepted.
     pub connections_total: u64,
     /// Retries sent.
@@ -287,6 +290,13 @@ pub(crate) fn render(reports: &[MetricsReport], control: &ControlValues) -> Stri
         "gauge",
         "Client connections open now.",
         sum(|r| r.connections_active),
+    );
+    scalar(
+        &mut out,
+        "ringway_read_buffers_held",
+        "gauge",
+        "Read buffers held by connections now: those reading or serving a request (a connection waiting for its next request holds none).",
+        sum(|r| r.read_buffers_held),
     );
     scalar(
         &mut out,

@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
@@ -13,6 +14,7 @@ use ringway_config::Listener;
 
 use super::h1::{Session, Sniffed};
 use super::proxy_protocol;
+use crate::buffer::WaitReadable;
 use crate::forward::plan::Ends;
 use crate::h2_io::{PlainIo, Replay, TlsIo};
 use crate::metrics::bump;
@@ -23,26 +25,49 @@ use crate::worker::state::Worker;
 /// handshake, a bad PROXY protocol header); the others are only counted.
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Serves one accepted plain-HTTP client connection until it closes.
-pub(crate) async fn serve(
-    worker: Rc<Worker>,
-    listener: Rc<Listener>,
-    client: TcpStream,
-    peer: SocketAddr,
-) {
-    let _ = client.set_nodelay(true);
-    let Some(ends) = ends(&worker, &listener, &client, peer).await else {
+/// An accepted client connection, before it is served: everything its
+/// task keeps while the connection lives, in one box, so that the task's
+/// futures hold a pointer to it rather than copies of it (the connection's
+/// memory while idle is mostly what its task holds).
+pub(crate) struct Accepted<H> {
+    pub(crate) worker: Rc<Worker>,
+    pub(crate) listener: Rc<Listener>,
+    /// The listener's TLS settings, on a TLS listener.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
+    /// The socket, until the session that serves it takes it.
+    pub(crate) client: Option<TcpStream>,
+    pub(crate) peer: SocketAddr,
+    /// Held until the connection ends (its place under the connection cap
+    /// and in a drain's count).
+    pub(crate) _hold: H,
+}
+
+/// Serves a connection of a plain-HTTP listener until it closes.
+pub(crate) async fn serve_plain<H>(mut accepted: Box<Accepted<H>>) {
+    let Some(client) = accepted.client.as_ref() else {
         return;
     };
-    let _count = ConnectionCount::new(&worker);
-    let mut session = Session::new(worker, listener, client, ends, "http", None);
+    let _ = client.set_nodelay(true);
+    let Some(ends) = ends(&accepted.worker, &accepted.listener, client, accepted.peer).await else {
+        return;
+    };
+    let Some(client) = accepted.client.take() else {
+        return;
+    };
+    let _count = ConnectionCount::new(&accepted.worker);
+    let worker = accepted.worker.clone();
+    let listener = accepted.listener.clone();
+    // Boxed for the same reason as `Accepted`.
+    let mut session = Box::new(Session::new(worker, listener, client, ends, "http", None));
     if session.h2c() {
         match session.sniff_preface().await {
             Sniffed::Http1 => {}
             Sniffed::Http2 => {
-                let (worker, listener, client, early) = session.into_parts();
+                let (worker, listener, client, early) = (*session).into_parts();
                 let io = Replay::new(early, PlainIo::new(client).gathering());
-                super::h2::serve(worker, listener, io, ends, "http", None).await;
+                // Boxed, as on TLS listeners: the HTTP/2 connection's
+                // state is not laid out in every HTTP/1.1 connection's task.
+                Box::pin(super::h2::serve(worker, listener, io, ends, "http", None)).await;
                 return;
             }
             Sniffed::Closed => return,
@@ -71,7 +96,12 @@ async fn ends(
     if listener.proxy_protocol {
         let ip = ringway_config::canonical_ip(peer.ip());
         let trusted = &listener.trusted_proxies;
-        let read = timeout(listener.header_timeout, proxy_protocol::read_header(client));
+        // Boxed: its timer would otherwise be laid out in every
+        // connection's task for the connection's life.
+        let read = Box::pin(timeout(
+            listener.header_timeout,
+            proxy_protocol::read_header(client),
+        ));
         let refused = if !trusted.is_empty() && !trusted.iter().any(|r| r.contains(ip)) {
             Some("the peer is not in trusted_proxies".to_owned())
         } else {
@@ -125,21 +155,27 @@ impl Drop for ConnectionCount {
     }
 }
 
-/// Serves one accepted client connection of a TLS listener: the
-/// handshake (within the listener's header timeout), then HTTP/1.1.
-pub(crate) async fn serve_tls(
-    worker: Rc<Worker>,
-    listener: Rc<Listener>,
-    config: std::sync::Arc<rustls::ServerConfig>,
-    client: TcpStream,
-    peer: SocketAddr,
-) {
-    let _ = client.set_nodelay(true);
-    let Some(ends) = ends(&worker, &listener, &client, peer).await else {
+/// Serves a connection of a TLS listener: the handshake (within the
+/// listener's header timeout), then HTTP/2 or HTTP/1.1 as ALPN chose.
+pub(crate) async fn serve_tls<H>(mut accepted: Box<Accepted<H>>) {
+    let (Some(client), Some(config)) = (accepted.client.as_ref(), accepted.tls.clone()) else {
         return;
     };
+    let _ = client.set_nodelay(true);
+    let Some(ends) = ends(&accepted.worker, &accepted.listener, client, accepted.peer).await else {
+        return;
+    };
+    let Some(client) = accepted.client.take() else {
+        return;
+    };
+    let worker = accepted.worker.clone();
+    let listener = accepted.listener.clone();
     let peer = ends.peer;
-    let failure = match timeout(listener.header_timeout, tls::handshake(client, config)).await {
+    let handshake = Box::pin(timeout(
+        listener.header_timeout,
+        tls::handshake(client, config),
+    ));
+    let failure = match handshake.await {
         Ok(Ok(accepted)) => {
             bump(&worker.metrics.tls_handshakes);
             let identity = accepted.identity;
@@ -147,7 +183,15 @@ pub(crate) async fn serve_tls(
                 let (io, conn) = accepted.stream.into_parts();
                 let io = TlsIo::new(io, conn).gathering();
                 let _count = ConnectionCount::new(&worker);
-                super::h2::serve(worker.clone(), listener, io, ends, "https", identity).await;
+                Box::pin(super::h2::serve(
+                    worker.clone(),
+                    listener,
+                    io,
+                    ends,
+                    "https",
+                    identity,
+                ))
+                .await;
                 return;
             }
             serve_stream(worker, listener, accepted.stream, ends, "https", identity).await;
@@ -187,7 +231,7 @@ fn log_now_and_then(worker: &Worker, what: &str, counter: &str) {
 }
 
 /// Serves a client connection over any byte stream until it closes.
-async fn serve_stream<S: AsyncReadRent + AsyncWriteRent + Split + 'static>(
+async fn serve_stream<S: AsyncReadRent + AsyncWriteRent + WaitReadable + Split + 'static>(
     worker: Rc<Worker>,
     listener: Rc<Listener>,
     client: S,
@@ -196,7 +240,9 @@ async fn serve_stream<S: AsyncReadRent + AsyncWriteRent + Split + 'static>(
     identity: Option<String>,
 ) {
     let _count = ConnectionCount::new(&worker);
-    Session::new(worker, listener, client, ends, proto, identity)
-        .serve()
-        .await;
+    Box::new(Session::new(
+        worker, listener, client, ends, proto, identity,
+    ))
+    .serve()
+    .await;
 }

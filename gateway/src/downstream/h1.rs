@@ -25,7 +25,8 @@ use ringway_codec::http1::request;
 use ringway_codec::http1::response::{self, ClientBody};
 use ringway_config::Listener;
 
-use crate::buffer::{BUF_SIZE, ReadBuf, write_all};
+use crate::buffer::{self, BUF_SIZE, ReadBuf, WaitReadable, write_all};
+use crate::deadline;
 use crate::failure::Failure;
 use crate::forward::client::{BodyUp, Client, HeadFromH1, Next, Relayed};
 use crate::forward::h2::send_data;
@@ -75,8 +76,6 @@ pub(crate) struct Session<S> {
     up_out: Vec<u8>,
     /// What the request being served did, for metrics and the log.
     log: RequestLog,
-    /// Reused buffer for metric series keys.
-    key: String,
     /// Reused buffer for a redirect's location.
     location: String,
     /// The request's text and ids, for the upstream, the log and the span.
@@ -89,10 +88,11 @@ pub(crate) struct Session<S> {
     /// The connection closes after the prepared response.
     close_after: bool,
     /// The upstream of a switched (WebSocket) connection, to tunnel to.
-    tunnel: Option<UpstreamConn>,
+    /// Boxed: most connections never switch.
+    tunnel: Option<Box<UpstreamConn>>,
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
+impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
     pub(crate) fn new(
         worker: Rc<Worker>,
         listener: Rc<Listener>,
@@ -109,10 +109,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             proto,
             identity,
             rbuf: ReadBuf::new(),
-            out: Vec::with_capacity(1024),
-            up_out: Vec::with_capacity(1024),
+            out: Vec::new(),
+            up_out: Vec::new(),
             log: RequestLog::new(),
-            key: String::with_capacity(64),
             location: String::new(),
             text: RequestText::new(),
             plan: Plan::NONE,
@@ -133,7 +132,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
     /// Reads the first bytes of a plain connection: enough to tell the
     /// HTTP/2 preface from an HTTP/1.1 request line.
     pub(crate) async fn sniff_preface(&mut self) -> Sniffed {
-        let deadline = crate::clock::mono_now() + self.listener.header_timeout;
+        let deadline = crate::clock::now() + self.listener.header_timeout;
         loop {
             let data = self.rbuf.data();
             let n = data.len().min(H2_PREFACE.len());
@@ -143,7 +142,8 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             if n == H2_PREFACE.len() {
                 return Sniffed::Http2;
             }
-            match timeout_at(deadline, self.rbuf.fill(&mut self.client, BUF_SIZE)).await {
+            let read = deadline::within(deadline, self.rbuf.fill(&mut self.client, BUF_SIZE));
+            match read.await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ if !self.rbuf.is_empty() => return Sniffed::Http1,
                 _ => return Sniffed::Closed,
@@ -160,22 +160,29 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
         let mut first = true;
         loop {
             if self.rbuf.is_empty() {
-                // Waiting for the next request: a quiet close on timeout.
+                // Waiting for the next request: no buffer is held
+                // meanwhile (idle connections far outnumber busy ones),
+                // and the connection closes quietly on timeout.
+                self.rbuf.release();
+                buffer::recycle(&mut self.out);
+                buffer::recycle(&mut self.up_out);
                 let wait = if first {
                     self.listener.header_timeout
                 } else {
                     self.listener.idle_timeout
                 };
-                match timeout_at(
-                    crate::clock::mono_now() + wait,
-                    self.rbuf.fill(&mut self.client, BUF_SIZE),
-                )
-                .await
-                {
-                    Ok(Ok(n)) if n > 0 => {}
+                let deadline = crate::clock::now() + wait;
+                match deadline::within(deadline, self.client.readable()).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+                match self.rbuf.fill(&mut self.client, BUF_SIZE).await {
+                    Ok(n) if n > 0 => {}
                     _ => return,
                 }
             }
+            buffer::ensure(&mut self.out);
+            buffer::ensure(&mut self.up_out);
             first = false;
             // In flight from its first byte, so a drain waits for it.
             let _in_flight = self.worker.drain.request();
@@ -183,7 +190,9 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
             // keep-alive, and the client may be sending its next request
             // already: that one is served (with `Connection: close`) while
             // the draining worker lingers, rather than reset.
-            if self.serve_one().await == Next::Close {
+            // Boxed: the request's state (about 10 KiB of futures) exists
+            // only while it is served, not for the connection's life.
+            if Box::pin(self.serve_one()).await == Next::Close {
                 return;
             }
         }
@@ -208,7 +217,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
                 log: &self.log,
                 text: &self.text,
             };
-            served.record(&generation, &mut self.key);
+            served.record(&generation);
         }
         next
     }
@@ -450,14 +459,23 @@ impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
     }
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent + Split + 'static> Session<S> {
+impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + Split + 'static> Session<S> {
     /// Serves the connection's requests; then, if one switched protocols,
     /// the tunnel.
-    pub(crate) async fn serve(mut self) {
+    pub(crate) async fn serve(mut self: Box<Self>) {
         self.run().await;
         let Some(up) = self.tunnel.take() else {
             return;
         };
+        // Boxed: the tunnel's state exists only for connections that
+        // switched, not in every connection's task.
+        Box::pin(self.tunnel(*up)).await;
+    }
+
+    /// Copies bytes both ways between the client and the upstream that
+    /// switched protocols, until either side closes or both are quiet for
+    /// the idle timeout.
+    async fn tunnel(self: Box<Self>, up: UpstreamConn) {
         // A tunnel is a request still in flight: a drain lets it run until
         // either side closes or the drain deadline ends the worker, as it
         // does for a WebSocket over HTTP/2 (its stream counts) and for any
@@ -481,7 +499,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + Split + 'static> Session<S> {
     }
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent> Client for Session<S> {
+impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Client for Session<S> {
     fn up_out(&mut self) -> &mut Vec<u8> {
         &mut self.up_out
     }
@@ -606,7 +624,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Client for Session<S> {
         // The head goes out now; the bytes follow in the tunnel, once
         // this request is recorded.
         if self.write_out().await.is_ok() {
-            self.tunnel = Some(up);
+            self.tunnel = Some(Box::new(up));
         }
         Next::Close
     }
@@ -735,7 +753,7 @@ impl<S: AsyncReadRent + AsyncWriteRent> Client for Session<S> {
     }
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent> Session<S> {
+impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
     /// Sends the client head (in `self.out`) and the response body.
     /// `Err` means the response could not be completed: close both sides.
     async fn relay_body(

@@ -57,8 +57,8 @@ struct Connection {
     spare: RefCell<Vec<Scratch>>,
 }
 
-/// A stream's buffers: its request's text, the upstream head, a redirect's
-/// location and the metric key. Kept by the connection from stream to
+/// A stream's buffers: its request's text, the upstream head and a
+/// redirect's location. Kept by the connection from stream to
 /// stream (at most as many as ran at once), as the HTTP/1.1 session keeps
 /// its own, rather than allocated for each stream.
 #[derive(Debug)]
@@ -66,7 +66,6 @@ struct Scratch {
     text: RequestText,
     up_out: Vec<u8>,
     location: String,
-    key: String,
 }
 
 impl Scratch {
@@ -75,7 +74,6 @@ impl Scratch {
             text: RequestText::new(),
             up_out: Vec::with_capacity(1024),
             location: String::new(),
-            key: String::with_capacity(64),
         }
     }
 }
@@ -227,7 +225,6 @@ async fn handle(open: Open, request: Request<RecvStream>, respond: SendResponse<
         text,
         up_out,
         location,
-        mut key,
     } = conn.spare.borrow_mut().pop().unwrap_or_else(Scratch::new);
     let mut stream = Stream {
         conn,
@@ -256,7 +253,7 @@ async fn handle(open: Open, request: Request<RecvStream>, respond: SendResponse<
         log: &stream.log,
         text: &stream.text,
     };
-    served.record(&generation, &mut key);
+    served.record(&generation);
     let Stream {
         conn,
         text,
@@ -268,7 +265,6 @@ async fn handle(open: Open, request: Request<RecvStream>, respond: SendResponse<
         text,
         up_out,
         location,
-        key,
     });
     drop(open);
 }

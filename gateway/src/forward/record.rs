@@ -42,7 +42,7 @@ impl RequestText {
             request_id: String::new(),
             generated_id: false,
             trace: None,
-            traceparent: Vec::with_capacity(55),
+            traceparent: Vec::new(),
             protocol: "HTTP/1.1",
             referer: String::new(),
             user_agent: String::new(),
@@ -143,10 +143,21 @@ pub(crate) struct Served<'a> {
     pub text: &'a RequestText,
 }
 
+thread_local! {
+    /// The worker's buffer for metric series keys: one per worker rather
+    /// than one per connection.
+    static SERIES_KEY: std::cell::RefCell<String> =
+        std::cell::RefCell::new(String::with_capacity(128));
+}
+
 impl Served<'_> {
     /// Counts the request in its worker's metrics, logs it and keeps its span.
-    /// `key` is a reused buffer for the series key.
-    pub(crate) fn record(&self, generation: &Generation, key: &mut String) {
+    pub(crate) fn record(&self, generation: &Generation) {
+        SERIES_KEY.with_borrow_mut(|key| self.record_with(generation, key));
+    }
+
+    /// [`Served::record`], with `key` a reused buffer for the series key.
+    fn record_with(&self, generation: &Generation, key: &mut String) {
         let snapshot = &generation.snapshot;
         let route = self
             .log

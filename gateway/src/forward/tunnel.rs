@@ -12,7 +12,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::time::Instant;
 
 use super::h2::send_data;
-use crate::buffer::BUF_SIZE;
+use crate::buffer::{self, BUF_SIZE, WaitReadable};
 use crate::upstream::conn::UpstreamConn;
 
 /// Resolves once nothing has moved for `idle`.
@@ -28,7 +28,7 @@ pub(crate) async fn idle_for(last: &Cell<Instant>, idle: Duration) {
 
 /// Copies `from` to `to` (after `early`, bytes read before the switch)
 /// until `from` ends, then half-closes `to` so the other side sees the end.
-pub(crate) async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
+pub(crate) async fn copy<R: AsyncReadRent + WaitReadable, W: AsyncWriteRent>(
     mut from: R,
     mut to: W,
     early: Vec<u8>,
@@ -40,23 +40,55 @@ pub(crate) async fn copy<R: AsyncReadRent, W: AsyncWriteRent>(
             return;
         }
     }
-    let mut buf = Vec::with_capacity(BUF_SIZE);
-    loop {
-        let (res, b) = from.read(buf).await;
-        buf = b;
-        match res {
-            Ok(n) if n > 0 => {}
-            _ => break,
-        }
+    let mut chunks = Chunks::new();
+    while let Some(buf) = chunks.next(&mut from).await {
         last.set(Instant::now());
-        let (res, b) = to.write_all(buf).await;
-        buf = b;
+        let (res, buf) = to.write_all(buf).await;
+        chunks.done(buf);
         if res.is_err() {
             break;
         }
-        buf.clear();
     }
     let _ = to.shutdown().await;
+}
+
+/// The reads of one direction of a tunnel, holding a buffer only while
+/// bytes keep coming: a quiet tunnel (a WebSocket between messages) waits
+/// for readability with none, so it costs no buffer in either direction.
+struct Chunks {
+    /// The read filled the whole buffer last time: more is likely waiting,
+    /// so the next read goes straight to the socket.
+    busy: bool,
+}
+
+impl Chunks {
+    fn new() -> Chunks {
+        Chunks { busy: false }
+    }
+
+    /// The next bytes from `from` in a buffer from the worker's spares;
+    /// `None` at the end of the stream or on an error.
+    async fn next<R: AsyncReadRent + WaitReadable>(&mut self, from: &mut R) -> Option<Vec<u8>> {
+        if !self.busy {
+            from.readable().await.ok()?;
+        }
+        let (res, buf) = from.read(buffer::take(BUF_SIZE)).await;
+        match res {
+            Ok(n) if n > 0 => {
+                self.busy = n == buf.capacity();
+                Some(buf)
+            }
+            _ => {
+                buffer::give_back(buf);
+                None
+            }
+        }
+    }
+
+    /// Gives back a buffer [`Chunks::next`] returned, once written.
+    fn done(&mut self, buf: Vec<u8>) {
+        buffer::give_back(buf);
+    }
 }
 
 /// Moves a tunnel's bytes from one HTTP/2 stream to another until `from`
@@ -93,17 +125,11 @@ pub(crate) async fn tunnel_h1(
         {
             return;
         }
-        let mut buf = Vec::with_capacity(BUF_SIZE);
-        loop {
-            let (res, b) = up_read.read(buf).await;
-            buf = b;
-            match res {
-                Ok(n) if n > 0 => {}
-                _ => break,
-            }
+        let mut chunks = Chunks::new();
+        while let Some(buf) = chunks.next(&mut up_read).await {
             last.set(Instant::now());
             let data = Bytes::copy_from_slice(&buf);
-            buf.clear();
+            chunks.done(buf);
             if send_data(&mut to_client, data, false).await.is_err() {
                 return;
             }

@@ -37,6 +37,18 @@ impl UpstreamStream {
     }
 }
 
+impl crate::buffer::WaitReadable for UpstreamStream {
+    /// For a plain socket, its readiness; over TLS at once (monoio-rustls
+    /// does not lend its socket), so a TLS tunnel reads with a buffer
+    /// posted.
+    async fn readable(&self) -> std::io::Result<()> {
+        match self {
+            UpstreamStream::Plain(s) => s.readable(false).await,
+            UpstreamStream::Tls(_) => Ok(()),
+        }
+    }
+}
+
 // Both kinds may be read and written at once from two halves.
 unsafe impl Split for UpstreamStream {}
 

@@ -145,6 +145,8 @@ impl Pool {
             return false;
         }
         conn.reused = false;
+        // A pooled connection holds no read buffer while it waits.
+        conn.rbuf.release();
         self.put(addr, conn, idle_timeout, max_idle)
     }
 

@@ -236,19 +236,25 @@ async fn accept_loop(worker: Rc<Worker>, name: String, listener: TcpListener, st
                 let open = worker.drain.connection();
                 // Settings come from the generation current at accept.
                 let current = worker.current();
-                if let Some(config) = current.listener(&name) {
-                    if config.tls.is_none() {
-                        let serve = accept::serve(worker.clone(), config, stream, peer);
-                        monoio::spawn(clock::per_poll(async move {
-                            serve.await;
-                            drop((slot, open));
-                        }));
-                    } else if let Some(tls) = current.tls(&name) {
-                        let serve = accept::serve_tls(worker.clone(), config, tls, stream, peer);
-                        monoio::spawn(clock::per_poll(async move {
-                            serve.await;
-                            drop((slot, open));
-                        }));
+                if let Some(listener) = current.listener(&name) {
+                    let tls = current.tls(&name);
+                    if listener.tls.is_some() && tls.is_none() {
+                        continue;
+                    }
+                    // One box holds all the connection's task keeps
+                    // between requests (see `accept::Accepted`).
+                    let accepted = Box::new(accept::Accepted {
+                        worker: worker.clone(),
+                        listener,
+                        tls,
+                        client: Some(stream),
+                        peer,
+                        _hold: (slot, open),
+                    });
+                    if accepted.tls.is_some() {
+                        monoio::spawn(clock::per_poll(accept::serve_tls(accepted)));
+                    } else {
+                        monoio::spawn(clock::per_poll(accept::serve_plain(accepted)));
                     }
                 }
             }

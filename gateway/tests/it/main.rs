@@ -16,6 +16,7 @@ mod grpc;
 mod h2_resets;
 mod health;
 mod http2;
+mod idle;
 mod lifecycle;
 mod matrix;
 mod observability;
