@@ -93,6 +93,31 @@ pub(crate) fn ensure(buf: &mut Vec<u8>) {
     }
 }
 
+/// Makes sure `buf` has memory for a read-sized write: a spare of
+/// [`BUF_SIZE`] when it has none.
+pub(crate) fn ensure_read_sized(buf: &mut Vec<u8>) {
+    if buf.capacity() == 0 {
+        *buf = take(BUF_SIZE);
+    }
+}
+
+/// A plain non-blocking `recv(2)` of up to `len` bytes at `at` from the
+/// socket `fd`: the count (0 at the end of the stream), `None` when it has
+/// nothing now.
+pub(crate) fn recv_now(fd: RawFd, at: *mut u8, len: usize) -> io::Result<Option<usize>> {
+    // SAFETY: the caller lends `len` writable bytes at `at`; recv(2) writes
+    // at most that many.
+    let n = unsafe { libc::recv(fd, at.cast(), len, libc::MSG_DONTWAIT) };
+    if n >= 0 {
+        return Ok(Some(n as usize));
+    }
+    let e = io::Error::last_os_error();
+    match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+        _ => Err(e),
+    }
+}
+
 /// A read buffer with a consumed prefix: `data()` is what has been read
 /// but not yet used. It holds memory only from its first read until
 /// [`ReadBuf::release`].
@@ -194,6 +219,32 @@ impl ReadBuf {
         let (res, slice) = io.read(buf.slice_mut(len..)).await;
         self.buf = slice.into_inner();
         res
+    }
+
+    /// Reads what the socket `fd` has now with a plain `recv(2)` (see
+    /// [`recv_now`]), taking a spare buffer first if it holds none.
+    pub(crate) fn recv_now(&mut self, fd: RawFd) -> io::Result<Option<usize>> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        if self.buf.capacity() == 0 {
+            self.buf = take(BUF_SIZE);
+            if !self.held {
+                self.held = true;
+                HELD.set(HELD.get() + 1);
+            }
+        }
+        let len = self.buf.len();
+        let room = self.buf.capacity() - len;
+        // SAFETY: the spare capacity past `len` is this vector's own.
+        let at = unsafe { self.buf.as_mut_ptr().add(len) };
+        let got = recv_now(fd, at, room)?;
+        if let Some(n) = got {
+            // SAFETY: recv(2) initialized `n` bytes past `len`.
+            unsafe { self.buf.set_len(len + n) };
+        }
+        Ok(got)
     }
 
     /// Writes the first `n` unconsumed bytes to `io` without copying, and

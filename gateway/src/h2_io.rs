@@ -1,16 +1,18 @@
 //! Byte streams for the h2 crate, which speaks tokio's I/O traits.
 //!
-//! No tokio runtime is involved: reads go through monoio-compat's
-//! `StreamWrapper` on the socket's read half (io_uring reads into an owned
+//! No tokio runtime is involved: reads go through [`Reader`] on the
+//! socket's read half (readiness from io_uring, then a plain `recv(2)`
+//! straight into the reader's buffer, so a quiet connection holds no read
 //! buffer), and writes through [`Writer`] on the write half, which gathers
-//! what h2 writes across its flushes and sends it in one write.
+//! what h2 writes across its flushes and sends it in one write; its
+//! buffers are the worker's spares, held only while bytes wait.
 //! TLS is layered in between over the rustls connection the gateway's own
 //! handshake produced: monoio-rustls's stream under the compat wrapper
 //! panics when h2 reads and writes at once (see STACK-NOTES), and
 //! tokio-rustls cannot adopt a finished handshake.
 
 use std::future::Future;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::ops::DerefMut;
 use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
@@ -18,11 +20,10 @@ use std::task::{Context, Poll, ready};
 
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
-use monoio_compat::StreamWrapper;
 use rustls::ConnectionCommon;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::buffer::{send_now, send_vectored_now};
+use crate::buffer::{self, BUF_SIZE, recv_now, send_now, send_vectored_now};
 
 /// A stream that first replays bytes already read from it (the part of
 /// the h2c preface that was read while looking for an HTTP/1.1 request).
@@ -88,6 +89,65 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Replay<T> {
     }
 }
 
+/// The read side of a socket for h2: no buffer of its own. It waits for
+/// readability with an io_uring `POLL_ADD` (nothing posted while the
+/// connection is quiet) and then reads with a plain non-blocking
+/// `recv(2)` into the caller's buffer.
+struct Reader {
+    /// The read half, kept so the socket stays open; its stream is shared
+    /// with the readiness wait.
+    half: OwnedReadHalf<TcpStream>,
+    fd: RawFd,
+    /// The readiness wait in flight.
+    waiting: Option<Pin<Box<dyn Future<Output = io::Result<()>>>>>,
+    /// The last read found the socket drained (it returned less than
+    /// asked): the next one waits for readiness first instead of trying
+    /// a `recv` that would most likely find nothing.
+    drained: bool,
+}
+
+impl Reader {
+    fn new(half: OwnedReadHalf<TcpStream>, fd: RawFd) -> Reader {
+        Reader {
+            half,
+            fd,
+            waiting: None,
+            drained: false,
+        }
+    }
+
+    /// Reads with `recv` (given the socket; `Ok(None)` when it has nothing
+    /// now) once the socket is readable: the count, 0 at the end of the
+    /// stream. `want` is what `recv` asked for, to tell a drained socket.
+    fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+        want: usize,
+        mut recv: impl FnMut(RawFd) -> io::Result<Option<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(waiting) = &mut self.waiting {
+                ready!(waiting.as_mut().poll(cx))?;
+                self.waiting = None;
+                self.drained = false;
+            }
+            if !self.drained
+                && let Some(n) = recv(self.fd)?
+            {
+                self.drained = n < want;
+                return Poll::Ready(Ok(n));
+            }
+            let stream = self.half.0.clone();
+            self.waiting = Some(Box::pin(async move {
+                // SAFETY: a shared borrow for the wait, which uses only the
+                // descriptor; see `buffer::WaitReadable` for the halves.
+                let stream = unsafe { &*stream.get() };
+                stream.readable(false).await
+            }));
+        }
+    }
+}
+
 /// TLS over an io_uring socket with an established rustls connection
 /// (server or client side), for the h2 crate.
 ///
@@ -98,9 +158,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Replay<T> {
 /// full-sized records, and all the records of a flush go to the socket in
 /// one owned-buffer write.
 pub(crate) struct TlsIo<C> {
-    read: StreamWrapper<OwnedReadHalf<TcpStream>>,
+    read: Reader,
+    /// Records read from the socket and not yet taken by rustls (a spare
+    /// buffer, held only while it holds bytes).
+    staged: buffer::ReadBuf,
     conn: C,
-    /// Plaintext written and not yet handed to rustls.
+    /// Plaintext written and not yet handed to rustls (a spare buffer,
+    /// held only while it holds bytes).
     plain: Vec<u8>,
     /// Sealed records on their way to the socket.
     out: Writer,
@@ -134,7 +198,7 @@ type WriteDone = (io::Result<()>, OwnedWriteHalf<TcpStream>, Vec<u8>);
 impl Writer {
     fn new(half: OwnedWriteHalf<TcpStream>, fd: RawFd) -> Writer {
         Writer {
-            pending: Vec::with_capacity(PLAIN_BATCH + 4096),
+            pending: Vec::new(),
             half: Some(half),
             fd,
             writing: None,
@@ -192,11 +256,7 @@ impl Writer {
         let (result, half, mut buf) = ready!(writing.as_mut().poll(cx));
         self.writing = None;
         self.half = Some(half);
-        buf.clear();
-        if self.pending.is_empty() {
-            // Keep the larger buffer for what comes next.
-            std::mem::swap(&mut self.pending, &mut buf);
-        }
+        buffer::recycle(&mut buf);
         Poll::Ready(result)
     }
 
@@ -212,6 +272,7 @@ impl Writer {
         loop {
             ready!(self.poll_idle(cx))?;
             if self.pending.is_empty() {
+                buffer::release(&mut self.pending);
                 return Poll::Ready(Ok(()));
             }
             if self.half.is_none() {
@@ -220,6 +281,7 @@ impl Writer {
             let sent = send_now(self.fd, &self.pending)?;
             self.pending.drain(..sent);
             if self.pending.is_empty() {
+                buffer::release(&mut self.pending);
                 return Poll::Ready(Ok(()));
             }
             let Some(mut half) = self.half.take() else {
@@ -249,7 +311,7 @@ impl Writer {
 /// A plain socket for h2 (h2c): reads through monoio-compat's wrapper,
 /// writes gathered until a flush.
 pub(crate) struct PlainIo {
-    read: StreamWrapper<OwnedReadHalf<TcpStream>>,
+    read: Reader,
     out: Writer,
 }
 
@@ -265,7 +327,7 @@ impl PlainIo {
         let fd = io.as_raw_fd();
         let (read, write) = io.into_split();
         PlainIo {
-            read: StreamWrapper::new_with_buffer_size(read, 32 * 1024, 0),
+            read: Reader::new(read, fd),
             out: Writer::new(write, fd),
         }
     }
@@ -286,7 +348,16 @@ impl AsyncRead for PlainIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().read).poll_read(cx, buf)
+        let want = buf.remaining();
+        // SAFETY: recv(2) only writes initialized bytes into the unfilled
+        // part, and exactly the count it returns is marked filled.
+        let unfilled = unsafe { buf.unfilled_mut() };
+        let n = ready!(self.get_mut().read.poll_recv(cx, want, |fd| {
+            recv_now(fd, unfilled.as_mut_ptr().cast(), unfilled.len())
+        }))?;
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -302,6 +373,7 @@ impl AsyncWrite for PlainIo {
         }
         let room = PLAIN_BATCH.saturating_sub(out.pending.len()).max(1);
         let take = buf.len().min(room);
+        buffer::ensure_read_sized(&mut out.pending);
         out.pending.extend_from_slice(&buf[..take]);
         Poll::Ready(Ok(take))
     }
@@ -381,9 +453,10 @@ impl<C> TlsIo<C> {
         let fd = io.as_raw_fd();
         let (read, write) = io.into_split();
         TlsIo {
-            read: StreamWrapper::new_with_buffer_size(read, 32 * 1024, 0),
+            read: Reader::new(read, fd),
+            staged: buffer::ReadBuf::new(),
             conn,
-            plain: Vec::with_capacity(PLAIN_BATCH),
+            plain: Vec::new(),
             out: Writer::new(write, fd),
         }
     }
@@ -416,24 +489,6 @@ impl Write for SendNow {
     }
 }
 
-/// rustls's synchronous reads over the non-blocking read half: `Pending`
-/// becomes `WouldBlock`.
-struct SyncRead<'a, 'b> {
-    io: &'a mut StreamWrapper<OwnedReadHalf<TcpStream>>,
-    cx: &'a mut Context<'b>,
-}
-
-impl Read for SyncRead<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let mut buf = ReadBuf::new(buf);
-        match Pin::new(&mut *self.io).poll_read(self.cx, &mut buf) {
-            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
-            Poll::Ready(Err(e)) => Err(e),
-            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
-        }
-    }
-}
-
 impl<C, D> TlsIo<C>
 where
     C: DerefMut<Target = ConnectionCommon<D>> + Unpin,
@@ -451,6 +506,7 @@ where
                 while self.conn.wants_write() && self.conn.write_tls(&mut socket)? > 0 {}
             }
             while self.conn.wants_write() {
+                buffer::ensure_read_sized(&mut self.out.pending);
                 self.conn.write_tls(&mut self.out.pending)?;
             }
             ready!(self.out.poll_write_out(cx))?;
@@ -471,6 +527,7 @@ where
             }
             ready!(self.poll_send_tls(cx))?;
             if self.plain.is_empty() {
+                buffer::release(&mut self.plain);
                 return Poll::Ready(Ok(()));
             }
         }
@@ -479,14 +536,19 @@ where
     /// Reads TLS records from the socket into rustls; `Ready(Ok(0))` at
     /// the end of the stream.
     fn poll_receive_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let mut sync = SyncRead {
-            io: &mut self.read,
-            cx,
-        };
-        let n = match self.conn.read_tls(&mut sync) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
-            r => r?,
-        };
+        if self.staged.is_empty() {
+            let staged = &mut self.staged;
+            let got = ready!(self.read.poll_recv(cx, BUF_SIZE, |fd| staged.recv_now(fd)))?;
+            if got == 0 {
+                self.staged.release();
+                // rustls learns of the end from an empty read.
+                self.conn.read_tls(&mut io::empty())?;
+                return Poll::Ready(Ok(0));
+            }
+        }
+        let n = self.conn.read_tls(&mut self.staged.data())?;
+        self.staged.consume(n);
+        self.staged.release();
         if let Err(e) = self.conn.process_new_packets() {
             // Send the alert that says why, if the socket takes it now.
             let _ = self.poll_send_tls(cx);
@@ -580,6 +642,7 @@ where
         }
         let room = PLAIN_BATCH.saturating_sub(this.plain.len()).max(1);
         let take = buf.len().min(room);
+        buffer::ensure_read_sized(&mut this.plain);
         this.plain.extend_from_slice(&buf[..take]);
         Poll::Ready(Ok(take))
     }
