@@ -277,21 +277,21 @@ impl Drop for ReadBuf {
 pub(crate) trait WaitReadable {
     /// Resolves when a read would find bytes, the end of the stream, or an
     /// error (io_uring `POLL_ADD`: no buffer is posted).
-    async fn readable(&self) -> io::Result<()>;
+    async fn readable(&mut self) -> io::Result<()>;
 }
 
 impl WaitReadable for TcpStream {
-    async fn readable(&self) -> io::Result<()> {
+    async fn readable(&mut self) -> io::Result<()> {
         TcpStream::readable(self, false).await
     }
 }
 
 impl<T: WaitReadable> WaitReadable for OwnedReadHalf<T> {
-    async fn readable(&self) -> io::Result<()> {
-        // SAFETY: a shared borrow for the wait: the stream is only read
-        // from this half, and waiting for readiness uses just its
-        // descriptor, which the write half never changes.
-        let stream = unsafe { &*self.0.get() };
+    async fn readable(&mut self) -> io::Result<()> {
+        // SAFETY: as monoio's own reads through this half: the stream is
+        // read only from here, on one thread, and the wait looks only at
+        // the read side's state.
+        let stream = unsafe { &mut *self.0.get() };
         stream.readable().await
     }
 }
@@ -390,7 +390,7 @@ mod tests {
             assert_eq!(held(), before, "a new buffer holds nothing");
             let (res, _) = client.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
             res.unwrap();
-            WaitReadable::readable(&server).await.unwrap();
+            WaitReadable::readable(&mut server).await.unwrap();
             assert_eq!(held(), before, "waiting for bytes takes no buffer");
             assert!(rbuf.fill(&mut server, BUF_SIZE).await.unwrap() > 0);
             assert_eq!(held(), before + 1);

@@ -1,4 +1,5 @@
-//! Byte streams for the h2 crate, which speaks tokio's I/O traits.
+//! Byte streams for the h2 crate, which speaks tokio's I/O traits, and
+//! (in [`rent`]) the TLS stream of HTTP/1.1 client connections too.
 //!
 //! No tokio runtime is involved: reads go through [`Reader`] on the
 //! socket's read half (readiness from io_uring, then a plain `recv(2)`
@@ -24,6 +25,8 @@ use rustls::ConnectionCommon;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::buffer::{self, BUF_SIZE, recv_now, send_now, send_vectored_now};
+
+mod rent;
 
 /// A stream that first replays bytes already read from it (the part of
 /// the h2c preface that was read while looking for an HTTP/1.1 request).

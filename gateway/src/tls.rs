@@ -39,14 +39,6 @@ use crate::buffer::write_all;
 /// The client stream of a TLS listener.
 pub(crate) type TlsStream = monoio_rustls::ServerTlsStream<TcpStream>;
 
-impl crate::buffer::WaitReadable for TlsStream {
-    /// At once: monoio-rustls does not lend its socket, so a TLS
-    /// connection waits for its next request with a read posted.
-    async fn readable(&self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Session IDs remembered per worker per listener.
 const SESSION_CACHE_SIZE: usize = 4096;
 

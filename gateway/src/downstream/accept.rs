@@ -194,7 +194,9 @@ pub(crate) async fn serve_tls<H>(mut accepted: Box<Accepted<H>>) {
                 .await;
                 return;
             }
-            serve_stream(worker, listener, accepted.stream, ends, "https", identity).await;
+            let (io, conn) = accepted.stream.into_parts();
+            let io = TlsIo::new(io, conn);
+            serve_stream(worker, listener, io, ends, "https", identity).await;
             return;
         }
         Ok(Err(e)) => e.to_string(),

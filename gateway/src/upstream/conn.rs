@@ -41,9 +41,9 @@ impl crate::buffer::WaitReadable for UpstreamStream {
     /// For a plain socket, its readiness; over TLS at once (monoio-rustls
     /// does not lend its socket), so a TLS tunnel reads with a buffer
     /// posted.
-    async fn readable(&self) -> std::io::Result<()> {
+    async fn readable(&mut self) -> std::io::Result<()> {
         match self {
-            UpstreamStream::Plain(s) => s.readable(false).await,
+            UpstreamStream::Plain(s) => TcpStream::readable(s, false).await,
             UpstreamStream::Tls(_) => Ok(()),
         }
     }
