@@ -62,8 +62,6 @@ pub(crate) struct Session<S> {
     worker: Rc<Worker>,
     listener: Rc<Listener>,
     client: S,
-    /// The client's address and the one it connected to.
-    ends: Ends,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     proto: &'static str,
     /// The verified client certificate's identity (mutual TLS).
@@ -105,7 +103,6 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
             worker,
             listener,
             client,
-            ends,
             proto,
             identity,
             rbuf: ReadBuf::new(),
@@ -114,7 +111,10 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
             log: RequestLog::new(),
             location: String::new(),
             text: RequestText::new(),
-            plan: Plan::NONE,
+            // The client's address and the one it connected to live in the
+            // plan, which every request's plan carries on (one copy fewer
+            // in every connection).
+            plan: Plan { ends, ..Plan::NONE },
             body: BodyReader::new(Framing::Empty),
             relay: Relay::PassThrough,
             close_after: false,
@@ -213,7 +213,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
             let served = Served {
                 worker: &self.worker,
                 listener: &self.listener,
-                peer: self.ends.peer,
+                peer: self.plan.ends.peer,
                 log: &self.log,
                 text: &self.text,
             };
@@ -244,7 +244,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
                     self.text.capture(&self.worker, generation, &req);
                     let client = ClientFacts::new(
                         &self.listener,
-                        self.ends,
+                        self.plan.ends,
                         self.proto,
                         self.identity.as_deref(),
                     );
@@ -484,8 +484,12 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + Split + 'static> Session
         let idle = self.listener.idle_timeout;
         let client_early = self.rbuf.data().to_vec();
         let upstream_early = up.rbuf.data().to_vec();
-        let (client_read, client_write) = self.client.into_split();
-        let (up_read, up_write) = up.stream.into_split();
+        // The session's other state is not needed from here on: it goes,
+        // and a quiet tunnel keeps only its two sockets and their tasks.
+        let Session { client, .. } = *self;
+        let UpstreamConn { stream, .. } = up;
+        let (client_read, client_write) = client.into_split();
+        let (up_read, up_write) = stream.into_split();
         let last = Rc::new(Cell::new(Instant::now()));
         let to_upstream = copy(client_read, up_write, client_early, last.clone());
         let to_client = copy(up_read, client_write, upstream_early, last.clone());

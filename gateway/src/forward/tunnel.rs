@@ -13,16 +13,19 @@ use monoio::time::Instant;
 
 use super::h2::send_data;
 use crate::buffer::{self, BUF_SIZE, WaitReadable};
+use crate::deadline;
 use crate::upstream::conn::UpstreamConn;
 
-/// Resolves once nothing has moved for `idle`.
+/// Resolves once nothing has moved for `idle`. Its deadline is an entry
+/// in the worker's table ([`deadline`]), not a runtime timer in each
+/// tunnel: a quiet tunnel costs little more than its two sockets.
 pub(crate) async fn idle_for(last: &Cell<Instant>, idle: Duration) {
     loop {
         let due = last.get() + idle;
         if Instant::now() >= due {
             return;
         }
-        monoio::time::sleep_until(due).await;
+        let _ = deadline::within(due.into_std(), std::future::pending::<()>()).await;
     }
 }
 
@@ -115,7 +118,10 @@ pub(crate) async fn tunnel_h1(
     idle: Duration,
 ) {
     let early = up.rbuf.data().to_vec();
-    let (mut up_read, mut up_write) = up.stream.into_split();
+    // The rest of the connection (its read buffer) goes now, not with
+    // the tunnel.
+    let UpstreamConn { stream, .. } = up;
+    let (mut up_read, mut up_write) = stream.into_split();
     let last = Rc::new(Cell::new(Instant::now()));
     let down = async {
         if !early.is_empty()
