@@ -118,9 +118,9 @@ pub(crate) async fn tunnel_h1(
     idle: Duration,
 ) {
     let early = up.rbuf.data().to_vec();
-    // The rest of the connection (its read buffer) goes now, not with
-    // the tunnel.
-    let UpstreamConn { stream, .. } = up;
+    // The rest of the connection (its read buffer) goes now, not with the
+    // tunnel.
+    let (stream, _tally) = up.into_stream();
     let (mut up_read, mut up_write) = stream.into_split();
     let last = Rc::new(Cell::new(Instant::now()));
     let down = async {

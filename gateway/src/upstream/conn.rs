@@ -119,6 +119,14 @@ pub(crate) struct UpstreamConn {
     pub fd: RawFd,
 }
 
+impl UpstreamConn {
+    /// The socket, and what counts it against its cluster's limit (keep it
+    /// as long as the socket); the read buffer is dropped.
+    pub(crate) fn into_stream(self) -> (UpstreamStream, Option<Tally>) {
+        (self.stream, self._tally)
+    }
+}
+
 /// Opens a new HTTP/1.1 connection to `to`'s endpoint.
 pub(crate) async fn open(to: Try<'_>) -> Result<UpstreamConn, Failure> {
     if let Some(overflow) = to.state.connect_overflow() {
