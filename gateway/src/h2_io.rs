@@ -315,8 +315,17 @@ impl Writer {
 /// writes gathered until a flush.
 pub(crate) struct PlainIo {
     read: Reader,
+    /// Bytes read ahead for a caller that asked for little (see
+    /// [`SMALL_READ`]); a spare buffer held only while it holds bytes.
+    staged: buffer::ReadBuf,
     out: Writer,
 }
+
+/// A read asking for less than this goes through a staging buffer, not
+/// straight to the socket: after an idle connection gave its codec buffer
+/// back, h2's framing regrows it from 8 bytes, doubling, and each of those
+/// reads would otherwise be a system call.
+const SMALL_READ: usize = 4096;
 
 impl std::fmt::Debug for PlainIo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -331,6 +340,7 @@ impl PlainIo {
         let (read, write) = io.into_split();
         PlainIo {
             read: Reader::new(read, fd),
+            staged: buffer::ReadBuf::new(),
             out: Writer::new(write, fd),
         }
     }
@@ -351,15 +361,31 @@ impl AsyncRead for PlainIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
         let want = buf.remaining();
-        // SAFETY: recv(2) only writes initialized bytes into the unfilled
-        // part, and exactly the count it returns is marked filled.
-        let unfilled = unsafe { buf.unfilled_mut() };
-        let n = ready!(self.get_mut().read.poll_recv(cx, want, |fd| {
-            recv_now(fd, unfilled.as_mut_ptr().cast(), unfilled.len())
-        }))?;
-        unsafe { buf.assume_init(n) };
-        buf.advance(n);
+        if this.staged.is_empty() && want >= SMALL_READ {
+            // SAFETY: recv(2) only writes initialized bytes into the
+            // unfilled part, and exactly the count it returns is marked
+            // filled.
+            let unfilled = unsafe { buf.unfilled_mut() };
+            let n = ready!(this.read.poll_recv(cx, want, |fd| {
+                recv_now(fd, unfilled.as_mut_ptr().cast(), unfilled.len())
+            }))?;
+            unsafe { buf.assume_init(n) };
+            buf.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        if this.staged.is_empty() {
+            let staged = &mut this.staged;
+            if ready!(this.read.poll_recv(cx, BUF_SIZE, |fd| staged.recv_now(fd)))? == 0 {
+                this.staged.release();
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let n = this.staged.data().len().min(want);
+        buf.put_slice(&this.staged.data()[..n]);
+        this.staged.consume(n);
+        this.staged.release();
         Poll::Ready(Ok(()))
     }
 }

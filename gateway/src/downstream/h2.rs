@@ -9,7 +9,7 @@
 //! end the connection with GOAWAY when exceeded.
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::future::{pending, poll_fn};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -17,11 +17,12 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{Method, Request, Response};
-use monoio::time::{sleep, timeout, timeout_at};
+use monoio::time::{timeout, timeout_at};
 use ringway_config::Listener;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::buffer::{BUF_SIZE, write_all};
+use crate::deadline;
 use crate::failure::Failure;
 use crate::forward::client::{BodyUp, Client, HeadFromH1, Next, Relayed};
 use crate::forward::h2::{pump_body, relay_h2_body, send_data};
@@ -162,9 +163,14 @@ where
     shared.idle_since.set(crate::clock::now());
     let mut closing = false;
     let mut flushing = None;
-    // One timer for the idle check, not one per stream accepted.
+    // One deadline for the idle checks, not one per stream accepted; an
+    // entry in the worker's table rather than a runtime timer (see
+    // `deadline`). While the connection is quiet its buffers are given
+    // back at the first tick, and then it sleeps until its idle timeout.
     let tick_every = listener.idle_timeout.min(Duration::from_secs(1));
-    let mut tick = std::pin::pin!(sleep(tick_every));
+    let next_tick = || deadline::within(crate::clock::now() + tick_every, pending::<()>());
+    let mut tick = next_tick();
+    let mut released = false;
     loop {
         // The drain is waited on, not polled for at a tick: the streams in
         // flight when it starts must keep the worker up until this
@@ -183,6 +189,12 @@ where
         match event {
             Event::Stream(next) => match *next {
                 Some(Ok((request, respond))) => {
+                    if released {
+                        // Quiet no more: tick again to give the buffers
+                        // back once it is.
+                        released = false;
+                        tick = next_tick();
+                    }
                     let open = Open::new(&shared);
                     let task = handle(open, request, respond);
                     monoio::spawn(counting_polls(Polled::Stream, task));
@@ -200,12 +212,22 @@ where
                 flushing = Some(worker.drain.request());
             }
             Event::Tick => {
-                tick.set(sleep(tick_every));
-                let idle = shared.open.get() == 0
-                    && shared.idle_since.get().elapsed() >= listener.idle_timeout;
+                let quiet = shared.open.get() == 0;
+                let idle = quiet && shared.idle_since.get().elapsed() >= listener.idle_timeout;
                 if idle && !closing {
                     conn.graceful_shutdown();
                     closing = true;
+                }
+                if quiet && !closing {
+                    // Nothing in flight: the codec's buffers and the
+                    // streams' spare scratch go back.
+                    conn.release_idle_buffers();
+                    shared.spare.borrow_mut().clear();
+                    released = true;
+                    let due = shared.idle_since.get() + listener.idle_timeout;
+                    tick = deadline::within(due, pending::<()>());
+                } else {
+                    tick = next_tick();
                 }
             }
         }
