@@ -7,14 +7,12 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, Split};
 use monoio::net::TcpStream;
 use monoio::time::timeout;
 use ringway_config::Listener;
 
 use super::h1::{Session, Sniffed};
 use super::proxy_protocol;
-use crate::buffer::WaitReadable;
 use crate::forward::plan::Ends;
 use crate::h2_io::{PlainIo, Replay, TlsIo};
 use crate::metrics::bump;
@@ -155,6 +153,14 @@ impl Drop for ConnectionCount {
     }
 }
 
+/// What a TLS connection goes on to after its handshake.
+enum AfterHandshake {
+    Http2(std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>),
+    Http1(Box<Session<TlsIo<rustls::ServerConnection>>>),
+    /// Why not (for the log).
+    Failed(String),
+}
+
 /// Serves a connection of a TLS listener: the handshake (within the
 /// listener's header timeout), then HTTP/2 or HTTP/1.1 as ALPN chose.
 pub(crate) async fn serve_tls<H>(mut accepted: Box<Accepted<H>>) {
@@ -175,32 +181,55 @@ pub(crate) async fn serve_tls<H>(mut accepted: Box<Accepted<H>>) {
         listener.header_timeout,
         tls::handshake(client, config),
     ));
-    let failure = match handshake.await {
+    // What follows the handshake is made here, with no await in between,
+    // so that the handshake's results (the rustls connection, the socket)
+    // are moved into the boxed session or connection, not also kept in
+    // this task's future for the connection's life.
+    let next = match handshake.await {
         Ok(Ok(accepted)) => {
             bump(&worker.metrics.tls_handshakes);
             let identity = accepted.identity;
-            if accepted.stream.alpn_protocol().as_deref() == Some(b"h2") {
-                let (io, conn) = accepted.stream.into_parts();
+            let h2 = accepted.stream.alpn_protocol().as_deref() == Some(b"h2");
+            let (io, conn) = accepted.stream.into_parts();
+            if h2 {
                 let io = TlsIo::new(io, conn).gathering();
-                let _count = ConnectionCount::new(&worker);
-                Box::pin(super::h2::serve(
+                let serve = super::h2::serve(
                     worker.clone(),
-                    listener,
+                    listener.clone(),
                     io,
                     ends,
                     "https",
                     identity,
-                ))
-                .await;
-                return;
+                );
+                AfterHandshake::Http2(Box::pin(serve))
+            } else {
+                let io = TlsIo::new(io, conn);
+                let session = Session::new(
+                    worker.clone(),
+                    listener.clone(),
+                    io,
+                    ends,
+                    "https",
+                    identity,
+                );
+                AfterHandshake::Http1(Box::new(session))
             }
-            let (io, conn) = accepted.stream.into_parts();
-            let io = TlsIo::new(io, conn);
-            serve_stream(worker, listener, io, ends, "https", identity).await;
+        }
+        Ok(Err(e)) => AfterHandshake::Failed(e.to_string()),
+        Err(_) => AfterHandshake::Failed("timed out".to_owned()),
+    };
+    let failure = match next {
+        AfterHandshake::Http2(serve) => {
+            let _count = ConnectionCount::new(&worker);
+            serve.await;
             return;
         }
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "timed out".to_owned(),
+        AfterHandshake::Http1(session) => {
+            let _count = ConnectionCount::new(&worker);
+            session.serve().await;
+            return;
+        }
+        AfterHandshake::Failed(failure) => failure,
     };
     // The connection is dropped (closed) here; one line now and then.
     bump(&worker.metrics.tls_handshake_failures);
@@ -230,23 +259,6 @@ fn log_now_and_then(worker: &Worker, what: &str, counter: &str) {
             REFUSAL_LOG_INTERVAL.as_secs()
         );
     }
-}
-
-/// Serves a client connection over any byte stream until it closes.
-async fn serve_stream<S: AsyncReadRent + AsyncWriteRent + WaitReadable + Split + 'static>(
-    worker: Rc<Worker>,
-    listener: Rc<Listener>,
-    client: S,
-    ends: Ends,
-    proto: &'static str,
-    identity: Option<String>,
-) {
-    let _count = ConnectionCount::new(&worker);
-    Box::new(Session::new(
-        worker, listener, client, ends, proto, identity,
-    ))
-    .serve()
-    .await;
 }
 
 #[cfg(test)]

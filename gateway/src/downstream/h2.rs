@@ -155,7 +155,13 @@ where
         .max_local_error_reset_streams(Some(settings.max_local_error_resets))
         .max_send_buffer_size(64 * 1024)
         .enable_connect_protocol();
-    let mut conn = match timeout(listener.header_timeout, builder.handshake::<_, Bytes>(io)).await {
+    // Boxed: the handshake's state (the socket, a runtime timer) is not
+    // laid out beside the connection's in this task's future.
+    let handshake = Box::pin(timeout(
+        listener.header_timeout,
+        builder.handshake::<_, Bytes>(io),
+    ));
+    let mut conn = match handshake.await {
         Ok(Ok(conn)) => conn,
         _ => return,
     };
@@ -222,7 +228,7 @@ where
                     // Nothing in flight: the codec's buffers and the
                     // streams' spare scratch go back.
                     conn.release_idle_buffers();
-                    shared.spare.borrow_mut().clear();
+                    *shared.spare.borrow_mut() = Vec::new();
                     released = true;
                     let due = shared.idle_since.get() + listener.idle_timeout;
                     tick = deadline::within(due, pending::<()>());

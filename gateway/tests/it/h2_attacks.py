@@ -11,8 +11,10 @@ gateway's tests, built on hyper-h2 (`pip install h2`) and raw frames.
     h2_attacks.py get ADDR PATH              one plain request: its status,
                                              body, and the code of a reset
                                              of its stream, if any
-    h2_attacks.py repeat ADDR PATH COUNT     COUNT requests one after the
-                                             other on one connection
+    h2_attacks.py repeat ADDR PATH COUNT [PAUSE]
+                                             COUNT requests one after the
+                                             other on one connection, PAUSE
+                                             seconds apart (default 0)
     h2_attacks.py reset-midway ADDR CODE KEY a response reset by the origin
                                              (h2_origin.py) with CODE once
                                              its start was received
@@ -275,14 +277,16 @@ def reset_midway(addr, code, key):
     return got
 
 
-def repeat(addr, path, count):
+def repeat(addr, path, count, pause=0.0):
     """`count` GETs one after the other on one connection, each read to
-    its end before the next is sent. Stops early when the connection
-    ends."""
+    its end before the next is sent, `pause` seconds after the previous
+    one ended. Stops early when the connection ends."""
     sock = connect(addr)
     conn = new_conn()
     results = []
-    for _ in range(count):
+    for i in range(count):
+        if i > 0 and pause > 0:
+            time.sleep(pause)
         result = exchange(sock, conn, addr, path)
         results.append(result)
         if result["closed"] or result["timeout"] or result["goaway"]:
@@ -426,7 +430,8 @@ def main():
     elif cmd == "reset-midway":
         out = reset_midway(addr, sys.argv[3], sys.argv[4])
     elif cmd == "repeat":
-        out = repeat(addr, sys.argv[3], int(sys.argv[4]))
+        pause = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
+        out = repeat(addr, sys.argv[3], int(sys.argv[4]), pause)
     else:
         raise SystemExit("unknown command " + cmd)
     print(json.dumps(out), flush=True)

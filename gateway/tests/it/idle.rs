@@ -63,3 +63,36 @@ fn waiting_connections_hold_no_read_buffer_and_reading_ones_do() {
     wait_held(&gw, 0);
     assert_eq!(up.count("/second/"), 40);
 }
+
+/// A quiet HTTP/2 connection gives its buffers back (h2's codec buffers
+/// and stream tables, vendor/h2, at its first tick with no stream open)
+/// and makes them again for the next request: requests after quiet spells
+/// longer than the tick are served whole on the same connection.
+#[test]
+fn a_quiet_http2_connection_serves_again_after_giving_its_buffers_back() {
+    let up = Upstream::start("app");
+    let toml = format!(
+        "{EDGE}idle_timeout = \"60s\"\n[[route]]\ncluster = \"app\"\n{}",
+        cluster("app", &[up.addr])
+    );
+    let gw = InProcess::start(&toml);
+    let got = python_json(
+        "h2_attacks.py",
+        &["repeat", &gw.addr().to_string(), "/after-quiet", "3", "1.6"],
+        Duration::from_secs(30),
+    );
+    let statuses: Vec<u64> = got["statuses"]
+        .as_array()
+        .expect("statuses")
+        .iter()
+        .filter_map(|s| s.as_u64())
+        .collect();
+    assert_eq!(statuses, vec![200, 200, 200], "{got}");
+    for body in got["bodies"].as_array().expect("bodies") {
+        assert!(
+            body.as_str().is_some_and(|b| b.starts_with("app ")),
+            "{got}"
+        );
+    }
+    assert_eq!(up.count("/after-quiet"), 3);
+}

@@ -134,6 +134,7 @@ where
     /// ringway: see `server::Connection::release_idle_buffers`.
     pub(crate) fn release_idle_buffers(&mut self) {
         self.codec.release_idle_buffers();
+        self.inner.streams.release_idle_memory();
     }
 
     pub fn new(codec: Codec<T, Prioritized<B>>, config: Config) -> Connection<T, P, B> {

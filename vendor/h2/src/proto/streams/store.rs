@@ -79,6 +79,14 @@ pub(super) trait Resolve {
 // ===== impl Store =====
 
 impl Store {
+    /// ringway: gives back the tables' memory when no stream is stored.
+    pub fn release_if_empty(&mut self) {
+        if self.slab.is_empty() && self.ids.is_empty() {
+            self.slab = slab::Slab::new();
+            self.ids = IndexMap::new();
+        }
+    }
+
     pub fn new() -> Self {
         Store {
             slab: slab::Slab::new(),

@@ -118,6 +118,18 @@ where
     B: Buf,
     P: Peer,
 {
+    /// ringway: gives back the memory of the stream table and the frame
+    /// buffers where they hold nothing (a connection with no stream open).
+    pub fn release_idle_memory(&mut self) {
+        {
+            let mut me = self.inner.lock().unwrap();
+            let me = &mut *me;
+            me.store.release_if_empty();
+            me.actions.recv.release_idle_buffer();
+        }
+        self.send_buffer.inner.lock().unwrap().release_if_empty();
+    }
+
     pub fn new(config: Config) -> Self {
         let peer = P::r#dyn();
 
