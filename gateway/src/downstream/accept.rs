@@ -191,27 +191,13 @@ pub(crate) async fn serve_tls<H>(mut accepted: Box<Accepted<H>>) {
             let identity = accepted.identity;
             let h2 = accepted.stream.alpn_protocol().as_deref() == Some(b"h2");
             let (io, conn) = accepted.stream.into_parts();
+            let io = TlsIo::new(io, conn);
+            let (w, l) = (worker.clone(), listener.clone());
             if h2 {
-                let io = TlsIo::new(io, conn).gathering();
-                let serve = super::h2::serve(
-                    worker.clone(),
-                    listener.clone(),
-                    io,
-                    ends,
-                    "https",
-                    identity,
-                );
+                let serve = super::h2::serve(w, l, io.gathering(), ends, "https", identity);
                 AfterHandshake::Http2(Box::pin(serve))
             } else {
-                let io = TlsIo::new(io, conn);
-                let session = Session::new(
-                    worker.clone(),
-                    listener.clone(),
-                    io,
-                    ends,
-                    "https",
-                    identity,
-                );
+                let session = Session::new(w, l, io, ends, "https", identity);
                 AfterHandshake::Http1(Box::new(session))
             }
         }
