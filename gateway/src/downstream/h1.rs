@@ -7,6 +7,12 @@
 //! per connection does not grow with a body. Between HTTP/1.1 peers the
 //! body bytes pass through as they came (re-framed only where the two
 //! sides need it): that is the fast path the benchmarks measure.
+//!
+//! Between requests the session holds no buffer: it waits for
+//! readability and gives its read, head and upstream buffers back to the
+//! worker's spares (see `run`). Slightly over 800 lines: the session's
+//! reading, answering and relaying share those buffers and their rules
+//! (what each holds when), which one file keeps in view.
 
 use std::cell::Cell;
 use std::io;
