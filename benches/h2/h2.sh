@@ -24,6 +24,8 @@
 # UPSTREAM=h2 speaks h2c to the origin instead (ringway's cluster
 # `protocol = "h2"`, HAProxy's `server ... proto h2`); nginx, whose
 # proxy_pass speaks only HTTP/1.x upstream, is then left out.
+# RATE=N runs the ringload column at a fixed N requests/s (open loop)
+# instead of saturated; the h2load column stays saturated.
 source "$(dirname "$0")/../tls/common.sh"
 need h2load nghttp2-client
 need nginx nginx
@@ -80,7 +82,7 @@ ROWS=$WORK/rows.tsv
 : >"$ROWS"
 
 echo
-echo "### Per rep: $H2_CONNS connections x $H2_STREAMS streams, ${DUR}s each"
+echo "### Per rep: $H2_CONNS connections x $H2_STREAMS streams, ${DUR}s each${RATE:+; ringload at a fixed $RATE req/s}"
 echo
 echo "µs CPU/req is the gateway's own (utime+stime of its PIDs); \"core 0 µs/req\" is all of core 0's"
 echo "busy time, which adds the softirq work done on core 0 while the gateway sleeps (the gateway"
@@ -106,7 +108,7 @@ for rep in $(seq "$REPS"); do
         n=$(awk '/^requests:/ {print $8}' "$WORK/h2load.txt")
         failed=$(awk '/^requests:/ {print $10 "/" $12}' "$WORK/h2load.txt")
         rps=$(awk -v n="$n" -v d="$DUR" 'BEGIN { printf "%.0f", n / d }')
-        taskset -c 1 "$RINGLOAD" run "$url" --h2 -k -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -d"${DUR}s" -q --json >"$WORK/rl.json"
+        taskset -c 1 "$RINGLOAD" run "$url" --h2 -k -t1 -c"$H2_CONNS" -m"$H2_STREAMS" -d"${DUR}s" ${RATE:+-R "$RATE"} -q --json >"$WORK/rl.json"
         t2=$(cpu_ticks "$pid")
         c2=$(core0_ticks)
         x2=$(others_ticks)

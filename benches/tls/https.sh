@@ -28,6 +28,8 @@
 # RINGWAY=/path/to/ringway picks another gateway build; RINGWAY_B=/path
 # adds a second build as "ringway-b", side by side with the same
 # configuration on another port; GATEWAYS="nginx haproxy" leaves some out.
+# RATE=N runs the ringload keep-alive column at a fixed N requests/s (open
+# loop) instead of saturated; wrk and the handshake columns stay saturated.
 source "$(dirname "$0")/common.sh" # ../e2e/common.sh and the TLS helpers
 need wrk wrk
 need nginx nginx
@@ -68,7 +70,7 @@ ROWS=$WORK/rows.tsv
 echo
 echo "### Per rep"
 echo
-echo "Keep-alive: ringload \`-k -t1 -c$CONNS\` and wrk \`-t1 -c$CONNS\`, ${DUR}s each; handshakes:"
+echo "Keep-alive: ringload \`-k -t1 -c$CONNS${RATE:+ -R $RATE}\` and wrk \`-t1 -c$CONNS\`, ${DUR}s each; handshakes:"
 echo "tls_handshakes \`-c$HS_CONNS --provider $HS_PROVIDER\`, ${DUR}s each, one request per connection."
 echo
 echo "\"busy\" is the gateway's share of core 0; \"other\" is core 0's busy time spent by anything"
@@ -85,7 +87,7 @@ for rep in $(seq "$REPS"); do
 
         c0=$(core0_ticks)
         t0=$(cpu_ticks "$pid")
-        taskset -c 1 "$RINGLOAD" run "$url" -k -t1 -c"$CONNS" -d"${DUR}s" -q --json >"$WORK/ka.json"
+        taskset -c 1 "$RINGLOAD" run "$url" -k -t1 -c"$CONNS" -d"${DUR}s" ${RATE:+-R "$RATE"} -q --json >"$WORK/ka.json"
         t1=$(cpu_ticks "$pid")
         c1=$(core0_ticks)
         n=$(json requests <"$WORK/ka.json")
