@@ -191,13 +191,16 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
                 } else {
                     self.listener.idle_timeout
                 };
+                // The read after readiness is under the same deadline: over
+                // TLS, readable can mean a partial record that never ends.
                 let deadline = crate::clock::now() + wait;
-                match deadline::within(deadline, self.client.readable()).await {
-                    Ok(Ok(())) => {}
-                    _ => return,
-                }
-                match self.rbuf.fill(&mut self.client, BUF_SIZE).await {
-                    Ok(n) if n > 0 => {}
+                let (client, rbuf) = (&mut self.client, &mut self.rbuf);
+                let next = async {
+                    client.readable().await?;
+                    rbuf.fill(client, BUF_SIZE).await
+                };
+                match deadline::within(deadline, next).await {
+                    Ok(Ok(n)) if n > 0 => {}
                     _ => return,
                 }
             }
