@@ -608,3 +608,57 @@ fn tickets_resume_across_a_hot_upgrade() {
         assert!(out.contains("Reused, "), "{args:?}: {out}");
     }
 }
+
+/// A client that, after its first request, sends part of a TLS record and
+/// stops is closed at the listener's idle timeout: the read that follows
+/// readability (a partial record is readable) is under the wait's
+/// deadline too, so the connection cannot hold its read buffer forever.
+#[test]
+fn a_client_stalled_mid_record_is_closed_at_the_idle_timeout() {
+    let pki = Pki::standard();
+    let up = Upstream::start("up");
+    let toml = proxied(&pki, up.addr).replacen(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\nidle_timeout = \"1s\"\n",
+        1,
+    );
+    let gw = InProcess::start(&toml);
+    let script = r#"
+import json, os, socket, ssl, sys, time
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(["http/1.1"])
+s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", int(sys.argv[1]))), server_hostname="localhost")
+s.sendall(b"GET /first HTTP/1.1\r\nHost: a\r\n\r\n")
+got = b""
+while b"\r\n\r\n" not in got:
+    got += s.recv(65536)
+# Part of an application-data record: its header says 64 bytes, 10 come.
+raw = socket.socket(fileno=os.dup(s.fileno()))
+raw.sendall(b"\x17\x03\x03\x00\x40" + b"x" * 10)
+start = time.monotonic()
+raw.settimeout(10)
+closed = False
+try:
+    while raw.recv(65536):
+        pass
+    closed = True
+except OSError:
+    pass
+print(json.dumps({"status": int(got.split(b" ")[1]), "closed": closed, "after": time.monotonic() - start}))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &gw.addr().port().to_string()])
+        .output()
+        .expect("python3 runs");
+    let got: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(
+        got["closed"], true,
+        "the gateway kept the stalled connection: {got}"
+    );
+    let after = got["after"].as_f64().unwrap();
+    assert!(after < 5.0, "closed only after {after:.1} s: {got}");
+}
