@@ -187,14 +187,9 @@ impl ReadBuf {
         }
     }
 
-    /// Reads more bytes from `io`, growing the buffer up to `max` bytes of
-    /// unconsumed data. Returns the count read, 0 at end of stream, and an
-    /// `OutOfMemory` error when `max` is reached.
-    pub(crate) async fn fill<R: AsyncReadRent>(
-        &mut self,
-        io: &mut R,
-        max: usize,
-    ) -> io::Result<usize> {
+    /// Moves the unconsumed bytes to the front and makes sure the buffer
+    /// holds memory (a spare, counted in [`held`]) before a read.
+    fn prepare_read(&mut self) {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
@@ -206,6 +201,17 @@ impl ReadBuf {
                 HELD.set(HELD.get() + 1);
             }
         }
+    }
+
+    /// Reads more bytes from `io`, growing the buffer up to `max` bytes of
+    /// unconsumed data. Returns the count read, 0 at end of stream, and an
+    /// `OutOfMemory` error when `max` is reached.
+    pub(crate) async fn fill<R: AsyncReadRent>(
+        &mut self,
+        io: &mut R,
+        max: usize,
+    ) -> io::Result<usize> {
+        self.prepare_read();
         let len = self.buf.len();
         if len == self.buf.capacity() {
             if len >= max {
@@ -224,17 +230,7 @@ impl ReadBuf {
     /// Reads what the socket `fd` has now with a plain `recv(2)` (see
     /// [`recv_now`]), taking a spare buffer first if it holds none.
     pub(crate) fn recv_now(&mut self, fd: RawFd) -> io::Result<Option<usize>> {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.start = 0;
-        }
-        if self.buf.capacity() == 0 {
-            self.buf = take(BUF_SIZE);
-            if !self.held {
-                self.held = true;
-                HELD.set(HELD.get() + 1);
-            }
-        }
+        self.prepare_read();
         let len = self.buf.len();
         let room = self.buf.capacity() - len;
         // SAFETY: the spare capacity past `len` is this vector's own.
