@@ -14,9 +14,15 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf};
 use monoio::net::TcpStream;
 
-/// Size a connection's read buffer starts at; body streaming reuses it, so
-/// this is also the per-direction memory bound for bodies.
+/// Size a connection's read buffer starts at.
 pub(crate) const BUF_SIZE: usize = 16 * 1024;
+
+/// Size a read buffer grows to while a body keeps coming (see
+/// [`ReadBuf::fill_body`]): the per-direction memory bound for bodies.
+/// Large enough that a transfer moves in a few operations per socket
+/// buffer's worth, as Envoy's 1 MiB connection buffers and HAProxy's
+/// splicing do.
+pub(crate) const BODY_BUF_SIZE: usize = 256 * 1024;
 
 /// Capacity of the small buffers connections write heads into.
 pub(crate) const HEAD_SIZE: usize = 1024;
@@ -27,26 +33,33 @@ const SPARE_MAX: usize = 256;
 /// A buffer larger than this is not kept: it grew for one large head or
 /// body and would hold its memory for a small one.
 const KEEP_MAX: usize = 4 * BUF_SIZE;
+/// Spare body-sized buffers kept per worker: bodies streaming at once on
+/// one worker are few; 16 of them are 4 MiB.
+const BODY_SPARE_MAX: usize = 16;
 
-/// The worker's spare buffers: `[head-sized, read-sized]`. Workers are
-/// threads, so a thread-local list is a per-worker one.
+/// The worker's spare buffers: `[head-sized, read-sized, body-sized]`.
+/// Workers are threads, so a thread-local list is a per-worker one.
 struct Spares {
-    lists: [Vec<Vec<u8>>; 2],
+    lists: [Vec<Vec<u8>>; 3],
 }
 
 thread_local! {
     static SPARES: RefCell<Spares> = const {
-        RefCell::new(Spares { lists: [Vec::new(), Vec::new()] })
+        RefCell::new(Spares { lists: [Vec::new(), Vec::new(), Vec::new()] })
     };
 }
 
 /// The spare list for buffers of `capacity` bytes or more.
 fn class_of(capacity: usize) -> usize {
-    usize::from(capacity >= BUF_SIZE)
+    if capacity >= BODY_BUF_SIZE {
+        2
+    } else {
+        usize::from(capacity >= BUF_SIZE)
+    }
 }
 
-/// An empty buffer of at least `capacity` bytes ([`HEAD_SIZE`] or
-/// [`BUF_SIZE`]), a spare one when the worker has it.
+/// An empty buffer of at least `capacity` bytes ([`HEAD_SIZE`],
+/// [`BUF_SIZE`] or [`BODY_BUF_SIZE`]), a spare one when the worker has it.
 pub(crate) fn take(capacity: usize) -> Vec<u8> {
     let spare = SPARES.with_borrow_mut(|s| s.lists[class_of(capacity)].pop());
     match spare {
@@ -56,16 +69,21 @@ pub(crate) fn take(capacity: usize) -> Vec<u8> {
 }
 
 /// Gives a buffer back to the worker's spares (emptied), or to the
-/// allocator when it is too small, too large, or the spares are full.
+/// allocator when it is too small, of a size no class keeps, or the
+/// spares are full.
 pub(crate) fn give_back(mut buf: Vec<u8>) {
     let capacity = buf.capacity();
-    if !(HEAD_SIZE..=KEEP_MAX).contains(&capacity) {
+    let (class, max) = if (HEAD_SIZE..=KEEP_MAX).contains(&capacity) {
+        (class_of(capacity), SPARE_MAX)
+    } else if (BODY_BUF_SIZE..2 * BODY_BUF_SIZE).contains(&capacity) {
+        (2, BODY_SPARE_MAX)
+    } else {
         return;
-    }
+    };
     buf.clear();
     SPARES.with_borrow_mut(|s| {
-        let list = &mut s.lists[class_of(capacity)];
-        if list.len() < SPARE_MAX {
+        let list = &mut s.lists[class];
+        if list.len() < max {
             list.push(buf);
         }
     });
@@ -129,6 +147,9 @@ pub(crate) struct ReadBuf {
     /// A flag rather than the capacity: a read dropped mid-flight takes
     /// the buffer with it, and the next read takes another.
     held: bool,
+    /// The last [`ReadBuf::fill_body`] filled all the room it had: the
+    /// body keeps coming faster than it is read, so the next read grows.
+    filled: bool,
 }
 
 thread_local! {
@@ -150,6 +171,7 @@ impl ReadBuf {
             buf: Vec::new(),
             start: 0,
             held: false,
+            filled: false,
         }
     }
 
@@ -159,6 +181,7 @@ impl ReadBuf {
     pub(crate) fn release(&mut self) {
         if self.is_empty() {
             self.start = 0;
+            self.filled = false;
             release(&mut self.buf);
             if self.held {
                 self.held = false;
@@ -223,6 +246,42 @@ impl ReadBuf {
         // with it; callers close the connection in that case anyway.
         let buf = std::mem::take(&mut self.buf);
         let (res, slice) = io.read(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        res
+    }
+
+    /// [`ReadBuf::fill`] for a streaming body: once a read fills all the
+    /// room it had, the buffer grows to [`BODY_BUF_SIZE`] (a spare of that
+    /// size), so that a body that keeps coming moves in large reads and
+    /// writes, a few operations per socket buffer's worth rather than one
+    /// per 16 KiB. [`ReadBuf::release`] gives it back when the connection
+    /// next waits.
+    pub(crate) async fn fill_body<R: AsyncReadRent>(&mut self, io: &mut R) -> io::Result<usize> {
+        self.prepare_read();
+        if self.filled && self.buf.capacity() < BODY_BUF_SIZE {
+            let mut larger = take(BODY_BUF_SIZE);
+            larger.extend_from_slice(&self.buf);
+            give_back(std::mem::replace(&mut self.buf, larger));
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let n = self.fill(io, BODY_BUF_SIZE).await?;
+        self.filled = n == room;
+        Ok(n)
+    }
+
+    /// Reads at most `len` more bytes: a chunk's framing between two
+    /// spliced chunks, so that the next chunk's data stays in the socket
+    /// to be spliced in turn.
+    pub(crate) async fn fill_at_most<R: AsyncReadRent>(
+        &mut self,
+        io: &mut R,
+        len: usize,
+    ) -> io::Result<usize> {
+        self.prepare_read();
+        let have = self.buf.len();
+        self.buf.reserve(len);
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = io.read(buf.slice_mut(have..have + len)).await;
         self.buf = slice.into_inner();
         res
     }
@@ -404,6 +463,37 @@ mod tests {
             assert_eq!(held(), before + 1);
             drop(rbuf);
             assert_eq!(held(), before);
+        });
+    }
+
+    #[test]
+    fn a_body_that_keeps_coming_grows_the_buffer_and_the_spare_is_reused() {
+        block_on(async {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut client = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut server, _) = listener.accept().await.unwrap();
+            let (res, _) = client.write_all(vec![1u8; 3 * BUF_SIZE]).await;
+            res.unwrap();
+            let mut rbuf = ReadBuf::new();
+            // The first read has a read-sized buffer and fills it.
+            assert_eq!(rbuf.fill_body(&mut server).await.unwrap(), BUF_SIZE);
+            assert!(rbuf.buf.capacity() < BODY_BUF_SIZE);
+            rbuf.consume(BUF_SIZE);
+            // So the next one grows and takes all that is there.
+            assert_eq!(rbuf.fill_body(&mut server).await.unwrap(), 2 * BUF_SIZE);
+            assert_eq!(rbuf.buf.capacity(), BODY_BUF_SIZE);
+            let big = rbuf.buf.as_ptr();
+            rbuf.consume(2 * BUF_SIZE);
+            rbuf.release();
+            assert_eq!(rbuf.buf.capacity(), 0, "released when the body ended");
+            let again = take(BODY_BUF_SIZE);
+            assert_eq!(again.as_ptr(), big, "the body-sized spare is reused");
+            // A read that does not fill its room does not grow the next.
+            let (res, _) = client.write_all(vec![2u8; 100]).await;
+            res.unwrap();
+            assert_eq!(rbuf.fill_body(&mut server).await.unwrap(), 100);
+            assert!(!rbuf.filled);
         });
     }
 

@@ -42,6 +42,7 @@ mod memory;
 mod metrics;
 pub mod notify;
 mod runtime;
+mod splice;
 pub mod tickets;
 mod tls;
 mod trace;

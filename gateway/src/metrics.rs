@@ -160,6 +160,7 @@ impl WorkerMetrics {
         MetricsReport {
             connections_active: self.connections_active.get(),
             read_buffers_held: crate::buffer::held(),
+            spliced_bytes: crate::splice::spliced(),
             connections_total: self.connections_total.get(),
             retries: self.retries.get(),
             ejections: self.ejections.get(),
@@ -220,6 +221,8 @@ pub struct MetricsReport {
     pub connections_active: u64,
     /// Read buffers connections hold now (none while they wait).
     pub read_buffers_held: u64,
+    /// Body bytes moved socket to socket by splice(2).
+    pub spliced_bytes: u64,
     /// Downstream connections accepted.
     pub connections_total: u64,
     /// Retries sent.
@@ -297,6 +300,13 @@ pub(crate) fn render(reports: &[MetricsReport], control: &ControlValues) -> Stri
         "gauge",
         "Read buffers held by connections now: those reading or serving a request (a connection waiting for its next request holds none).",
         sum(|r| r.read_buffers_held),
+    );
+    scalar(
+        &mut out,
+        "ringway_spliced_bytes_total",
+        "counter",
+        "Body bytes moved between two plain sockets inside the kernel (splice), not copied through the gateway.",
+        sum(|r| r.spliced_bytes),
     );
     scalar(
         &mut out,

@@ -124,6 +124,37 @@ impl BodyReader {
         matches!(self.state, State::Length(0) | State::Chunked(Chunked::Done))
     }
 
+    /// How many of the next body bytes are payload that needs no looking
+    /// at, so that they may be moved without being read (spliced): the
+    /// rest of a length-delimited body, the rest of the current chunk's
+    /// data, `u64::MAX` for a body that runs until the sender closes; 0
+    /// where framing bytes come next.
+    pub fn opaque_len(&self) -> u64 {
+        match self.state {
+            State::Length(left) => left,
+            State::Chunked(Chunked::Data { left }) => left,
+            State::Chunked(_) => 0,
+            State::UntilClose => u64::MAX,
+        }
+    }
+
+    /// Accounts for `n` payload bytes moved without being seen; `n` is
+    /// at most [`BodyReader::opaque_len`] (more is taken as all of it).
+    pub fn skip_opaque(&mut self, n: u64) {
+        match &mut self.state {
+            State::Length(left) => *left = left.saturating_sub(n),
+            State::Chunked(state) => {
+                if let Chunked::Data { left } = state {
+                    *left = left.saturating_sub(n);
+                    if *left == 0 {
+                        *state = Chunked::DataCr;
+                    }
+                }
+            }
+            State::UntilClose => {}
+        }
+    }
+
     /// Feeds the next bytes. When `payload` is given, the body's payload
     /// (chunk data without framing) is appended to it, for a peer that
     /// cannot take chunked framing.
@@ -344,6 +375,26 @@ mod tests {
         let mut unasked = BodyReader::new(Framing::Chunked);
         unasked.advance(body, None).unwrap();
         assert!(unasked.trailers().is_empty());
+    }
+
+    #[test]
+    fn opaque_payload_can_be_skipped_without_being_seen() {
+        let mut length = BodyReader::new(Framing::Length(10));
+        assert_eq!(length.opaque_len(), 10);
+        length.skip_opaque(4);
+        assert_eq!(length.opaque_len(), 6);
+        length.skip_opaque(6);
+        assert!(length.is_done());
+        // Chunked: only chunk data is opaque; the framing after it is read.
+        let mut chunked = BodyReader::new(Framing::Chunked);
+        assert_eq!(chunked.opaque_len(), 0);
+        assert_eq!(chunked.advance(b"a\r\n", None).unwrap().consumed, 3);
+        assert_eq!(chunked.opaque_len(), 10);
+        chunked.skip_opaque(10);
+        assert_eq!(chunked.opaque_len(), 0);
+        let p = chunked.advance(b"\r\n0\r\n\r\n", None).unwrap();
+        assert!(p.done && p.consumed == 7);
+        assert_eq!(BodyReader::new(Framing::UntilClose).opaque_len(), u64::MAX);
     }
 
     #[test]

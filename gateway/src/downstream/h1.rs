@@ -3,16 +3,19 @@
 //! each either answered by the gateway or handed to the forwarding code
 //! through [`Client`].
 //!
-//! Bodies stream in both directions through one buffer per side: memory
-//! per connection does not grow with a body. Between HTTP/1.1 peers the
+//! Bodies stream in both directions through one buffer per side, grown
+//! to at most 256 KiB while a body keeps coming: memory per connection
+//! does not grow with a body. Between two plain sockets the bytes that
+//! need no looking at are spliced instead, and never enter the gateway. Between HTTP/1.1 peers the
 //! body bytes pass through as they came (re-framed only where the two
 //! sides need it): that is the fast path the benchmarks measure.
 //!
 //! Between requests the session holds no buffer: it waits for
 //! readability and gives its read, head and upstream buffers back to the
-//! worker's spares (see `run`). Slightly over 800 lines: the session's
-//! reading, answering and relaying share those buffers and their rules
-//! (what each holds when), which one file keeps in view.
+//! worker's spares (see `run`). Over 800 lines (about 920): the
+//! session's reading, answering, relaying and splicing share those
+//! buffers and their rules (what each holds when), which one file keeps
+//! in view; the splice mechanics themselves are in `splice`.
 
 use std::cell::Cell;
 use std::io;
@@ -41,13 +44,17 @@ use crate::forward::proxy::{Proxied, proxy};
 use crate::forward::record::{RequestLog, RequestText, Served};
 use crate::forward::tunnel::{copy, idle_for};
 use crate::metrics::bump;
-use crate::upstream::conn::UpstreamConn;
+use crate::splice::{self, PlainSocket, SPLICE_MIN, Stop};
+use crate::upstream::conn::{UpstreamConn, UpstreamStream};
 use crate::upstream::h2_pool::Lease;
 use crate::worker::state::{Generation, Worker};
 
 /// Largest request body read and dropped to keep a connection after a
 /// direct or error response; a larger one closes the connection instead.
 const DISCARD_LIMIT: u64 = 1024 * 1024;
+/// The most read at once between two spliced chunks: a chunk's size line
+/// and the CRLFs around it, rarely longer.
+const CHUNK_FRAMING_READ: usize = 64;
 /// How long a closing connection keeps reading what the client still sends.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -97,7 +104,7 @@ pub(crate) struct Session<S> {
     tunnel: Option<Box<UpstreamConn>>,
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
+impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + PlainSocket> Session<S> {
     pub(crate) fn new(
         worker: Rc<Worker>,
         listener: Rc<Listener>,
@@ -442,7 +449,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
     async fn read_body(&mut self) -> Result<(), Failure> {
         match timeout(
             self.listener.idle_timeout,
-            self.rbuf.fill(&mut self.client, BUF_SIZE),
+            self.rbuf.fill_body(&mut self.client),
         )
         .await
         {
@@ -482,7 +489,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
     }
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + Split + 'static> Session<S> {
+impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + PlainSocket + Split + 'static> Session<S> {
     /// Serves the connection's requests; then, if one switched protocols,
     /// the tunnel.
     pub(crate) async fn serve(mut self: Box<Self>) {
@@ -527,7 +534,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + Split + 'static> Session
     }
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Client for Session<S> {
+impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + PlainSocket> Client for Session<S> {
     fn up_out(&mut self) -> &mut Vec<u8> {
         &mut self.up_out
     }
@@ -555,6 +562,16 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Client for Session<S> {
 
     async fn body_to_h1(&mut self, up: &mut UpstreamConn) -> Result<bool, Failure> {
         while !self.body.is_done() {
+            if let Some(end) = self.splice_request(up).await {
+                match end {
+                    Ok(()) => continue,
+                    // Answered early, or the upstream is gone: the
+                    // response (or its absence) says the rest.
+                    Err(Stop::Watched | Stop::WriteFailed) => return Ok(false),
+                    Err(Stop::Timeout) => return Err(Failure::ClientTimeout),
+                    Err(_) => return Err(Failure::ClientGone),
+                }
+            }
             if self.rbuf.is_empty() {
                 // Wait for more body, but also for the upstream: one that
                 // answers early (413, say) must not wait on a client that
@@ -564,7 +581,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Client for Session<S> {
                 // response anyway.
                 let more = timeout(
                     self.listener.idle_timeout,
-                    self.rbuf.fill(&mut self.client, BUF_SIZE),
+                    self.rbuf.fill_body(&mut self.client),
                 );
                 monoio::select! {
                     read = more => match read {
@@ -781,7 +798,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Client for Session<S> {
     }
 }
 
-impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
+impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + PlainSocket> Session<S> {
     /// Sends the client head (in `self.out`) and the response body.
     /// `Err` means the response could not be completed: close both sides.
     async fn relay_body(
@@ -797,13 +814,33 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
             frame_into(&mut self.out, &mut body, up.rbuf.data(), relay).map_err(|_| ())?;
         up.rbuf.consume(consumed);
         self.write_out().await.map_err(|_| ())?;
+        // After a chunk's data was spliced, the framing that follows is
+        // read in a small read, leaving the next chunk's data in the
+        // socket to be spliced too; a small chunk ends that.
+        let mut framing_read = false;
         while !body.is_done() {
-            match timeout_at(
-                crate::clock::mono_uncached() + timeout,
-                up.rbuf.fill(&mut up.stream, BUF_SIZE),
-            )
-            .await
+            if relay == Relay::PassThrough
+                && let Some(end) = self.splice_response(up, &mut body, timeout).await
             {
+                match end {
+                    Ok(()) => {
+                        framing_read = framing == Framing::Chunked;
+                        continue;
+                    }
+                    Err(Stop::End) if framing == Framing::UntilClose => return Ok(()),
+                    Err(_) => return Err(()),
+                }
+            }
+            let read = async {
+                if framing_read {
+                    up.rbuf
+                        .fill_at_most(&mut up.stream, CHUNK_FRAMING_READ)
+                        .await
+                } else {
+                    up.rbuf.fill_body(&mut up.stream).await
+                }
+            };
+            match timeout_at(crate::clock::mono_uncached() + timeout, read).await {
                 Ok(Ok(n)) if n > 0 => {}
                 Ok(Ok(_)) if framing == Framing::UntilClose => {
                     if relay == Relay::Encode {
@@ -824,6 +861,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
                     .write_prefix(&mut self.client, p.consumed)
                     .await
                     .map_err(|_| ())?;
+                framing_read &= !(1..SPLICE_MIN).contains(&body.opaque_len());
             } else {
                 self.out.clear();
                 let consumed =
@@ -833,5 +871,55 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable> Session<S> {
             }
         }
         Ok(())
+    }
+
+    /// Splices the part of a response body that needs no looking at
+    /// straight from the upstream's socket to the client's (see
+    /// `splice`), when both are plain sockets, nothing of it is buffered
+    /// and enough of it is left. `None` when that does not apply (the
+    /// body then copies); else how the transfer ended.
+    async fn splice_response(
+        &mut self,
+        up: &mut UpstreamConn,
+        body: &mut BodyReader,
+        idle: Duration,
+    ) -> Option<Result<(), Stop>> {
+        let left = body.opaque_len();
+        if left < SPLICE_MIN || !up.rbuf.is_empty() || !splice::enabled() {
+            return None;
+        }
+        let (Some(client), UpstreamStream::Plain(upstream)) =
+            (self.client.plain_socket(), &up.stream)
+        else {
+            return None;
+        };
+        let (moved, end) = splice::transfer(upstream, client, left, idle, None).await;
+        body.skip_opaque(moved);
+        self.log.bytes_out += moved;
+        (end != Err(Stop::NoPipe)).then_some(end)
+    }
+
+    /// As [`Session::splice_response`] for the request body, client to
+    /// upstream: within the route's body limit (nothing past it is sent),
+    /// and ending when the upstream answers early.
+    async fn splice_request(&mut self, up: &mut UpstreamConn) -> Option<Result<(), Stop>> {
+        let mut left = self.body.opaque_len();
+        if let Some(max) = self.plan.max_body {
+            left = left.min(max.saturating_sub(self.log.body_in));
+        }
+        if left < SPLICE_MIN || !self.rbuf.is_empty() || !splice::enabled() {
+            return None;
+        }
+        let (Some(client), UpstreamStream::Plain(upstream)) =
+            (self.client.plain_socket(), &up.stream)
+        else {
+            return None;
+        };
+        let idle = self.listener.idle_timeout;
+        let (moved, end) = splice::transfer(client, upstream, left, idle, Some(upstream)).await;
+        self.body.skip_opaque(moved);
+        self.log.bytes_in += moved;
+        self.log.body_in += moved;
+        (end != Err(Stop::NoPipe)).then_some(end)
     }
 }

@@ -629,7 +629,7 @@ impl Client for Stream {
             }
             match timeout_at(
                 crate::clock::mono_uncached() + timeout,
-                up.rbuf.fill(&mut up.stream, BUF_SIZE),
+                up.rbuf.fill_body(&mut up.stream),
             )
             .await
             {

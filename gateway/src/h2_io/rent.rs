@@ -54,8 +54,15 @@ where
     async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
         // SAFETY: `buf` lends its `bytes_init` initialized bytes for the call.
         let src = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+        // What `poll_write` took is taken: polled again while the push
+        // waits for the socket, this must not hand the same bytes over a
+        // second time.
+        let mut taken = None;
         let res = poll_fn(|cx| {
-            let n = ready!(Pin::new(&mut *self).poll_write(cx, src))?;
+            let n = match taken {
+                Some(n) => n,
+                None => *taken.insert(ready!(Pin::new(&mut *self).poll_write(cx, src))?),
+            };
             ready!(self.poll_push(cx))?;
             Poll::Ready(Ok(n))
         })
@@ -74,6 +81,13 @@ where
 
     async fn shutdown(&mut self) -> io::Result<()> {
         poll_fn(|cx| Pin::new(&mut *self).poll_shutdown(cx)).await
+    }
+}
+
+impl<C> crate::splice::PlainSocket for TlsIo<C> {
+    /// Never: the socket carries records, not the stream's bytes.
+    fn plain_socket(&self) -> Option<&monoio::net::TcpStream> {
+        None
     }
 }
 

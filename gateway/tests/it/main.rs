@@ -7,6 +7,7 @@
 mod support;
 
 mod bodies;
+mod bulk;
 mod client_addr;
 mod discovery;
 mod dns;

@@ -106,6 +106,9 @@ impl Seen {
 /// - `/echo`: answers the body back;
 /// - `/chunked/K`: a chunked response of K small chunks;
 /// - `/stream/N`: a chunked response of the pattern's first N bytes;
+/// - `/pattern/N`: the pattern's first N bytes with a length
+///   (`/pattern/N/cut/M`: only M of them, then a close);
+/// - `/pattern-close/N`: the pattern's first N bytes, ended by closing;
 /// - `/until-close`: a response delimited by closing;
 /// - `/status/S`: status S (with a length header, and no body for 204/304);
 /// - `/delay/MS`: answers after MS milliseconds;
@@ -308,6 +311,28 @@ fn serve_upstream(
                 }
                 w.write_all(b"0\r\n\r\n")?;
             }
+            "pattern" => {
+                // `/pattern/N`: N bytes of the pattern with a length;
+                // `/pattern/N/cut/M`: the same head, then only M bytes
+                // and a close (an upstream that dies mid-body).
+                let n: u64 = parts[1].parse().unwrap();
+                let cut = (parts.get(2) == Some(&"cut")).then(|| parts[3].parse::<u64>().unwrap());
+                write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nx-upstream: {name}\r\ncontent-length: {n}\r\n\r\n"
+                )?;
+                write_pattern(&mut w, cut.unwrap_or(n))?;
+                if cut.is_some() {
+                    return Ok(());
+                }
+            }
+            "pattern-close" => {
+                // `/pattern-close/N`: N bytes of the pattern, ended by closing.
+                let n: u64 = parts[1].parse().unwrap();
+                write!(w, "HTTP/1.1 200 OK\r\nx-upstream: {name}\r\n\r\n")?;
+                write_pattern(&mut w, n)?;
+                return Ok(());
+            }
             "until-close" => {
                 write!(w, "HTTP/1.1 200 OK\r\nx-upstream: {name}\r\n\r\n")?;
                 w.write_all(b"first part, ")?;
@@ -344,6 +369,20 @@ fn serve_upstream(
             }
         }
     }
+}
+
+/// Writes the pattern's first `n` bytes, in pieces.
+fn write_pattern(w: &mut TcpStream, n: u64) -> std::io::Result<()> {
+    let pattern = Pattern::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut off = 0u64;
+    while off < n {
+        let len = (n - off).min(buf.len() as u64) as usize;
+        pattern.fill(off, &mut buf[..len]);
+        w.write_all(&buf[..len])?;
+        off += len as u64;
+    }
+    Ok(())
 }
 
 fn respond(

@@ -30,6 +30,18 @@ impl Binary {
         binary
     }
 
+    /// [`Binary::start`] with `env` added to the process's environment.
+    pub(crate) fn start_with_env(toml: &str, env: &[(&str, &str)], extra: &[&str]) -> Binary {
+        let dir = TempDir::new();
+        let path = dir.path.join("ringway.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ringway"));
+        command.envs(env.iter().copied());
+        let mut binary = Binary::launch(command, path, extra);
+        binary._dir = Some(dir);
+        binary
+    }
+
     /// Starts `ringway --config FILE extra...` with at most `nofile` open
     /// descriptors (soft and hard limit, by `prlimit`), so that it cannot
     /// raise its own.
