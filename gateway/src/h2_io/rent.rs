@@ -4,7 +4,7 @@
 //! holds no read buffer), records sealed from spare buffers for writes.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Write};
 use std::mem::MaybeUninit;
 use std::ops::DerefMut;
 use std::pin::Pin;
@@ -59,12 +59,25 @@ where
         // second time.
         let mut taken = None;
         let res = poll_fn(|cx| {
-            let n = match taken {
-                Some(n) => n,
-                None => *taken.insert(ready!(Pin::new(&mut *self).poll_write(cx, src))?),
-            };
-            ready!(self.poll_push(cx))?;
-            Poll::Ready(Ok(n))
+            loop {
+                let n = match taken {
+                    Some(n) => n,
+                    None if self.plain.is_empty() && !src.is_empty() => {
+                        // Sealed straight from `buf` (rustls takes what its
+                        // outgoing buffer has room for), not copied into
+                        // `plain` first: one copy less per byte of a body.
+                        let n = self.conn.writer().write(src)?;
+                        if n == 0 {
+                            ready!(self.poll_send_tls(cx))?;
+                            continue;
+                        }
+                        *taken.insert(n)
+                    }
+                    None => *taken.insert(ready!(Pin::new(&mut *self).poll_write(cx, src))?),
+                };
+                ready!(self.poll_push(cx))?;
+                return Poll::Ready(Ok(n));
+            }
         })
         .await;
         (res, buf)
