@@ -147,9 +147,12 @@ pub(crate) struct ReadBuf {
     /// A flag rather than the capacity: a read dropped mid-flight takes
     /// the buffer with it, and the next read takes another.
     held: bool,
-    /// The last [`ReadBuf::fill_body`] filled all the room it had: the
-    /// body keeps coming faster than it is read, so the next read grows.
-    filled: bool,
+    /// The last body read ([`ReadBuf::fill_body`], [`ReadBuf::recv_now`])
+    /// found at least [`BUF_SIZE`] bytes waiting: the peer sends faster
+    /// than they are read, so the next read grows. It outlives
+    /// [`ReadBuf::release`] (a TLS staging buffer is released after every
+    /// read), and the first small read clears it.
+    streaming: bool,
 }
 
 thread_local! {
@@ -171,7 +174,7 @@ impl ReadBuf {
             buf: Vec::new(),
             start: 0,
             held: false,
-            filled: false,
+            streaming: false,
         }
     }
 
@@ -181,7 +184,6 @@ impl ReadBuf {
     pub(crate) fn release(&mut self) {
         if self.is_empty() {
             self.start = 0;
-            self.filled = false;
             release(&mut self.buf);
             if self.held {
                 self.held = false;
@@ -250,23 +252,28 @@ impl ReadBuf {
         res
     }
 
-    /// [`ReadBuf::fill`] for a streaming body: once a read fills all the
-    /// room it had, the buffer grows to [`BODY_BUF_SIZE`] (a spare of that
+    /// [`ReadBuf::fill`] for a streaming body: once a read finds at least
+    /// [`BUF_SIZE`] bytes waiting, the buffer grows to [`BODY_BUF_SIZE`] (a spare of that
     /// size), so that a body that keeps coming moves in large reads and
     /// writes, a few operations per socket buffer's worth rather than one
     /// per 16 KiB. [`ReadBuf::release`] gives it back when the connection
     /// next waits.
     pub(crate) async fn fill_body<R: AsyncReadRent>(&mut self, io: &mut R) -> io::Result<usize> {
         self.prepare_read();
-        if self.filled && self.buf.capacity() < BODY_BUF_SIZE {
+        self.grow_if_streaming();
+        let n = self.fill(io, BODY_BUF_SIZE).await?;
+        self.streaming = n >= BUF_SIZE;
+        Ok(n)
+    }
+
+    /// Moves the bytes held into a [`BODY_BUF_SIZE`] spare when the peer
+    /// is streaming and the buffer is smaller.
+    fn grow_if_streaming(&mut self) {
+        if self.streaming && self.buf.capacity() < BODY_BUF_SIZE {
             let mut larger = take(BODY_BUF_SIZE);
             larger.extend_from_slice(&self.buf);
             give_back(std::mem::replace(&mut self.buf, larger));
         }
-        let room = self.buf.capacity() - self.buf.len();
-        let n = self.fill(io, BODY_BUF_SIZE).await?;
-        self.filled = n == room;
-        Ok(n)
     }
 
     /// Reads at most `len` more bytes: a chunk's framing between two
@@ -287,9 +294,11 @@ impl ReadBuf {
     }
 
     /// Reads what the socket `fd` has now with a plain `recv(2)` (see
-    /// [`recv_now`]), taking a spare buffer first if it holds none.
+    /// [`recv_now`]), taking a spare buffer first if it holds none; it
+    /// grows as [`ReadBuf::fill_body`] does while the peer streams.
     pub(crate) fn recv_now(&mut self, fd: RawFd) -> io::Result<Option<usize>> {
         self.prepare_read();
+        self.grow_if_streaming();
         let len = self.buf.len();
         let room = self.buf.capacity() - len;
         // SAFETY: the spare capacity past `len` is this vector's own.
@@ -298,6 +307,7 @@ impl ReadBuf {
         if let Some(n) = got {
             // SAFETY: recv(2) initialized `n` bytes past `len`.
             unsafe { self.buf.set_len(len + n) };
+            self.streaming = n >= BUF_SIZE;
         }
         Ok(got)
     }
@@ -493,7 +503,7 @@ mod tests {
             let (res, _) = client.write_all(vec![2u8; 100]).await;
             res.unwrap();
             assert_eq!(rbuf.fill_body(&mut server).await.unwrap(), 100);
-            assert!(!rbuf.filled);
+            assert!(!rbuf.streaming);
         });
     }
 
