@@ -185,8 +185,9 @@ struct Writer {
     half: Option<OwnedWriteHalf<TcpStream>>,
     /// The socket under `half`, for plain sends (see [`Writer::poll_write_out`]).
     fd: RawFd,
-    /// The write in flight; it gives back the half and the buffer.
-    writing: Option<Pin<Box<dyn Future<Output = WriteDone>>>>,
+    /// What the write side waits on, if anything. One field for both
+    /// kinds: a TLS session's size is a mimalloc size class it fits.
+    busy: Option<Busy>,
     /// Flushes are gathered until the worker's other ready tasks have run
     /// (a server connection; see [`Writer::poll_gather`]).
     gather: bool,
@@ -198,13 +199,22 @@ struct Writer {
 
 type WriteDone = (io::Result<()>, OwnedWriteHalf<TcpStream>, Vec<u8>);
 
+/// What a [`Writer`] waits on.
+enum Busy {
+    /// An owned-buffer write in flight; it gives back the half and the
+    /// buffer.
+    Writing(Pin<Box<dyn Future<Output = WriteDone>>>),
+    /// Room in a full socket (TLS records wait in rustls meanwhile).
+    Room(Pin<Box<dyn Future<Output = io::Result<()>>>>),
+}
+
 impl Writer {
     fn new(half: OwnedWriteHalf<TcpStream>, fd: RawFd) -> Writer {
         Writer {
             pending: Vec::new(),
             half: Some(half),
             fd,
-            writing: None,
+            busy: None,
             gather: false,
             held: None,
         }
@@ -226,7 +236,7 @@ impl Writer {
     /// Without `gather` (connections to upstreams, whose task is not
     /// counted), the flush lets the other ready tasks run once and writes.
     fn poll_gather(&mut self, cx: &mut Context<'_>, has_data: bool) -> Poll<bool> {
-        if !has_data || self.writing.is_some() {
+        if !has_data || matches!(self.busy, Some(Busy::Writing(_))) {
             self.held = None;
             return Poll::Ready(true);
         }
@@ -253,11 +263,11 @@ impl Writer {
 
     /// Ready once the write in flight is done; the error it met, if any.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let Some(writing) = &mut self.writing else {
+        let Some(Busy::Writing(writing)) = &mut self.busy else {
             return Poll::Ready(Ok(()));
         };
         let (result, half, mut buf) = ready!(writing.as_mut().poll(cx));
-        self.writing = None;
+        self.busy = None;
         self.half = Some(half);
         buffer::recycle(&mut buf);
         Poll::Ready(result)
@@ -291,11 +301,33 @@ impl Writer {
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             };
             let buf = std::mem::take(&mut self.pending);
-            self.writing = Some(Box::pin(async move {
+            self.busy = Some(Busy::Writing(Box::pin(async move {
                 let (result, buf) = half.write_all(buf).await;
                 (result.map(|_| ()), half, buf)
-            }));
+            })));
         }
+    }
+
+    /// Ready once the socket has room for more (io_uring `POLL_ADD`).
+    fn poll_writable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(half) = &self.half else {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        };
+        if !matches!(self.busy, Some(Busy::Room(_))) {
+            let stream = half.0.clone();
+            self.busy = Some(Busy::Room(Box::pin(async move {
+                // SAFETY: a shared borrow for the wait, which uses only the
+                // descriptor; see `buffer::WaitReadable` for the halves.
+                let stream = unsafe { &*stream.get() };
+                stream.writable(false).await
+            })));
+        }
+        let Some(Busy::Room(waiting)) = &mut self.busy else {
+            unreachable!("set just above");
+        };
+        let result = ready!(waiting.as_mut().poll(cx));
+        self.busy = None;
+        Poll::Ready(result)
     }
 
     /// Half-closes the socket once everything pending is written.
@@ -476,9 +508,18 @@ impl<C> std::fmt::Debug for TlsIo<C> {
     }
 }
 
-impl<C> TlsIo<C> {
+/// How much sealed output rustls may hold before a write waits for the
+/// socket: a body moves in 256 KiB pieces (see `buffer::BODY_BUF_SIZE`),
+/// sealed and sent in one go rather than in four.
+const SEALED_LIMIT: usize = 256 * 1024;
+
+impl<C, D> TlsIo<C>
+where
+    C: DerefMut<Target = ConnectionCommon<D>>,
+{
     /// Wraps a stream whose handshake `conn` has completed.
-    pub(crate) fn new(io: TcpStream, conn: C) -> TlsIo<C> {
+    pub(crate) fn new(io: TcpStream, mut conn: C) -> TlsIo<C> {
+        conn.set_buffer_limit(Some(SEALED_LIMIT));
         let fd = io.as_raw_fd();
         let (read, write) = io.into_split();
         TlsIo {
@@ -525,23 +566,19 @@ where
     /// Sends every record rustls has sealed; ready when all of them are
     /// written to the socket.
     fn poll_send_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.out.poll_idle(cx))?;
         loop {
-            ready!(self.out.poll_idle(cx))?;
-            if self.out.pending.is_empty() && self.out.half.is_some() {
-                // Straight from rustls's buffers while the socket takes
-                // them: copying the records into `pending` first cost as
-                // much as a copy of every response.
-                let mut socket = SendNow(self.out.fd);
-                while self.conn.wants_write() && self.conn.write_tls(&mut socket)? > 0 {}
-            }
-            while self.conn.wants_write() {
-                buffer::ensure_read_sized(&mut self.out.pending);
-                self.conn.write_tls(&mut self.out.pending)?;
-            }
-            ready!(self.out.poll_write_out(cx))?;
+            // Straight from rustls's buffers while the socket takes them:
+            // copying the records out first (into an owned io_uring
+            // write) cost as much as a copy of every byte sent.
+            let mut socket = SendNow(self.out.fd);
+            while self.conn.wants_write() && self.conn.write_tls(&mut socket)? > 0 {}
             if !self.conn.wants_write() {
                 return Poll::Ready(Ok(()));
             }
+            // The socket is full: the records wait in rustls (bounded by
+            // its buffer limit) until it has room.
+            ready!(self.out.poll_writable(cx))?;
         }
     }
 
