@@ -312,6 +312,18 @@ impl ReadBuf {
         Ok(got)
     }
 
+    /// Takes the first `n` unconsumed bytes out, without copying when they
+    /// are all the buffer holds (the buffer then goes with them, and the
+    /// next read takes a spare); else as a copy.
+    pub(crate) fn split_off_front(&mut self, n: usize) -> Vec<u8> {
+        if self.start == 0 && n == self.buf.len() && n > 0 {
+            return std::mem::take(&mut self.buf);
+        }
+        let front = self.data()[..n].to_vec();
+        self.consume(n);
+        front
+    }
+
     /// Writes the first `n` unconsumed bytes to `io` without copying, and
     /// consumes them.
     pub(crate) async fn write_prefix<W: AsyncWriteRentExt>(

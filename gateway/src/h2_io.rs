@@ -502,6 +502,46 @@ const MAX_GATHER_YIELDS: u32 = 64;
 /// Plaintext gathered before it goes to rustls regardless of a flush.
 const PLAIN_BATCH: usize = 64 * 1024;
 
+/// A full TLS record's plaintext (rustls's default fragment size).
+const RECORD: usize = 16 * 1024;
+
+impl<C, D> TlsIo<C>
+where
+    C: DerefMut<Target = ConnectionCommon<D>> + Unpin,
+{
+    /// Seals a large write (a DATA frame's payload) from `buf` itself,
+    /// after the plaintext gathered before it, up to the last full record:
+    /// only the tail that would make a short record is gathered. h2 writes
+    /// a frame's 9-byte head and its payload apart; gathering both copied
+    /// every byte of a body once more. `None` when `buf` is gathered.
+    fn seal_large(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
+        let gathered = self.plain.len();
+        let whole = (gathered + buf.len()) / RECORD * RECORD;
+        if buf.len() < RECORD || whole <= gathered {
+            return Ok(None);
+        }
+        let direct = whole - gathered;
+        let parts = [
+            io::IoSlice::new(&self.plain),
+            io::IoSlice::new(&buf[..direct]),
+        ];
+        let parts = if gathered == 0 {
+            &parts[1..]
+        } else {
+            &parts[..]
+        };
+        let n = self.conn.writer().write_vectored(parts)?;
+        if n < gathered {
+            // rustls had room for part of what was gathered only: the
+            // rest stays gathered, and `buf` goes the usual way.
+            self.plain.drain(..n);
+            return Ok(None);
+        }
+        self.plain.clear();
+        Ok(Some(n - gathered).filter(|&taken| taken > 0))
+    }
+}
+
 impl<C> std::fmt::Debug for TlsIo<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsIo").finish_non_exhaustive()
@@ -705,6 +745,9 @@ where
         let this = self.get_mut();
         if this.plain.len() >= PLAIN_BATCH {
             ready!(this.poll_push(cx))?;
+        }
+        if let Some(n) = this.seal_large(buf)? {
+            return Poll::Ready(Ok(n));
         }
         let room = PLAIN_BATCH.saturating_sub(this.plain.len()).max(1);
         let take = buf.len().min(room);

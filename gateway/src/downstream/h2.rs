@@ -11,6 +11,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::{pending, poll_fn};
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,7 +22,7 @@ use monoio::time::{timeout, timeout_at};
 use ringway_config::Listener;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::buffer::{BUF_SIZE, write_all};
+use crate::buffer::{self, BODY_BUF_SIZE, BUF_SIZE, write_all};
 use crate::deadline;
 use crate::failure::Failure;
 use crate::forward::client::{BodyUp, Client, HeadFromH1, Next, Relayed};
@@ -502,33 +503,52 @@ impl Client for Stream {
     }
 
     /// Streams the client's DATA frames up, chunked when no length was
-    /// given, with its trailers as chunked trailers.
+    /// given, with its trailers as chunked trailers. Frames already
+    /// received join one write of up to 256 KiB: a write per 16 KiB frame
+    /// cost the gateway more than the bytes did.
     async fn body_to_h1(&mut self, up: &mut UpstreamConn) -> Result<bool, Failure> {
         let Some(mut body) = self.body.take() else {
             return Ok(true);
         };
         let chunked = self.plan.framing == Framing::Chunked;
-        let mut out = Vec::with_capacity(BUF_SIZE);
-        while let Some(data) = body.data().await {
-            let data = data.map_err(|_| Failure::ClientGone)?;
-            let len = data.len();
-            self.log.body_in += len as u64;
-            self.log.bytes_in += len as u64;
-            if self.plan.max_body.is_some_and(|max| self.log.body_in > max) {
-                return Err(Failure::BodyTooLarge);
-            }
+        let mut out = buffer::take(BUF_SIZE);
+        let mut ended = false;
+        while !ended {
+            let Some(first) = body.data().await else {
+                break;
+            };
             out.clear();
-            if chunked && len > 0 {
-                chunk_header(&mut out, len);
-            }
-            out.extend_from_slice(&data);
-            if chunked && len > 0 {
-                out.extend_from_slice(b"\r\n");
+            let mut taken = 0;
+            let mut next = Some(first);
+            while let Some(data) = next.take() {
+                let data = data.map_err(|_| Failure::ClientGone)?;
+                let len = data.len();
+                taken += len;
+                self.log.body_in += len as u64;
+                self.log.bytes_in += len as u64;
+                if self.plan.max_body.is_some_and(|max| self.log.body_in > max) {
+                    return Err(Failure::BodyTooLarge);
+                }
+                if chunked && len > 0 {
+                    chunk_header(&mut out, len);
+                }
+                out.extend_from_slice(&data);
+                if chunked && len > 0 {
+                    out.extend_from_slice(b"\r\n");
+                }
+                if out.len() >= BODY_BUF_SIZE {
+                    break;
+                }
+                match poll_fn(|cx| Poll::Ready(body.poll_data(cx))).await {
+                    Poll::Ready(Some(more)) => next = Some(more),
+                    Poll::Ready(None) => ended = true,
+                    Poll::Pending => {}
+                }
             }
             if write_all(&mut up.stream, &mut out).await.is_err() {
                 return Err(Failure::Closed { started: false });
             }
-            let _ = body.flow_control().release_capacity(len);
+            let _ = body.flow_control().release_capacity(taken);
         }
         if chunked {
             let trailers = body.trailers().await.map_err(|_| Failure::ClientGone)?;
@@ -538,6 +558,7 @@ impl Client for Stream {
                 return Err(Failure::Closed { started: false });
             }
         }
+        buffer::give_back(out);
         Ok(true)
     }
 
@@ -600,6 +621,13 @@ impl Client for Stream {
         // Sized by what each read brings: most bodies fit one.
         let mut payload = Vec::new();
         loop {
+            if framing != Framing::Chunked {
+                // No framing to take out: what was read is the payload,
+                // and goes to h2 as it is, without a copy.
+                let n = (body.opaque_len().min(up.rbuf.data().len() as u64)) as usize;
+                body.skip_opaque(n as u64);
+                payload = up.rbuf.split_off_front(n);
+            }
             let Ok(p) = body.advance(up.rbuf.data(), Some(&mut payload)) else {
                 send.send_reset(Reason::PROTOCOL_ERROR);
                 return done;
