@@ -1,3 +1,8 @@
+//! Over 800 lines (about 920), kept whole: the session's reading,
+//! answering, relaying and splicing share one set of buffers and their
+//! rules (what each holds when), which one file keeps in view; the splice
+//! mechanics themselves are in `splice`.
+//!
 //! The HTTP/1.1 session: one client connection, its requests read and
 //! answered one after another (pipelined requests are answered in order),
 //! each either answered by the gateway or handed to the forwarding code
@@ -12,10 +17,7 @@
 //!
 //! Between requests the session holds no buffer: it waits for
 //! readability and gives its read, head and upstream buffers back to the
-//! worker's spares (see `run`). Over 800 lines (about 920): the
-//! session's reading, answering, relaying and splicing share those
-//! buffers and their rules (what each holds when), which one file keeps
-//! in view; the splice mechanics themselves are in `splice`.
+//! worker's spares (see `run`).
 
 use std::cell::Cell;
 use std::io;

@@ -1,3 +1,7 @@
+//! Slightly over 800 lines, kept whole: the connection task and the
+//! stream's `Client` share the connection's state and its flow-control
+//! rules, which one file keeps in view.
+//!
 //! Downstream HTTP/2: one connection's streams, each served by its own
 //! task on the worker, proxied to HTTP/1.1 or HTTP/2 upstreams.
 //!
