@@ -890,11 +890,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + PlainSocket> Session<S> 
         if left < SPLICE_MIN || !up.rbuf.is_empty() || !splice::enabled() {
             return None;
         }
-        let (Some(client), UpstreamStream::Plain(upstream)) =
-            (self.client.plain_socket(), &up.stream)
-        else {
-            return None;
-        };
+        let (client, upstream) = plain_pair(&self.client, up)?;
         let (moved, end) = splice::transfer(upstream, client, left, idle, None).await;
         body.skip_opaque(moved);
         self.log.bytes_out += moved;
@@ -912,16 +908,24 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + PlainSocket> Session<S> 
         if left < SPLICE_MIN || !self.rbuf.is_empty() || !splice::enabled() {
             return None;
         }
-        let (Some(client), UpstreamStream::Plain(upstream)) =
-            (self.client.plain_socket(), &up.stream)
-        else {
-            return None;
-        };
+        let (client, upstream) = plain_pair(&self.client, up)?;
         let idle = self.listener.idle_timeout;
         let (moved, end) = splice::transfer(client, upstream, left, idle, Some(upstream)).await;
         self.body.skip_opaque(moved);
         self.log.bytes_in += moved;
         self.log.body_in += moved;
         (end != Err(Stop::NoPipe)).then_some(end)
+    }
+}
+
+/// The client's and the upstream's sockets when both are plain TCP, so
+/// that a body between them can be spliced.
+fn plain_pair<'a, S: PlainSocket>(
+    client: &'a S,
+    up: &'a UpstreamConn,
+) -> Option<(&'a monoio::net::TcpStream, &'a monoio::net::TcpStream)> {
+    match (client.plain_socket(), &up.stream) {
+        (Some(client), UpstreamStream::Plain(upstream)) => Some((client, upstream)),
+        _ => None,
     }
 }
