@@ -75,6 +75,16 @@ fn serve(stream: TcpStream, late_sent: mpsc::Sender<()>) {
                 out.extend_from_slice(SMUGGLED);
                 writer.write_all(&out).is_ok()
             }
+            "/ok-then-soon" => {
+                // The unasked bytes in a write of their own right after
+                // the response: in the same read as it, or arriving while
+                // the gateway is still relaying it, before it pools the
+                // connection.
+                writer
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .is_ok()
+                    && writer.write_all(SMUGGLED).is_ok()
+            }
             "/ok-then-late" => {
                 let ok = writer
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -163,6 +173,19 @@ fn issue_13_bytes_sent_into_an_idle_pooled_connection_never_reach_a_request() {
         assert_eq!(resp.text(), "ok");
         wait_late(&written);
         later_requests_are_clean(&gw);
+    }
+}
+
+#[test]
+fn issue_13_bytes_sent_right_after_a_response_never_reach_a_request() {
+    let (late, _) = mpsc::channel();
+    let gw = gateway(&[hostile(&late)], "");
+    for _ in 0..20 {
+        assert_eq!(fetch(&gw, "/ok-then-soon").text(), "ok");
+        for i in 0..3 {
+            let path = format!("/next/{i}");
+            assert_eq!(fetch(&gw, &path).text(), format!("clean:{path}"));
+        }
     }
 }
 
