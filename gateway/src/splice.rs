@@ -175,6 +175,40 @@ pub(crate) async fn transfer(
     idle: Duration,
     watch: Option<&TcpStream>,
 ) -> (u64, Result<(), Stop>) {
+    through_pipe(from, to, max, idle, watch, false).await
+}
+
+/// Moves everything `from` sends, until it closes, to `to` as an
+/// HTTP/1.1 chunked body: each pipe load is one chunk, its size line sent
+/// before it, and the last chunk sent when `from` closes (then `Ok`).
+/// For a close-delimited response to an HTTP/1.1 client, which must be
+/// re-framed but not looked at.
+pub(crate) async fn transfer_chunked(
+    from: &TcpStream,
+    to: &TcpStream,
+    idle: Duration,
+) -> (u64, Result<(), Stop>) {
+    let (moved, end) = through_pipe(from, to, u64::MAX, idle, None, true).await;
+    if end != Err(Stop::End) {
+        return (moved, end);
+    }
+    // The chunk before (if any) still owes its CRLF.
+    let last: &[u8] = if moved > 0 {
+        b"\r\n0\r\n\r\n"
+    } else {
+        b"0\r\n\r\n"
+    };
+    (moved, send_all(to, last, idle, 0).await)
+}
+
+async fn through_pipe(
+    from: &TcpStream,
+    to: &TcpStream,
+    max: u64,
+    idle: Duration,
+    watch: Option<&TcpStream>,
+    chunked: bool,
+) -> (u64, Result<(), Stop>) {
     let (Ok(pipe), Ok(()), Ok(())) = (
         Pipe::take(),
         set_nonblocking(from.as_raw_fd()),
@@ -185,26 +219,10 @@ pub(crate) async fn transfer(
     let mut moved = 0u64;
     let mut in_pipe = 0usize;
     let result = loop {
-        while in_pipe > 0 {
-            match splice_now(pipe.read.as_raw_fd(), to.as_raw_fd(), in_pipe) {
-                Ok(0) => break,
-                Ok(n) => {
-                    in_pipe -= n;
-                    moved += n as u64;
-                    SPLICED.set(SPLICED.get() + n as u64);
-                }
-                Err(e) if would_block(&e) => match timeout(idle, to.writable(false)).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return (moved, Err(Stop::WriteFailed)),
-                    Err(_) => return (moved, Err(Stop::Timeout)),
-                },
-                Err(_) => return (moved, Err(Stop::WriteFailed)),
-            }
-        }
-        if in_pipe > 0 {
-            // The receiver took nothing and reported no error: treat it
-            // as gone rather than spin.
-            break Err(Stop::WriteFailed);
+        if in_pipe > 0
+            && let Err(stop) = empty_pipe(&pipe, to, &mut in_pipe, &mut moved, idle).await
+        {
+            break Err(stop);
         }
         if moved >= max {
             break Ok(());
@@ -214,7 +232,18 @@ pub(crate) async fn transfer(
             .min(pipe.size);
         match splice_now(from.as_raw_fd(), pipe.write.as_raw_fd(), want) {
             Ok(0) => break Err(Stop::End),
-            Ok(n) => in_pipe = n,
+            Ok(n) => {
+                in_pipe = n;
+                if chunked {
+                    // The previous chunk's CRLF and this one's size line,
+                    // held back (MSG_MORE) to leave with its data.
+                    let mut line = [0u8; 20];
+                    let line = chunk_line(&mut line, n, moved > 0);
+                    if let Err(stop) = send_all(to, line, idle, libc::MSG_MORE).await {
+                        break Err(stop);
+                    }
+                }
+            }
             Err(e) if would_block(&e) => {
                 let readable = timeout(idle, from.readable(false));
                 let waited = match watch {
@@ -237,6 +266,85 @@ pub(crate) async fn transfer(
     (moved, result)
 }
 
+/// Splices the `in_pipe` bytes in `pipe` out to `to`, counting them in
+/// `moved` as they go.
+async fn empty_pipe(
+    pipe: &Pipe,
+    to: &TcpStream,
+    in_pipe: &mut usize,
+    moved: &mut u64,
+    idle: Duration,
+) -> Result<(), Stop> {
+    while *in_pipe > 0 {
+        match splice_now(pipe.read.as_raw_fd(), to.as_raw_fd(), *in_pipe) {
+            // The receiver took nothing and reported no error: treat it
+            // as gone rather than spin.
+            Ok(0) => return Err(Stop::WriteFailed),
+            Ok(n) => {
+                *in_pipe -= n;
+                *moved += n as u64;
+                SPLICED.set(SPLICED.get() + n as u64);
+            }
+            Err(e) if would_block(&e) => match timeout(idle, to.writable(false)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Stop::WriteFailed),
+                Err(_) => return Err(Stop::Timeout),
+            },
+            Err(_) => return Err(Stop::WriteFailed),
+        }
+    }
+    Ok(())
+}
+
+/// A chunk's size line for `len` bytes of data, after the CRLF that ends
+/// the chunk before when `after_another`.
+fn chunk_line(out: &mut [u8; 20], len: usize, after_another: bool) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut out[..]);
+    if after_another {
+        let _ = cursor.write_all(b"\r\n");
+    }
+    // At most 16 hex digits and a CRLF: always fits.
+    let _ = write!(cursor, "{len:x}\r\n");
+    let end = cursor.position() as usize;
+    &out[..end]
+}
+
+/// Sends all of `bytes` to `to` with non-blocking `send(2)`s (`flags`
+/// added), waiting at most `idle` for room each time.
+async fn send_all(
+    to: &TcpStream,
+    mut bytes: &[u8],
+    idle: Duration,
+    flags: i32,
+) -> Result<(), Stop> {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is valid for its length; `to` is open.
+        let n = unsafe {
+            libc::send(
+                to.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                flags | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n > 0 {
+            bytes = &bytes[n as usize..];
+            continue;
+        }
+        let e = io::Error::last_os_error();
+        if n < 0 && would_block(&e) {
+            match timeout(idle, to.writable(false)).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(Stop::WriteFailed),
+                Err(_) => return Err(Stop::Timeout),
+            }
+        }
+        return Err(Stop::WriteFailed);
+    }
+    Ok(())
+}
+
 /// A client stream that may be a plain TCP socket, whose bytes are the
 /// stream's own (so a body can be spliced to or from it).
 pub(crate) trait PlainSocket {
@@ -247,5 +355,21 @@ pub(crate) trait PlainSocket {
 impl PlainSocket for TcpStream {
     fn plain_socket(&self) -> Option<&TcpStream> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_lines() {
+        let mut buf = [0u8; 20];
+        assert_eq!(chunk_line(&mut buf, 0x40000, false), b"40000\r\n");
+        assert_eq!(chunk_line(&mut buf, 10, true), b"\r\na\r\n");
+        assert_eq!(
+            chunk_line(&mut buf, usize::MAX, true),
+            b"\r\nffffffffffffffff\r\n"
+        );
     }
 }

@@ -820,6 +820,12 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + PlainSocket> Session<S> 
         // read in a small read, leaving the next chunk's data in the
         // socket to be spliced too; a small chunk ends that.
         let mut framing_read = false;
+        if relay == Relay::Encode
+            && framing == Framing::UntilClose
+            && let Some(end) = self.splice_close_delimited(up, timeout).await
+        {
+            return end.map_err(|_| ());
+        }
         while !body.is_done() {
             if relay == Relay::PassThrough
                 && let Some(end) = self.splice_response(up, &mut body, timeout).await
@@ -893,6 +899,23 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + PlainSocket> Session<S> 
         let (client, upstream) = plain_pair(&self.client, up)?;
         let (moved, end) = splice::transfer(upstream, client, left, idle, None).await;
         body.skip_opaque(moved);
+        self.log.bytes_out += moved;
+        (end != Err(Stop::NoPipe)).then_some(end)
+    }
+
+    /// A close-delimited response to an HTTP/1.1 client, spliced as it
+    /// is re-framed: each pipe load goes out as one chunk, the last chunk
+    /// when the upstream closes. `None` when splicing does not apply.
+    async fn splice_close_delimited(
+        &mut self,
+        up: &mut UpstreamConn,
+        idle: Duration,
+    ) -> Option<Result<(), Stop>> {
+        if !up.rbuf.is_empty() || !splice::enabled() {
+            return None;
+        }
+        let (client, upstream) = plain_pair(&self.client, up)?;
+        let (moved, end) = splice::transfer_chunked(upstream, client, idle).await;
         self.log.bytes_out += moved;
         (end != Err(Stop::NoPipe)).then_some(end)
     }

@@ -117,6 +117,29 @@ fn client_cut_short_is_not_a_request(env: &[(&str, &str)]) {
     assert_eq!(get(gw.addr, "a", "/after").text(), "app GET /after");
 }
 
+/// A client that leaves mid-download takes the upstream connection with
+/// it (closed, not pooled half-read), and the gateway serves on.
+fn client_gone_mid_download_closes_the_upstream(env: &[(&str, &str)]) {
+    let up = Upstream::start("app");
+    let gw = gateway(up.addr, env);
+    let mut c = TcpStream::connect(gw.addr).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    c.write_all(format!("GET /pattern/{} HTTP/1.1\r\nHost: a\r\n\r\n", 256 * MIB).as_bytes())
+        .unwrap();
+    let mut some = vec![0u8; MIB as usize];
+    c.read_exact(&mut some).unwrap();
+    assert!(some.starts_with(b"HTTP/1.1 200"));
+    drop(c);
+    assert!(
+        wait_until(Duration::from_secs(10), || up.open() == 0),
+        "the upstream connection of an abandoned download was not closed"
+    );
+    if env.is_empty() {
+        assert!(spliced(&gw) > 0, "the abandoned download was being spliced");
+    }
+    assert_eq!(get(gw.addr, "a", "/after").text(), "app GET /after");
+}
+
 #[test]
 fn plain_bodies_are_spliced_and_arrive_byte_exact() {
     let up = Upstream::start("app");
@@ -146,12 +169,24 @@ fn plain_bodies_are_spliced_and_arrive_byte_exact() {
         "a chunked body was spliced: {} bytes",
         after_chunked - after_length
     );
-    // Close-delimited: as is to an HTTP/1.0 client (an HTTP/1.1 one gets
-    // it re-chunked, which copies).
+    // Close-delimited: as is to an HTTP/1.0 client, and re-chunked (a
+    // chunk per pipe load) to an HTTP/1.1 one.
     let close_url = format!("{base}/pattern-close/{}", 16 * MIB);
     download_matches(&["--http1.0"], &close_url, 16 * MIB);
-    assert!(spliced(&gw) - after_chunked > 15 * MIB);
+    let after_close = spliced(&gw);
+    assert!(after_close - after_chunked > 15 * MIB);
     download_matches(&[], &close_url, 16 * MIB);
+    assert!(
+        spliced(&gw) - after_close >= 16 * MIB,
+        "a close-delimited body to an HTTP/1.1 client was spliced"
+    );
+    let rechunked = exchange(
+        gw.addr,
+        format!("GET /pattern-close/{} HTTP/1.1\r\nHost: a\r\n\r\n", 3 * MIB).as_bytes(),
+    );
+    assert_eq!(rechunked.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(rechunked.body.len() as u64, 3 * MIB);
+    assert!(Pattern::new().matches(0, &rechunked.body, &mut Vec::new()));
     // Uploads, length-delimited and chunked.
     let before_up = spliced(&gw);
     upload_verified(&[], &base, 64 * MIB + 1, false);
@@ -168,6 +203,7 @@ fn plain_bodies_are_spliced_and_arrive_byte_exact() {
     assert_eq!(c.response(false).text(), "app GET /next");
     upstream_cut_short_is_seen_cut_short(&gw);
     client_cut_short_is_not_a_request(&[]);
+    client_gone_mid_download_closes_the_upstream(&[]);
 }
 
 #[test]
@@ -190,6 +226,7 @@ fn with_splice_off_bodies_are_copied_byte_exact() {
     upload_verified(&[], &base, 16 * MIB, true);
     upstream_cut_short_is_seen_cut_short(&gw);
     client_cut_short_is_not_a_request(NO_SPLICE);
+    client_gone_mid_download_closes_the_upstream(NO_SPLICE);
     assert_eq!(spliced(&gw), 0, "nothing spliced with RINGWAY_SPLICE=0");
 }
 
