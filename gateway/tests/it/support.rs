@@ -197,8 +197,22 @@ impl Upstream {
 }
 
 /// A port nothing listens on now, for a server the test starts on it.
+/// Another test's `bind(0)` or outgoing connection may take it in the
+/// meantime: where the server must start, use [`unshared_port`].
 pub(crate) fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// As [`free_port`], on a loopback address of this call's own
+/// (127.77.x.y): no other test binds there, and connections out of this
+/// process come from 127.0.0.1, so the port stays free until the test's
+/// server takes it.
+pub(crate) fn unshared_port() -> SocketAddr {
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let ip = std::net::Ipv4Addr::new(127, 77, (n / 250 % 250) as u8, (n % 250 + 1) as u8);
+    let l = TcpListener::bind((ip, 0)).unwrap();
     l.local_addr().unwrap()
 }
 

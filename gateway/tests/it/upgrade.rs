@@ -228,8 +228,8 @@ impl Drop for Successor {
 fn two_upgrades_under_load_lose_nothing_and_move_the_admin_port() {
     let up = Upstream::start("app");
     let dir = TempDir::new();
-    let listen = free_port();
-    let (admin1, admin2) = (free_port(), free_port());
+    let listen = unshared_port();
+    let (admin1, admin2) = (unshared_port(), unshared_port());
     let first = write(
         &dir.path,
         "first.toml",
@@ -298,8 +298,8 @@ fn two_upgrades_under_load_lose_nothing_and_move_the_admin_port() {
 fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     let up = Upstream::start("app");
     let dir = TempDir::new();
-    let listen = free_port();
-    let admin = free_port();
+    let listen = unshared_port();
+    let admin = unshared_port();
     let running = config(&dir.path, &up, listen, admin, 1);
     let path = write(&dir.path, "running.toml", &running);
     let mut old = Binary::start_at(path, Path::new("."), &[]);
@@ -319,7 +319,7 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
     let stranger = write(
         &dir.path,
         "stranger.toml",
-        &config(&dir.path, &up, free_port(), free_port(), 1),
+        &config(&dir.path, &up, unshared_port(), unshared_port(), 1),
     );
     let out = upgrade_to(&stranger);
     let said = String::from_utf8_lossy(&out.stderr);
@@ -364,11 +364,11 @@ fn a_new_process_that_cannot_start_leaves_the_old_one_serving() {
 fn a_fresh_start_beside_a_running_process_does_not_take_its_upgrade_socket() {
     let up = Upstream::start("app");
     let dir = TempDir::new();
-    let running = config(&dir.path, &up, free_port(), free_port(), 1);
+    let running = config(&dir.path, &up, unshared_port(), unshared_port(), 1);
     let path = write(&dir.path, "a.toml", &running);
     let _first = Binary::start_at(path, Path::new("."), &[]);
     // Same upgrade socket, other ports: starts, but without hot upgrade.
-    let other = config(&dir.path, &up, free_port(), free_port(), 1);
+    let other = config(&dir.path, &up, unshared_port(), unshared_port(), 1);
     let mut second = Binary::start_at(write(&dir.path, "b.toml", &other), Path::new("."), &[]);
     let line = stderr_line(&mut second, "hot upgrade off");
     assert!(line.contains("another ringway listens there"), "{line}");
@@ -386,8 +386,8 @@ fn health_verdicts_survive_an_upgrade() {
          [[listener]]\nname = \"edge\"\nlisten = \"{}\"\n[[route]]\ncluster = \"app\"\n{}\
          health = {{ path = \"/health\", interval = \"200ms\", timeout = \"8s\", unhealthy_threshold = 1, healthy_threshold = 1 }}\n",
         dir.path.join("upgrade.sock"),
-        free_port(),
-        free_port(),
+        unshared_port(),
+        unshared_port(),
         cluster("app", &[up.addr, hole])
     );
     let path = write(&dir.path, "ringway.toml", &toml);
