@@ -505,6 +505,10 @@ const PLAIN_BATCH: usize = 64 * 1024;
 /// A full TLS record's plaintext (rustls's default fragment size).
 const RECORD: usize = 16 * 1024;
 
+/// Writes from this size up are sealed from the caller's buffer (see
+/// `TlsIo::seal_large`); smaller ones are gathered.
+const LARGE_WRITE: usize = 4 * 1024;
+
 impl<C, D> TlsIo<C>
 where
     C: DerefMut<Target = ConnectionCommon<D>> + Unpin,
@@ -512,12 +516,15 @@ where
     /// Seals a large write (a DATA frame's payload) from `buf` itself,
     /// after the plaintext gathered before it, up to the last full record:
     /// only the tail that would make a short record is gathered. h2 writes
-    /// a frame's 9-byte head and its payload apart; gathering both copied
-    /// every byte of a body once more. `None` when `buf` is gathered.
+    /// a frame's head (with the payload's first KiB, which it copies to
+    /// make the head's write worth a call) and the rest of its payload
+    /// apart; gathering the rest too copied every byte of a body once
+    /// more, and sent it 64 KiB at a time (`PLAIN_BATCH`) instead of in
+    /// the sealed batches a turn makes. `None` when `buf` is gathered.
     fn seal_large(&mut self, buf: &[u8]) -> io::Result<Option<usize>> {
         let gathered = self.plain.len();
         let whole = (gathered + buf.len()) / RECORD * RECORD;
-        if buf.len() < RECORD || whole <= gathered {
+        if buf.len() < LARGE_WRITE || whole <= gathered {
             return Ok(None);
         }
         let direct = whole - gathered;
