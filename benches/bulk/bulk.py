@@ -35,6 +35,9 @@ others used under QUIET % of a core; runs with "other" over CLEAN % are
 listed but left out of the medians (unless all runs of the cell are:
 "!"). A run counts only with status 200, exactly SIZE_MB MiB moved, the
 expected HTTP version and (uploads) the sink's count right; else FAILED.
+A last table divides the first gateway's figure by each other's rep by
+rep (runs of one rep are close in time, so their ratio drifts less with
+the machine than a ratio of medians does).
 
 Gateways start once and serve every rep; a 1 MiB transfer per gateway and
 row warms up first; reps interleave (rep 1 of every row and gateway, then
@@ -510,7 +513,32 @@ def summary(results, rows, gateways, size, clean):
     if any(m for cells in medians.values() for _, m in cells.values()):
         print(f"\n! = every run of the cell was disturbed (other processes above {clean}% "
               "of a core)")
+    paired_ratios(results, rows, gateways, clean)
     return {row: {g: v for g, (v, _) in cells.items()} for row, cells in medians.items()}
+
+
+def paired_ratios(results, rows, gateways, clean):
+    """The first gateway's CPU per GiB over each other's, rep by rep: the
+    two runs of a rep are minutes apart at most, so their ratio moves less
+    with this VM's drift than the ratio of two medians does."""
+    first, others = gateways[0], gateways[1:]
+    if not others:
+        return
+    by = {(r["row"], r["gateway"], r["rep"]): r["cpu_s_per_gib"]
+          for r in results if "error" not in r and r["cpu_s_per_gib"] > 0
+          and (clean is None or r["other_pct"] <= clean)}
+    print(f"\n### {first} / each, rep by rep (median of the reps' ratios, min–max)\n")
+    print("| row | " + " | ".join(others) + " |")
+    print("|---|" + "---:|" * len(others))
+    for row in rows:
+        cells = []
+        for gw in others:
+            ratios = sorted(by[(row, first, rep)] / by[(row, gw, rep)]
+                            for (r, g, rep) in by if r == row and g == gw
+                            and (row, first, rep) in by)
+            cells.append(f"{statistics.median(ratios):.2f} ({ratios[0]:.2f}–{ratios[-1]:.2f})"
+                         if ratios else "-")
+        print(f"| {row} | " + " | ".join(cells) + " |")
 
 
 # --------------------------------------------------------------------- main
