@@ -264,6 +264,12 @@ fn tls_and_h2_bodies_are_copied_byte_exact_both_ways() {
 /// An origin for the backpressure tests: answers one GET with the
 /// pattern's first `n` bytes, counting what it managed to write.
 fn counting_origin(n: u64) -> (SocketAddr, Arc<AtomicU64>) {
+    counting_origin_framed(n, true)
+}
+
+/// [`counting_origin`], its body delimited by a length or (`length`
+/// false) by closing the connection.
+fn counting_origin_framed(n: u64, length: bool) -> (SocketAddr, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let written = Arc::new(AtomicU64::new(0));
@@ -278,7 +284,11 @@ fn counting_origin(n: u64) -> (SocketAddr, Arc<AtomicU64>) {
             line.clear();
         }
         let mut w = stream;
-        let _ = write!(w, "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n");
+        let _ = if length {
+            write!(w, "HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n")
+        } else {
+            write!(w, "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n")
+        };
         let mut piece = vec![0u8; 64 * 1024];
         let mut off = 0;
         while off < n {
@@ -364,6 +374,90 @@ fn a_stalled_reader_of_a_spliced_body_holds_memory_bounded() {
 #[test]
 fn a_stalled_reader_of_a_copied_body_holds_memory_bounded() {
     a_reader_that_stops_holds_memory_bounded(NO_SPLICE);
+}
+
+/// Reads `n` bytes of chunk data from a chunked body (`pending`: what is
+/// left of the current chunk, updated), skipping the framing.
+fn read_chunked(r: &mut impl BufRead, out: &mut [u8], pending: &mut u64) {
+    let mut at = 0;
+    while at < out.len() {
+        if *pending == 0 {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                // The CRLF that ends the chunk before.
+                line.clear();
+                r.read_line(&mut line).unwrap();
+            }
+            *pending = u64::from_str_radix(line.trim_end(), 16)
+                .unwrap_or_else(|_| panic!("a chunk size line, not {line:?}"));
+            assert!(*pending > 0, "the body ended early");
+        }
+        let take = (*pending).min((out.len() - at) as u64) as usize;
+        r.read_exact(&mut out[at..at + take]).unwrap();
+        at += take;
+        *pending -= take as u64;
+    }
+}
+
+/// As [`a_reader_that_stops_holds_memory_bounded`] for a close-delimited
+/// body to an HTTP/1.1 client: spliced while it is re-framed as chunks.
+#[test]
+fn a_stalled_reader_of_a_rechunked_spliced_body_holds_memory_bounded() {
+    let n = 512 * MIB;
+    let (origin, written) = counting_origin_framed(n, false);
+    let gw = gateway(origin, &[]);
+    let rss_before = gw.status_kb("VmRSS");
+    let mut c = TcpStream::connect(gw.addr).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    c.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::with_capacity(64 * 1024, c);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(r.read_line(&mut head).unwrap() > 0);
+    }
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{head}"
+    );
+    let mut pending = 0;
+    let mut got = vec![0u8; MIB as usize];
+    read_chunked(&mut r, &mut got, &mut pending);
+    let stalled_at = wait_still(|| written.load(Ordering::SeqCst));
+    assert!(
+        stalled_at < n / 4,
+        "the upstream wrote {stalled_at} bytes into a stalled reader"
+    );
+    let grown_kb = gw.status_kb("VmRSS").saturating_sub(rss_before);
+    assert!(
+        grown_kb < 24 * 1024,
+        "the gateway grew by {grown_kb} KiB holding a stalled body"
+    );
+    let pattern = Pattern::new();
+    let mut scratch = Vec::new();
+    assert!(pattern.matches(0, &got, &mut scratch));
+    let mut offset = MIB;
+    got.resize(4 * MIB as usize, 0);
+    while offset < n {
+        let want = ((n - offset) as usize).min(got.len());
+        read_chunked(&mut r, &mut got[..want], &mut pending);
+        assert!(
+            pattern.matches(offset, &got[..want], &mut scratch),
+            "at {offset}"
+        );
+        offset += want as u64;
+    }
+    // The upstream closed: the last chunk follows the data.
+    assert_eq!(pending, 0);
+    let mut tail = String::new();
+    r.read_line(&mut tail).unwrap();
+    assert_eq!(tail, "\r\n");
+    tail.clear();
+    r.read_line(&mut tail).unwrap();
+    assert_eq!(tail, "0\r\n");
+    assert!(gw.metric("ringway_spliced_bytes_total") >= n);
 }
 
 /// An upstream that stops reading an upload: the client's writes block
