@@ -175,22 +175,24 @@ pub(crate) async fn transfer(
     idle: Duration,
     watch: Option<&TcpStream>,
 ) -> (u64, Result<(), Stop>) {
-    through_pipe(from, to, max, idle, watch, false).await
+    let (moved, _, end) = through_pipe(from, to, max, idle, watch, false).await;
+    (moved, end)
 }
 
 /// Moves everything `from` sends, until it closes, to `to` as an
 /// HTTP/1.1 chunked body: each pipe load is one chunk, its size line sent
 /// before it, and the last chunk sent when `from` closes (then `Ok`).
 /// For a close-delimited response to an HTTP/1.1 client, which must be
-/// re-framed but not looked at.
+/// re-framed but not looked at. Returns the bytes that reached `to`,
+/// framing included.
 pub(crate) async fn transfer_chunked(
     from: &TcpStream,
     to: &TcpStream,
     idle: Duration,
 ) -> (u64, Result<(), Stop>) {
-    let (moved, end) = through_pipe(from, to, u64::MAX, idle, None, true).await;
+    let (moved, framing, end) = through_pipe(from, to, u64::MAX, idle, None, true).await;
     if end != Err(Stop::End) {
-        return (moved, end);
+        return (moved + framing, end);
     }
     // The chunk before (if any) still owes its CRLF.
     let last: &[u8] = if moved > 0 {
@@ -198,9 +200,13 @@ pub(crate) async fn transfer_chunked(
     } else {
         b"0\r\n\r\n"
     };
-    (moved, send_all(to, last, idle, 0).await)
+    let end = send_all(to, last, idle, 0).await;
+    let sent = if end.is_ok() { last.len() as u64 } else { 0 };
+    (moved + framing + sent, end)
 }
 
+/// [`transfer`], and with `chunked` a chunk size line before each pipe
+/// load: the payload bytes moved, the framing bytes sent, how it ended.
 async fn through_pipe(
     from: &TcpStream,
     to: &TcpStream,
@@ -208,15 +214,16 @@ async fn through_pipe(
     idle: Duration,
     watch: Option<&TcpStream>,
     chunked: bool,
-) -> (u64, Result<(), Stop>) {
+) -> (u64, u64, Result<(), Stop>) {
     let (Ok(pipe), Ok(()), Ok(())) = (
         Pipe::take(),
         set_nonblocking(from.as_raw_fd()),
         set_nonblocking(to.as_raw_fd()),
     ) else {
-        return (0, Err(Stop::NoPipe));
+        return (0, 0, Err(Stop::NoPipe));
     };
     let mut moved = 0u64;
+    let mut framing = 0u64;
     let mut in_pipe = 0usize;
     let result = loop {
         if in_pipe > 0
@@ -242,6 +249,7 @@ async fn through_pipe(
                     if let Err(stop) = send_all(to, line, idle, libc::MSG_MORE).await {
                         break Err(stop);
                     }
+                    framing += line.len() as u64;
                 }
             }
             Err(e) if would_block(&e) => {
@@ -263,7 +271,7 @@ async fn through_pipe(
         }
     };
     pipe.give_back(in_pipe == 0);
-    (moved, result)
+    (moved, framing, result)
 }
 
 /// Splices the `in_pipe` bytes in `pipe` out to `to`, counting them in

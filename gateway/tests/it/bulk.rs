@@ -206,6 +206,46 @@ fn plain_bodies_are_spliced_and_arrive_byte_exact() {
     client_gone_mid_download_closes_the_upstream(&[]);
 }
 
+/// The access log's `bytes_out` is what reached the client, head and
+/// framing included, for a close-delimited body re-chunked (spliced, or
+/// copied with `env`).
+fn bytes_out_is_what_the_client_got(env: &[(&str, &str)]) {
+    let up = Upstream::start("app");
+    let dir = TempDir::new();
+    let log = dir.path.join("access.log");
+    let toml = format!(
+        "{ADMIN}[access_log]\npath = \"{}\"\n{EDGE}[[route]]\ncluster = \"app\"\n{}",
+        log.display(),
+        cluster("app", &[up.addr])
+    );
+    let gw = Binary::start_with_env(&toml, env, &["--workers", "1"]);
+    let n = 3 * MIB;
+    let mut c = TcpStream::connect(gw.addr).unwrap();
+    c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    c.write_all(format!("GET /pattern-close/{n} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
+        .unwrap();
+    // Everything up to the last chunk, as it came off the socket.
+    let mut wire = Vec::new();
+    let mut piece = vec![0u8; 64 * 1024];
+    while !wire.ends_with(b"\r\n0\r\n\r\n") {
+        let got = c.read(&mut piece).unwrap();
+        assert!(got > 0, "closed before the last chunk");
+        wire.extend_from_slice(&piece[..got]);
+    }
+    assert!(wire.len() as u64 > n);
+    assert!(
+        wait_until(Duration::from_secs(5), || log_lines(&log).len() == 1),
+        "no log line"
+    );
+    assert_eq!(log_lines(&log)[0]["bytes_out"], wire.len() as u64);
+}
+
+#[test]
+fn bytes_out_counts_a_rechunked_body_as_sent() {
+    bytes_out_is_what_the_client_got(&[]);
+    bytes_out_is_what_the_client_got(NO_SPLICE);
+}
+
 #[test]
 fn with_splice_off_bodies_are_copied_byte_exact() {
     let up = Upstream::start("app");

@@ -196,6 +196,17 @@ impl Upstream {
     }
 }
 
+/// The complete lines of a JSON access log (a worker may be writing the
+/// last one while the test reads), each parsed.
+pub(crate) fn log_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    complete
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// A port nothing listens on now, for a server the test starts on it.
 /// Another test's `bind(0)` or outgoing connection may take it in the
 /// meantime: where the server must start, use [`unshared_port`].

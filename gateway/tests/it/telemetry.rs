@@ -9,17 +9,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// The complete lines of the log (a worker may be writing the last one
-/// while the test reads), each parsed as JSON.
-fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
-    complete
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn the_access_log_has_one_line_per_request_and_reopens_on_sigusr1() {
     let up = Upstream::start("app");
@@ -46,11 +35,11 @@ fn the_access_log_has_one_line_per_request_and_reopens_on_sigusr1() {
         assert_eq!(get(gw.addr, "a", "/missing").status, 404);
     }
     assert!(
-        wait_until(Duration::from_secs(5), || lines(&log).len() == 25),
+        wait_until(Duration::from_secs(5), || log_lines(&log).len() == 25),
         "{} lines",
-        lines(&log).len()
+        log_lines(&log).len()
     );
-    let all = lines(&log);
+    let all = log_lines(&log);
     let api: Vec<_> = all
         .iter()
         .filter(|l| l["path"].as_str().unwrap().starts_with("/api/"))
@@ -98,10 +87,10 @@ fn the_access_log_has_one_line_per_request_and_reopens_on_sigusr1() {
     gw.signal(libc::SIGUSR1);
     assert!(wait_until(Duration::from_secs(5), || {
         get(gw.addr, "a", "/api/after");
-        !lines(&log).is_empty()
+        !log_lines(&log).is_empty()
     }));
     assert_eq!(
-        lines(&rotated).len(),
+        log_lines(&rotated).len(),
         25,
         "nothing more went to the rotated file"
     );
