@@ -392,6 +392,12 @@ pub(crate) async fn write_all<W: AsyncWriteRentExt>(
 /// after every other ready task has run, and its completion takes another
 /// turn to be seen.
 pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
+    send_now_with(fd, bytes, 0)
+}
+
+/// [`send_now`] with more `send(2)` flags (`MSG_MORE`: hold a small
+/// piece back to leave with what follows).
+pub(crate) fn send_now_with(fd: RawFd, bytes: &[u8], flags: libc::c_int) -> io::Result<usize> {
     if bytes.is_empty() {
         return Ok(0);
     }
@@ -402,7 +408,7 @@ pub(crate) fn send_now(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
             fd,
             bytes.as_ptr().cast(),
             bytes.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            flags | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
     if n >= 0 {

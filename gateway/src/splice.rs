@@ -29,6 +29,9 @@ use std::time::Duration;
 
 use monoio::net::TcpStream;
 use monoio::time::timeout;
+use ringway_codec::http1::framing::chunk_header;
+
+use crate::buffer::send_now_with;
 
 /// A body with less than this left is copied: a pipe's two system calls
 /// and the two sockets' readiness waits cost more than copying it.
@@ -224,6 +227,7 @@ async fn through_pipe(
     };
     let mut moved = 0u64;
     let mut framing = 0u64;
+    let mut line = Vec::new();
     let mut in_pipe = 0usize;
     let result = loop {
         if in_pipe > 0
@@ -244,9 +248,12 @@ async fn through_pipe(
                 if chunked {
                     // The previous chunk's CRLF and this one's size line,
                     // held back (MSG_MORE) to leave with its data.
-                    let mut line = [0u8; 20];
-                    let line = chunk_line(&mut line, n, moved > 0);
-                    if let Err(stop) = send_all(to, line, idle, libc::MSG_MORE).await {
+                    line.clear();
+                    if moved > 0 {
+                        line.extend_from_slice(b"\r\n");
+                    }
+                    chunk_header(&mut line, n);
+                    if let Err(stop) = send_all(to, &line, idle, libc::MSG_MORE).await {
                         break Err(stop);
                     }
                     framing += line.len() as u64;
@@ -293,62 +300,36 @@ async fn empty_pipe(
                 *moved += n as u64;
                 SPLICED.set(SPLICED.get() + n as u64);
             }
-            Err(e) if would_block(&e) => match timeout(idle, to.writable(false)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(Stop::WriteFailed),
-                Err(_) => return Err(Stop::Timeout),
-            },
+            Err(e) if would_block(&e) => wait_writable(to, idle).await?,
             Err(_) => return Err(Stop::WriteFailed),
         }
     }
     Ok(())
 }
 
-/// A chunk's size line for `len` bytes of data, after the CRLF that ends
-/// the chunk before when `after_another`.
-fn chunk_line(out: &mut [u8; 20], len: usize, after_another: bool) -> &[u8] {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut out[..]);
-    if after_another {
-        let _ = cursor.write_all(b"\r\n");
+/// Waits at most `idle` for room to write to `to`.
+async fn wait_writable(to: &TcpStream, idle: Duration) -> Result<(), Stop> {
+    match timeout(idle, to.writable(false)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Stop::WriteFailed),
+        Err(_) => Err(Stop::Timeout),
     }
-    // At most 16 hex digits and a CRLF: always fits.
-    let _ = write!(cursor, "{len:x}\r\n");
-    let end = cursor.position() as usize;
-    &out[..end]
 }
 
-/// Sends all of `bytes` to `to` with non-blocking `send(2)`s (`flags`
-/// added), waiting at most `idle` for room each time.
+/// Sends all of `bytes` to `to` with non-blocking sends (`flags` added),
+/// waiting at most `idle` for room each time.
 async fn send_all(
     to: &TcpStream,
     mut bytes: &[u8],
     idle: Duration,
-    flags: i32,
+    flags: libc::c_int,
 ) -> Result<(), Stop> {
     while !bytes.is_empty() {
-        // SAFETY: `bytes` is valid for its length; `to` is open.
-        let n = unsafe {
-            libc::send(
-                to.as_raw_fd(),
-                bytes.as_ptr().cast(),
-                bytes.len(),
-                flags | libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n > 0 {
-            bytes = &bytes[n as usize..];
-            continue;
+        match send_now_with(to.as_raw_fd(), bytes, flags) {
+            Ok(0) => wait_writable(to, idle).await?,
+            Ok(n) => bytes = &bytes[n..],
+            Err(_) => return Err(Stop::WriteFailed),
         }
-        let e = io::Error::last_os_error();
-        if n < 0 && would_block(&e) {
-            match timeout(idle, to.writable(false)).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) => return Err(Stop::WriteFailed),
-                Err(_) => return Err(Stop::Timeout),
-            }
-        }
-        return Err(Stop::WriteFailed);
     }
     Ok(())
 }
@@ -363,21 +344,5 @@ pub(crate) trait PlainSocket {
 impl PlainSocket for TcpStream {
     fn plain_socket(&self) -> Option<&TcpStream> {
         Some(self)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chunk_lines() {
-        let mut buf = [0u8; 20];
-        assert_eq!(chunk_line(&mut buf, 0x40000, false), b"40000\r\n");
-        assert_eq!(chunk_line(&mut buf, 10, true), b"\r\na\r\n");
-        assert_eq!(
-            chunk_line(&mut buf, usize::MAX, true),
-            b"\r\nffffffffffffffff\r\n"
-        );
     }
 }
