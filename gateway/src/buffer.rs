@@ -228,14 +228,10 @@ impl ReadBuf {
         }
     }
 
-    /// Reads more bytes from `io`, growing the buffer up to `max` bytes of
-    /// unconsumed data. Returns the count read, 0 at end of stream, and an
-    /// `OutOfMemory` error when `max` is reached.
-    pub(crate) async fn fill<R: AsyncReadRent>(
-        &mut self,
-        io: &mut R,
-        max: usize,
-    ) -> io::Result<usize> {
+    /// Makes room for a read: takes a spare buffer if none is held, and
+    /// grows a full one, up to `max` bytes of unconsumed data (an
+    /// `OutOfMemory` error once that is reached).
+    pub(crate) fn make_room(&mut self, max: usize) -> io::Result<()> {
         self.prepare_read();
         let len = self.buf.len();
         if len == self.buf.capacity() {
@@ -244,6 +240,19 @@ impl ReadBuf {
             }
             self.buf.reserve((max - len).min(len.max(BUF_SIZE)));
         }
+        Ok(())
+    }
+
+    /// Reads more bytes from `io`, growing the buffer up to `max` bytes of
+    /// unconsumed data. Returns the count read, 0 at end of stream, and an
+    /// `OutOfMemory` error when `max` is reached.
+    pub(crate) async fn fill<R: AsyncReadRent>(
+        &mut self,
+        io: &mut R,
+        max: usize,
+    ) -> io::Result<usize> {
+        self.make_room(max)?;
+        let len = self.buf.len();
         // If this future is dropped mid-read (a timeout), the buffer goes
         // with it; callers close the connection in that case anyway.
         let buf = std::mem::take(&mut self.buf);
@@ -310,6 +319,12 @@ impl ReadBuf {
             self.streaming = n >= BUF_SIZE;
         }
         Ok(got)
+    }
+
+    /// True when the buffer has no room left: a read into it may have
+    /// left bytes in the socket.
+    pub(crate) fn is_full(&self) -> bool {
+        self.buf.len() == self.buf.capacity()
     }
 
     /// Takes the first `n` unconsumed bytes out, without copying when they

@@ -48,6 +48,7 @@ mod tls;
 mod trace;
 pub mod upgrade;
 mod upstream;
+mod watch;
 mod worker;
 
 pub use discovery::resolve_once;

@@ -272,7 +272,7 @@ async fn read_more_head(up: &mut UpstreamConn, deadline: Instant) -> Result<(), 
         return Err(Failure::Invalid("upstream response head too large"));
     }
     let started = !up.rbuf.is_empty();
-    match timeout_at(deadline, up.rbuf.fill(&mut up.stream, MAX_RESPONSE_HEAD)).await {
+    match timeout_at(deadline, up.read_head_bytes(MAX_RESPONSE_HEAD)).await {
         Err(_) => Err(Failure::Timeout),
         Ok(Ok(0)) => Err(Failure::Closed { started }),
         Ok(Ok(_)) => Ok(()),

@@ -15,6 +15,7 @@ use super::cluster::Tally;
 use super::target::Try;
 use crate::buffer::ReadBuf;
 use crate::failure::Failure;
+use crate::watch::WatchedSocket;
 
 /// The byte stream to an upstream endpoint: plain TCP, or TLS when its
 /// cluster says so.
@@ -117,6 +118,10 @@ pub(crate) struct UpstreamConn {
     /// The socket's descriptor, to look for unasked bytes while idle
     /// (monoio-rustls does not lend its socket once wrapped).
     pub fd: RawFd,
+    /// A plain connection's readability, watched for its life (pooled
+    /// too): the response to each request is waited for without a poll
+    /// armed per request.
+    pub watched: WatchedSocket,
 }
 
 impl UpstreamConn {
@@ -124,6 +129,18 @@ impl UpstreamConn {
     /// as long as the socket); the read buffer is dropped.
     pub(crate) fn into_stream(self) -> (UpstreamStream, Option<Tally>) {
         (self.stream, self._tally)
+    }
+
+    /// Reads more of a response head into `rbuf`, growing it up to `max`
+    /// bytes held: the count, 0 at the end of the stream.
+    pub(crate) async fn read_head_bytes(&mut self, max: usize) -> std::io::Result<usize> {
+        if let UpstreamStream::Plain(socket) = &self.stream {
+            match self.watched.read(socket, &mut self.rbuf, max).await {
+                Err(e) if e.kind() == std::io::ErrorKind::Unsupported => {}
+                read => return read,
+            }
+        }
+        self.rbuf.fill(&mut self.stream, max).await
     }
 }
 
@@ -164,6 +181,7 @@ pub(crate) async fn open(to: Try<'_>) -> Result<UpstreamConn, Failure> {
         _tally: Some(Tally::new(&to.state.breakers.connections)),
         key: to.reuse_key(),
         fd,
+        watched: WatchedSocket::default(),
     })
 }
 

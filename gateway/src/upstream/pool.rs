@@ -237,6 +237,7 @@ mod tests {
                 _tally: None,
                 key: PLAIN,
                 fd,
+                watched: crate::watch::WatchedSocket::default(),
             });
         }
         std::mem::forget(listener);

@@ -1,0 +1,117 @@
+//! Reading a plain socket when it turns readable, through one multishot
+//! io_uring poll armed for the socket's life.
+//!
+//! Waiting for the next request, or for an upstream's response, used to
+//! arm a poll (or post a read, which arms one inside the kernel) per wait
+//! and tear it down when it fired: at a low request rate, where every
+//! request is its own turn of the worker, that was a measurable part of
+//! the kernel's work per request. A [`WatchedSocket`] arms one multishot
+//! `POLL_ADD` the first time it waits (the vendored monoio's
+//! `ReadinessWatch`, see `vendor/README.md`), and each wait after that
+//! consumes the completions the kernel posted since the last; the bytes
+//! are then read with a plain non-blocking `recv(2)`.
+//!
+//! A completion says bytes arrived at some point since the last wait, not
+//! that they are still there (a read since may have taken them): a read
+//! that finds nothing waits again. The one case where bytes could be left
+//! with their completion used up is a read that filled its buffer; the
+//! next read then goes first, before any wait.
+
+use std::io;
+use std::os::fd::AsRawFd;
+
+use monoio::net::{ReadinessWatch, TcpStream};
+
+use crate::buffer::ReadBuf;
+
+/// The multishot watch of one plain socket, armed on first use. Eight
+/// bytes, in every idle connection.
+#[derive(Debug, Default)]
+pub(crate) struct WatchedSocket {
+    watch: ReadinessWatch,
+    /// The last read filled its buffer: more may be waiting unannounced.
+    more_unread: bool,
+}
+
+impl WatchedSocket {
+    /// Reads the next bytes `socket` receives into `rbuf` (growing it up
+    /// to `max` bytes held): the count, 0 at the end of the stream. An
+    /// `Unsupported` error when the runtime has no io_uring (the legacy
+    /// driver): the caller reads its usual way instead.
+    pub(crate) async fn read(
+        &mut self,
+        socket: &TcpStream,
+        rbuf: &mut ReadBuf,
+        max: usize,
+    ) -> io::Result<usize> {
+        let fd = socket.as_raw_fd();
+        loop {
+            if !self.more_unread {
+                self.watch.readable(fd).await?;
+            }
+            rbuf.make_room(max)?;
+            match rbuf.recv_now(fd)? {
+                Some(n) => {
+                    self.more_unread = rbuf.is_full();
+                    return Ok(n);
+                }
+                None => self.more_unread = false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::buffer::BUF_SIZE;
+
+    /// Kept in every idle connection (and the session's size test counts
+    /// on it): a slab index and a flag, nothing more.
+    #[test]
+    fn a_watch_is_eight_bytes() {
+        assert_eq!(size_of::<WatchedSocket>(), 8);
+    }
+
+    /// Bytes written in pieces, with waits between, all arrive; the end
+    /// of the stream reads as 0; and a read that fills its buffer does
+    /// not strand what is left behind it (the case a completion cannot
+    /// announce twice).
+    #[test]
+    fn reads_every_piece_then_the_end() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("an io_uring runtime");
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            let mut watched = WatchedSocket::default();
+            let mut rbuf = ReadBuf::new();
+            // More than a buffer's worth at once: two reads, one wait.
+            let big = vec![b'x'; BUF_SIZE + 100];
+            peer.write_all(&big).unwrap();
+            let mut got = 0;
+            while got < big.len() {
+                got += watched
+                    .read(&stream, &mut rbuf, BUF_SIZE * 4)
+                    .await
+                    .unwrap();
+            }
+            assert_eq!(rbuf.data(), &big[..]);
+            rbuf.consume(big.len());
+            for piece in [&b"one"[..], b"two", b"three"] {
+                peer.write_all(piece).unwrap();
+                let n = watched.read(&stream, &mut rbuf, BUF_SIZE).await.unwrap();
+                assert_eq!(&rbuf.data()[..n], piece);
+                rbuf.consume(n);
+            }
+            drop(peer);
+            assert_eq!(watched.read(&stream, &mut rbuf, BUF_SIZE).await.unwrap(), 0);
+        });
+    }
+}
