@@ -20,7 +20,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use monoio::io::{AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
-use monoio::net::TcpStream;
+use monoio::net::{ReadinessWatch, TcpStream};
 use rustls::ConnectionCommon;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -93,30 +93,44 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Replay<T> {
 }
 
 /// The read side of a socket for h2: no buffer of its own. It waits for
-/// readability with an io_uring `POLL_ADD` (nothing posted while the
-/// connection is quiet) and then reads with a plain non-blocking
-/// `recv(2)` into the caller's buffer.
+/// readability with one multishot io_uring poll armed for the socket's
+/// life (see `crate::watch`; nothing posted while the connection is
+/// quiet) and then reads with a plain non-blocking `recv(2)` into the
+/// caller's buffer.
 struct Reader {
     /// The read half, kept so the socket stays open; its stream is shared
-    /// with the readiness wait.
+    /// with the legacy driver's readiness wait.
     half: OwnedReadHalf<TcpStream>,
-    fd: RawFd,
-    /// The readiness wait in flight.
-    waiting: Option<Pin<Box<dyn Future<Output = io::Result<()>>>>>,
+    /// The socket's multishot readability poll.
+    watch: ReadinessWatch,
     /// The last read found the socket drained (it returned less than
     /// asked): the next one waits for readiness first instead of trying
-    /// a `recv` that would most likely find nothing.
+    /// a `recv` that would most likely find nothing. A read that filled
+    /// what it asked for goes again before any wait: the completion that
+    /// announced what is left may have been used up already.
     drained: bool,
+    /// The readiness wait in flight on the legacy (epoll) driver, which
+    /// has no multishot polls: one poll per wait there.
+    waiting: Option<Pin<Box<dyn Future<Output = io::Result<()>>>>>,
 }
 
 impl Reader {
-    fn new(half: OwnedReadHalf<TcpStream>, fd: RawFd) -> Reader {
+    fn new(half: OwnedReadHalf<TcpStream>) -> Reader {
         Reader {
             half,
-            fd,
-            waiting: None,
+            watch: ReadinessWatch::new(),
             drained: false,
+            waiting: None,
         }
+    }
+
+    /// The socket. Not kept in a field of its own: every TLS connection
+    /// would pay 8 bytes for it (its session's size class, see
+    /// `downstream::accept`'s size test).
+    fn fd(&self) -> RawFd {
+        // SAFETY: a shared borrow that only reads the descriptor's number;
+        // see `buffer::WaitReadable` for the halves.
+        unsafe { &*self.half.0.get() }.as_raw_fd()
     }
 
     /// Reads with `recv` (given the socket; `Ok(None)` when it has nothing
@@ -129,16 +143,25 @@ impl Reader {
         mut recv: impl FnMut(RawFd) -> io::Result<Option<usize>>,
     ) -> Poll<io::Result<usize>> {
         loop {
-            if let Some(waiting) = &mut self.waiting {
-                ready!(waiting.as_mut().poll(cx))?;
-                self.waiting = None;
+            if self.drained {
+                ready!(self.poll_wait(cx))?;
                 self.drained = false;
             }
-            if !self.drained
-                && let Some(n) = recv(self.fd)?
-            {
+            if let Some(n) = recv(self.fd())? {
                 self.drained = n < want;
                 return Poll::Ready(Ok(n));
+            }
+            self.drained = true;
+        }
+    }
+
+    /// Ready when the socket turned readable since the last wait.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.waiting.is_none() {
+            let fd = self.fd();
+            match self.watch.poll_readable(fd, cx) {
+                Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Unsupported => {}
+                watched => return watched,
             }
             let stream = self.half.0.clone();
             self.waiting = Some(Box::pin(async move {
@@ -148,6 +171,9 @@ impl Reader {
                 stream.readable(false).await
             }));
         }
+        let waited = ready!(self.waiting.as_mut().expect("a wait").as_mut().poll(cx));
+        self.waiting = None;
+        Poll::Ready(waited)
     }
 }
 
@@ -371,7 +397,7 @@ impl PlainIo {
         let fd = io.as_raw_fd();
         let (read, write) = io.into_split();
         PlainIo {
-            read: Reader::new(read, fd),
+            read: Reader::new(read),
             staged: buffer::ReadBuf::new(),
             out: Writer::new(write, fd),
         }
@@ -570,7 +596,7 @@ where
         let fd = io.as_raw_fd();
         let (read, write) = io.into_split();
         TlsIo {
-            read: Reader::new(read, fd),
+            read: Reader::new(read),
             staged: buffer::ReadBuf::new(),
             conn,
             plain: Vec::new(),

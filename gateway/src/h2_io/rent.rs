@@ -122,11 +122,14 @@ where
             // The read that follows reports it.
             Err(_) => return Ok(()),
         }
-        let stream = self.read.half.0.clone();
-        // SAFETY: a shared borrow for the wait, which uses only the
-        // descriptor; see `buffer::WaitReadable` for the halves.
-        let stream = unsafe { &*stream.get() };
-        stream.readable(false).await
+        // A read that filled what it asked for may have left bytes whose
+        // completion was used up: the read goes first then.
+        if !self.read.drained {
+            return Ok(());
+        }
+        std::future::poll_fn(|cx| self.read.poll_wait(cx)).await?;
+        self.read.drained = false;
+        Ok(())
     }
 }
 
