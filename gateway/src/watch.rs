@@ -114,4 +114,71 @@ mod tests {
             assert_eq!(watched.read(&stream, &mut rbuf, BUF_SIZE).await.unwrap(), 0);
         });
     }
+
+    /// On the legacy (epoll) driver there is no multishot poll: the read
+    /// answers `Unsupported` and the caller reads its usual way.
+    #[test]
+    fn the_legacy_driver_answers_unsupported() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("a legacy runtime");
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let stream = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let mut watched = WatchedSocket::default();
+            let err = watched
+                .read(&stream, &mut ReadBuf::new(), BUF_SIZE)
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::Unsupported);
+        });
+    }
+
+    /// A watch dropped while its poll is armed cancels it: the poll holds
+    /// the socket's file, so without the cancel closing the stream would
+    /// never reach the peer.
+    #[test]
+    fn a_dropped_watch_lets_its_socket_close() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("an io_uring runtime");
+        rt.block_on(async {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let stream = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (mut peer, _) = listener.accept().unwrap();
+            let mut watched = WatchedSocket::default();
+            let mut rbuf = ReadBuf::new();
+            // Armed, and left waiting.
+            let waited = monoio::time::timeout(
+                std::time::Duration::from_millis(20),
+                watched.read(&stream, &mut rbuf, BUF_SIZE),
+            )
+            .await;
+            assert!(waited.is_err(), "nothing was sent, so nothing was read");
+            drop(watched);
+            drop(stream);
+            peer.set_nonblocking(true).unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let mut byte = [0u8; 1];
+            loop {
+                match std::io::Read::read(&mut peer, &mut byte) {
+                    Ok(0) => break,
+                    Ok(_) => panic!("no byte was sent"),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => panic!("{e}"),
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the socket never closed"
+                );
+                monoio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        });
+    }
 }
