@@ -1,3 +1,7 @@
+//! Slightly over 800 lines, kept whole: the plain and TLS streams share
+//! one reader and one writer (readiness, gathering, sealing), whose rules
+//! one file keeps in view.
+//!
 //! Byte streams for the h2 crate, which speaks tokio's I/O traits, and
 //! (in [`rent`]) the TLS stream of HTTP/1.1 client connections too.
 //!

@@ -68,6 +68,15 @@ mod tests {
     use super::*;
     use crate::buffer::BUF_SIZE;
 
+    /// Runs `test` on an io_uring runtime with timers.
+    fn on_io_uring(test: impl std::future::Future<Output = ()>) {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("an io_uring runtime")
+            .block_on(test);
+    }
+
     /// Kept in every idle connection (and the session's size test counts
     /// on it): a slab index and a flag, nothing more.
     #[test]
@@ -81,11 +90,7 @@ mod tests {
     /// announce twice).
     #[test]
     fn reads_every_piece_then_the_end() {
-        let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("an io_uring runtime");
-        rt.block_on(async {
+        on_io_uring(async {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let stream = TcpStream::connect(addr).await.unwrap();
@@ -142,11 +147,7 @@ mod tests {
     /// never reach the peer.
     #[test]
     fn a_dropped_watch_lets_its_socket_close() {
-        let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .build()
-            .expect("an io_uring runtime");
-        rt.block_on(async {
+        on_io_uring(async {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let stream = TcpStream::connect(listener.local_addr().unwrap())
                 .await
