@@ -321,6 +321,36 @@ impl ReadBuf {
         Ok(got)
     }
 
+    /// [`ReadBuf::recv_now`] through the ring: submitted with the worker's
+    /// other operations, so a busy worker reads many sockets per system
+    /// call instead of one. Meant for after a readiness wait; `None` when
+    /// the socket has nothing now.
+    pub(crate) async fn recv_ready(&mut self, socket: &TcpStream) -> io::Result<Option<usize>> {
+        self.prepare_read();
+        self.grow_if_streaming();
+        let len = self.buf.len();
+        // If this future is dropped mid-read (a timeout), the buffer goes
+        // with it, as in `fill`.
+        let buf = std::mem::take(&mut self.buf);
+        let (res, slice) = socket.recv_ready(buf.slice_mut(len..)).await;
+        self.buf = slice.into_inner();
+        match res {
+            Ok(n) => {
+                self.streaming = n >= BUF_SIZE;
+                Ok(Some(n))
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// True when the buffer has no room left: a read into it may have
     /// left bytes in the socket.
     pub(crate) fn is_full(&self) -> bool {

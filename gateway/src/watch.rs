@@ -50,7 +50,7 @@ impl WatchedSocket {
                 self.watch.readable(fd).await?;
             }
             rbuf.make_room(max)?;
-            match rbuf.recv_now(fd)? {
+            match rbuf.recv_ready(socket).await? {
                 Some(n) => {
                     self.more_unread = rbuf.is_full();
                     return Ok(n);
@@ -58,6 +58,17 @@ impl WatchedSocket {
                 None => self.more_unread = false,
             }
         }
+    }
+
+    /// True when nothing arrived on the socket since the last read, as of
+    /// the worker's last look at its completions: the watch is armed, no
+    /// completion came since the last wait (every wait is followed by a
+    /// read), and that read did not fill its buffer. False whenever that
+    /// cannot be known (never armed, the legacy driver, or reads made
+    /// other ways since, whose bytes left their completions unconsumed):
+    /// the caller then asks the socket.
+    pub(crate) fn is_quiet(&self) -> bool {
+        !self.more_unread && self.watch.is_quiet()
     }
 }
 
@@ -77,6 +88,16 @@ mod tests {
             .block_on(test);
     }
 
+    /// A socket on the runtime and its peer, connected over loopback.
+    async fn connected() -> (TcpStream, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        (stream, peer)
+    }
+
     /// Kept in every idle connection (and the session's size test counts
     /// on it): a slab index and a flag, nothing more.
     #[test]
@@ -91,10 +112,7 @@ mod tests {
     #[test]
     fn reads_every_piece_then_the_end() {
         on_io_uring(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let stream = TcpStream::connect(addr).await.unwrap();
-            let (mut peer, _) = listener.accept().unwrap();
+            let (stream, mut peer) = connected().await;
             let mut watched = WatchedSocket::default();
             let mut rbuf = ReadBuf::new();
             // More than a buffer's worth at once: two reads, one wait.
@@ -120,6 +138,58 @@ mod tests {
         });
     }
 
+    /// The pool's no-syscall look (issue 13): quiet only while armed with
+    /// nothing reaped since the last read; bytes that arrive afterwards
+    /// (an upstream's unasked second response) make it say so once the
+    /// worker has looked at its completions; a read that filled its
+    /// buffer is never vouched for; the legacy driver never vouches.
+    #[test]
+    fn quiet_means_nothing_arrived_since_the_last_read() {
+        on_io_uring(async {
+            let (stream, mut peer) = connected().await;
+            let mut watched = WatchedSocket::default();
+            let mut rbuf = ReadBuf::new();
+            assert!(!watched.is_quiet(), "never armed: nothing to vouch with");
+            peer.write_all(b"response").unwrap();
+            let n = watched.read(&stream, &mut rbuf, BUF_SIZE).await.unwrap();
+            rbuf.consume(n);
+            assert!(watched.is_quiet());
+            peer.write_all(b"unasked").unwrap();
+            // Turns of the worker until it reaps the poll's completion.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while watched.is_quiet() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the unasked bytes were never seen"
+                );
+                monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            let n = watched.read(&stream, &mut rbuf, BUF_SIZE).await.unwrap();
+            assert_eq!(&rbuf.data()[..n], b"unasked");
+            rbuf.consume(n);
+            assert!(watched.is_quiet());
+            // A read that fills its buffer may leave bytes unannounced.
+            let sent = 3 * BUF_SIZE;
+            peer.write_all(&vec![b'x'; sent]).unwrap();
+            let mut got = 0;
+            let mut filled = false;
+            while got < sent && !filled {
+                let n = watched.read(&stream, &mut rbuf, BUF_SIZE).await.unwrap();
+                filled = rbuf.is_full();
+                rbuf.consume(n);
+                got += n;
+            }
+            assert!(filled, "three buffers' worth sent at once fill a read");
+            assert!(!watched.is_quiet());
+        });
+        monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .expect("a legacy runtime")
+            .block_on(async {
+                assert!(!WatchedSocket::default().is_quiet());
+            });
+    }
+
     /// On the legacy (epoll) driver there is no multishot poll: the read
     /// answers `Unsupported` and the caller reads its usual way.
     #[test]
@@ -129,10 +199,7 @@ mod tests {
             .build()
             .expect("a legacy runtime");
         rt.block_on(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let stream = TcpStream::connect(listener.local_addr().unwrap())
-                .await
-                .unwrap();
+            let (stream, _peer) = connected().await;
             let mut watched = WatchedSocket::default();
             let err = watched
                 .read(&stream, &mut ReadBuf::new(), BUF_SIZE)
@@ -148,11 +215,7 @@ mod tests {
     #[test]
     fn a_dropped_watch_lets_its_socket_close() {
         on_io_uring(async {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let stream = TcpStream::connect(listener.local_addr().unwrap())
-                .await
-                .unwrap();
-            let (mut peer, _) = listener.accept().unwrap();
+            let (stream, mut peer) = connected().await;
             let mut watched = WatchedSocket::default();
             let mut rbuf = ReadBuf::new();
             // Armed, and left waiting.

@@ -13,6 +13,14 @@
 //! hostile upstream sending unasked bytes, or a close) is never handed
 //! out: [`Pool::take`] looks before it lends, and closes such a
 //! connection, as nginx, HAProxy and Envoy do.
+//!
+//! The look costs no system call when the connection's readiness watch
+//! can answer (a plain connection whose response was read through it):
+//! no completion reaped since that read means nothing arrived, as of the
+//! worker's last look at its completion queue, which is the window an
+//! epoll loop such as nginx's has. Otherwise (TLS, the legacy driver, a
+//! body read another way, or a completion waiting) a one-byte
+//! `MSG_PEEK` asks the socket.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -105,7 +113,9 @@ impl Pool {
                 at = list.iter().rposition(|c| c.conn.key == key)?;
             }
             let mut conn = list.remove(at).conn;
-            if !is_quiet(conn.fd) {
+            // The watch answers when it can vouch for quiet; else the
+            // socket is asked.
+            if !conn.watched.is_quiet() && !is_quiet(conn.fd) {
                 self.dirty.set(self.dirty.get() + 1);
                 continue;
             }

@@ -82,6 +82,18 @@ impl ReadinessWatch {
         }
     }
 
+    /// True when the poll is armed and no completion of it has been seen
+    /// since the last wait returned: nothing arrived since then, as of the
+    /// driver's last look at the completion queue (the window an epoll
+    /// loop has too). False when not armed (never, or ended by the
+    /// kernel) or on the legacy driver: the caller must look itself.
+    pub fn is_quiet(&self) -> bool {
+        self.armed != 0
+            && uring().is_ok_and(|driver| {
+                UringInner::multishot_quiet(&driver, self.armed as usize - 1)
+            })
+    }
+
     /// Waits until the socket `fd` turned readable since the last wait.
     pub async fn readable(&mut self, fd: RawFd) -> io::Result<()> {
         std::future::poll_fn(|cx| self.poll_readable(fd, cx)).await

@@ -49,11 +49,28 @@ pub(crate) struct Recv<T> {
 
     /// Reference to the in-flight buffer.
     pub(crate) buf: T,
+
+    /// ringway: `MSG_DONTWAIT` on io_uring: the read completes at once,
+    /// `EAGAIN` when nothing is waiting, instead of arming a poll.
+    dont_wait: bool,
 }
 
 impl<T: IoBufMut> Op<Recv<T>> {
     pub(crate) fn recv(fd: SharedFd, buf: T) -> io::Result<Self> {
-        Op::submit_with(Recv { fd, buf })
+        Op::submit_with(Recv {
+            fd,
+            buf,
+            dont_wait: false,
+        })
+    }
+
+    /// ringway: a read of what is waiting now, `EAGAIN` when nothing is.
+    pub(crate) fn recv_ready(fd: SharedFd, buf: T) -> io::Result<Self> {
+        Op::submit_with(Recv {
+            fd,
+            buf,
+            dont_wait: true,
+        })
     }
 
     #[allow(unused)]
@@ -61,6 +78,7 @@ impl<T: IoBufMut> Op<Recv<T>> {
         Recv {
             fd: fd.clone(),
             buf,
+            dont_wait: false,
         }
     }
 
@@ -87,6 +105,7 @@ impl<T: IoBufMut> OpAble for Recv<T> {
             self.buf.write_ptr(),
             self.buf.bytes_total() as _,
         )
+        .flags(if self.dont_wait { libc::MSG_DONTWAIT } else { 0 })
         .build()
     }
 
@@ -103,7 +122,7 @@ impl<T: IoBufMut> OpAble for Recv<T> {
             fd,
             self.buf.write_ptr() as _,
             self.buf.bytes_total().min(u32::MAX as usize),
-            0
+            if self.dont_wait { libc::MSG_DONTWAIT } else { 0 }
         ))
     }
 

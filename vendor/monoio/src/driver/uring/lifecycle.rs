@@ -88,6 +88,13 @@ impl<'a> Ref<'a, Lifecycle> {
         }
     }
 
+    /// ringway: true while a multishot operation is armed and has posted
+    /// no completion since it was last polled ready (reaped ones only:
+    /// one the kernel posted after the driver last looked is not seen).
+    pub(crate) fn multishot_quiet(&self) -> bool {
+        matches!(&**self, Lifecycle::Submitted | Lifecycle::Waiting(_))
+    }
+
     /// ringway: gives up a multishot operation. True when it had ended
     /// (removed now); false when the kernel still holds it (it must be
     /// cancelled, and stays in the slab, ignored, until its last

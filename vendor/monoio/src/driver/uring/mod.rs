@@ -564,6 +564,17 @@ impl UringInner {
         lifecycle.poll_multishot(cx)
     }
 
+    /// ringway: true when the multishot operation at `index` is armed
+    /// and no completion of it was reaped since it was last polled ready.
+    pub(crate) fn multishot_quiet(this: &Rc<UnsafeCell<UringInner>>, index: usize) -> bool {
+        let inner = unsafe { &mut *this.get() };
+        inner
+            .ops
+            .slab
+            .get(index)
+            .is_some_and(|lifecycle| lifecycle.multishot_quiet())
+    }
+
     /// ringway: gives up the multishot operation at `index`, cancelling
     /// it when the kernel still holds it.
     pub(crate) fn drop_multishot(this: &Rc<UnsafeCell<UringInner>>, index: usize) {

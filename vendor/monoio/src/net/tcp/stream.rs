@@ -231,6 +231,17 @@ impl TcpStream {
     }
 
 
+    /// ringway: reads what is waiting on the socket now, through the
+    /// ring (submitted with the worker's other operations, no system call
+    /// of its own): `WouldBlock` when nothing is, instead of waiting.
+    /// Meant for after a readiness wait (`ReadinessWatch`).
+    pub async fn recv_ready<T: IoBufMut>(&self, buf: T) -> crate::BufResult<usize, T> {
+        // As `read` below: submitting fails only when the ring cannot take
+        // an entry even after flushing it.
+        let op = Op::recv_ready(self.fd.clone(), buf).unwrap();
+        op.read().await
+    }
+
     /// Wait for read readiness.
     /// Note: Do not use it before every io. It is different from other runtimes!
     ///
