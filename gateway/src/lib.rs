@@ -25,6 +25,7 @@ macro_rules! say {
 }
 
 mod access_log;
+pub mod allocator;
 mod buffer;
 mod clock;
 pub mod control;
@@ -42,6 +43,7 @@ mod memory;
 mod metrics;
 pub mod notify;
 mod runtime;
+mod spare_box;
 mod splice;
 pub mod tickets;
 mod tls;

@@ -19,9 +19,10 @@ use signal_hook::iterator::Signals;
 /// mimalloc rather than glibc's malloc: a request allocates a few KiB
 /// blocks (a stream's task) among many small ones, and glibc consolidated
 /// its fast bins on each of those larger requests (malloc_consolidate,
-/// unlink_chunk: ~2% of the worker's samples under h2 load).
+/// unlink_chunk: ~2% of the worker's samples under h2 load). Called
+/// through `ringway::allocator`, which keeps it on its fast paths.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: ringway::allocator::Mimalloc = ringway::allocator::Mimalloc;
 
 /// Turns transparent huge pages off for this process. mimalloc asks for
 /// them (madvise) on its arenas, and then a connection's few small blocks

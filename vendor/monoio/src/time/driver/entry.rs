@@ -574,7 +574,10 @@ impl Drop for TimerEntry {
     }
 }
 
-#[cfg_attr(target_arch = "x86_64", repr(align(128)))]
-#[cfg_attr(not(target_arch = "x86_64"), repr(align(64)))]
+// ringway: not padded. The padding kept two fields of a timer entry in
+// separate cache lines for a driver on another thread; monoio's timers
+// live and fire on their own thread, so it only made every entry 640
+// bytes aligned to 128, and every future holding a timeout too: a boxed
+// request future then took the allocator's slow over-aligned path.
 #[derive(Debug, Default)]
 struct CachePadded<T>(T);
