@@ -7,6 +7,7 @@
 //! path does not go through the allocator for them.
 
 use std::cell::RefCell;
+use std::future::Future;
 use std::io;
 use std::os::fd::RawFd;
 
@@ -326,28 +327,43 @@ impl ReadBuf {
     /// call instead of one. Meant for after a readiness wait; `None` when
     /// the socket has nothing now.
     pub(crate) async fn recv_ready(&mut self, socket: &TcpStream) -> io::Result<Option<usize>> {
+        // If this future is dropped mid-read (a timeout), the buffer goes
+        // with it, as in `fill`.
+        let (read, buf) = std::mem::take(self).recv_ready_owned(socket).await;
+        *self = buf;
+        read
+    }
+
+    /// [`ReadBuf::recv_ready`] for a reader that polls: the buffer travels
+    /// with the read (submitted now) and comes back with its result.
+    pub(crate) fn recv_ready_owned(
+        mut self,
+        socket: &TcpStream,
+    ) -> impl Future<Output = (io::Result<Option<usize>>, ReadBuf)> + 'static {
         self.prepare_read();
         self.grow_if_streaming();
         let len = self.buf.len();
-        // If this future is dropped mid-read (a timeout), the buffer goes
-        // with it, as in `fill`.
         let buf = std::mem::take(&mut self.buf);
-        let (res, slice) = socket.recv_ready(buf.slice_mut(len..)).await;
-        self.buf = slice.into_inner();
-        match res {
-            Ok(n) => {
-                self.streaming = n >= BUF_SIZE;
-                Ok(Some(n))
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                ) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(e),
+        let read = socket.recv_ready(buf.slice_mut(len..));
+        async move {
+            let (res, slice) = read.await;
+            self.buf = slice.into_inner();
+            let read = match res {
+                Ok(n) => {
+                    self.streaming = n >= BUF_SIZE;
+                    Ok(Some(n))
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            };
+            (read, self)
         }
     }
 

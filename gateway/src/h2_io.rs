@@ -1,13 +1,14 @@
-//! Slightly over 800 lines, kept whole: the plain and TLS streams share
-//! one reader and one writer (readiness, gathering, sealing), whose rules
-//! one file keeps in view.
+//! About 880 lines, kept whole: the plain and TLS streams share one
+//! reader and one writer (readiness, reads in flight, gathering,
+//! sealing), whose rules one file keeps in view.
 //!
 //! Byte streams for the h2 crate, which speaks tokio's I/O traits, and
 //! (in [`rent`]) the TLS stream of HTTP/1.1 client connections too.
 //!
 //! No tokio runtime is involved: reads go through [`Reader`] on the
-//! socket's read half (readiness from io_uring, then a plain `recv(2)`
-//! straight into the reader's buffer, so a quiet connection holds no read
+//! socket's read half (readiness from io_uring, then a read that does not
+//! wait: a plain `recv(2)` straight into the reader's buffer, or TLS
+//! records through the ring, so a quiet connection holds no read
 //! buffer), and writes through [`Writer`] on the write half, which gathers
 //! what h2 writes across its flushes and sends it in one write; its
 //! buffers are the worker's spares, held only while bytes wait.
@@ -99,11 +100,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Replay<T> {
 /// The read side of a socket for h2: no buffer of its own. It waits for
 /// readability with one multishot io_uring poll armed for the socket's
 /// life (see `crate::watch`; nothing posted while the connection is
-/// quiet) and then reads with a plain non-blocking `recv(2)` into the
-/// caller's buffer.
+/// quiet) and then reads without waiting: into a caller's buffer with a
+/// plain non-blocking `recv(2)`, into a staging buffer (TLS records)
+/// through the ring, submitted with the worker's other operations.
 struct Reader {
     /// The read half, kept so the socket stays open; its stream is shared
-    /// with the legacy driver's readiness wait.
+    /// with the operations in flight.
     half: OwnedReadHalf<TcpStream>,
     /// The socket's multishot readability poll.
     watch: ReadinessWatch,
@@ -113,9 +115,23 @@ struct Reader {
     /// what it asked for goes again before any wait: the completion that
     /// announced what is left may have been used up already.
     drained: bool,
-    /// The readiness wait in flight on the legacy (epoll) driver, which
-    /// has no multishot polls: one poll per wait there.
-    waiting: Option<Pin<Box<dyn Future<Output = io::Result<()>>>>>,
+    /// `pending` is a staging read: the socket's next bytes are in it, so
+    /// the stream counts as readable.
+    reading: bool,
+    /// What is in flight, one at a time: a staging read through the ring,
+    /// or the readiness wait of the legacy (epoll) driver, which has no
+    /// multishot polls. One slot for both keeps a TLS session in its
+    /// size class (see `downstream::accept`'s size test).
+    pending: Option<Pin<Box<dyn Future<Output = Pending>>>>,
+}
+
+/// What the reader's operation in flight came back with.
+enum Pending {
+    /// The legacy driver's readiness wait.
+    Readable(io::Result<()>),
+    /// A staging read: its count (`None` when the socket had nothing) and
+    /// the buffer, back.
+    Read(io::Result<Option<usize>>, buffer::ReadBuf),
 }
 
 impl Reader {
@@ -124,7 +140,8 @@ impl Reader {
             half,
             watch: ReadinessWatch::new(),
             drained: false,
-            waiting: None,
+            reading: false,
+            pending: None,
         }
     }
 
@@ -132,14 +149,21 @@ impl Reader {
     /// would pay 8 bytes for it (its session's size class, see
     /// `downstream::accept`'s size test).
     fn fd(&self) -> RawFd {
-        // SAFETY: a shared borrow that only reads the descriptor's number;
-        // see `buffer::WaitReadable` for the halves.
-        unsafe { &*self.half.0.get() }.as_raw_fd()
+        self.stream().as_raw_fd()
+    }
+
+    fn stream(&self) -> &TcpStream {
+        // SAFETY: a shared borrow that only reads the descriptor, or
+        // clones it into an operation; see `buffer::WaitReadable` for the
+        // halves.
+        unsafe { &*self.half.0.get() }
     }
 
     /// Reads with `recv` (given the socket; `Ok(None)` when it has nothing
     /// now) once the socket is readable: the count, 0 at the end of the
     /// stream. `want` is what `recv` asked for, to tell a drained socket.
+    /// Never while a staging read is in flight (only TLS makes those, and
+    /// it reads only through [`Reader::poll_recv_staged`]).
     fn poll_recv(
         &mut self,
         cx: &mut Context<'_>,
@@ -159,25 +183,74 @@ impl Reader {
         }
     }
 
+    /// Reads into `staged` once the socket is readable, through the ring:
+    /// the count, 0 at the end of the stream. The buffer travels with the
+    /// read and is back in `staged` when this is ready.
+    fn poll_recv_staged(
+        &mut self,
+        cx: &mut Context<'_>,
+        staged: &mut buffer::ReadBuf,
+    ) -> Poll<io::Result<usize>> {
+        loop {
+            if let Some(pending) = self.pending.as_mut() {
+                let done = ready!(pending.as_mut().poll(cx));
+                self.pending = None;
+                self.reading = false;
+                match done {
+                    Pending::Read(read, buf) => {
+                        *staged = buf;
+                        if let Some(n) = read? {
+                            self.drained = !staged.is_full();
+                            return Poll::Ready(Ok(n));
+                        }
+                        self.drained = true;
+                        continue;
+                    }
+                    Pending::Readable(ready) => {
+                        ready?;
+                        self.drained = false;
+                    }
+                }
+            }
+            if self.drained {
+                ready!(self.poll_wait(cx))?;
+                self.drained = false;
+            }
+            let read = std::mem::take(staged).recv_ready_owned(self.stream());
+            self.pending = Some(Box::pin(async move {
+                let (read, buf) = read.await;
+                Pending::Read(read, buf)
+            }));
+            self.reading = true;
+        }
+    }
+
     /// Ready when the socket turned readable since the last wait.
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.waiting.is_none() {
+        if self.pending.is_none() {
             let fd = self.fd();
             match self.watch.poll_readable(fd, cx) {
                 Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::Unsupported => {}
                 watched => return watched,
             }
             let stream = self.half.0.clone();
-            self.waiting = Some(Box::pin(async move {
+            self.pending = Some(Box::pin(async move {
                 // SAFETY: a shared borrow for the wait, which uses only the
                 // descriptor; see `buffer::WaitReadable` for the halves.
                 let stream = unsafe { &*stream.get() };
-                stream.readable(false).await
+                Pending::Readable(stream.readable(false).await)
             }));
         }
-        let waited = ready!(self.waiting.as_mut().expect("a wait").as_mut().poll(cx));
-        self.waiting = None;
-        Poll::Ready(waited)
+        let done = ready!(self.pending.as_mut().expect("a wait").as_mut().poll(cx));
+        self.pending = None;
+        match done {
+            Pending::Readable(ready) => Poll::Ready(ready),
+            // Callers never wait with a staging read in flight: a
+            // stream with one counts as readable (`reading`).
+            Pending::Read(..) => Poll::Ready(Err(io::Error::other(
+                "a staging read was in flight during a readiness wait",
+            ))),
+        }
     }
 }
 
@@ -680,8 +753,7 @@ where
     /// the end of the stream.
     fn poll_receive_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.staged.is_empty() {
-            let staged = &mut self.staged;
-            let got = ready!(self.read.poll_recv(cx, BUF_SIZE, |fd| staged.recv_now(fd)))?;
+            let got = ready!(self.read.poll_recv_staged(cx, &mut self.staged))?;
             if got == 0 {
                 self.staged.release();
                 // rustls learns of the end from an empty read.

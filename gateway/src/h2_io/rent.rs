@@ -123,8 +123,9 @@ where
             Err(_) => return Ok(()),
         }
         // A read that filled what it asked for may have left bytes whose
-        // completion was used up: the read goes first then.
-        if !self.read.drained {
+        // completion was used up, and a read in flight has the next ones:
+        // the read goes first then.
+        if !self.read.drained || self.read.reading {
             return Ok(());
         }
         std::future::poll_fn(|cx| self.read.poll_wait(cx)).await?;

@@ -234,12 +234,16 @@ impl TcpStream {
     /// ringway: reads what is waiting on the socket now, through the
     /// ring (submitted with the worker's other operations, no system call
     /// of its own): `WouldBlock` when nothing is, instead of waiting.
-    /// Meant for after a readiness wait (`ReadinessWatch`).
-    pub async fn recv_ready<T: IoBufMut>(&self, buf: T) -> crate::BufResult<usize, T> {
+    /// Meant for after a readiness wait (`ReadinessWatch`). Submitted when
+    /// called; the future owns the operation and the buffer, not `self`.
+    pub fn recv_ready<T: IoBufMut + 'static>(
+        &self,
+        buf: T,
+    ) -> impl std::future::Future<Output = crate::BufResult<usize, T>> + 'static {
         // As `read` below: submitting fails only when the ring cannot take
         // an entry even after flushing it.
         let op = Op::recv_ready(self.fd.clone(), buf).unwrap();
-        op.read().await
+        op.read()
     }
 
     /// Wait for read readiness.
