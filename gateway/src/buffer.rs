@@ -130,10 +130,23 @@ pub(crate) fn recv_now(fd: RawFd, at: *mut u8, len: usize) -> io::Result<Option<
     if n >= 0 {
         return Ok(Some(n as usize));
     }
-    let e = io::Error::last_os_error();
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
-        _ => Err(e),
+    nothing_now(Err(io::Error::last_os_error()))
+}
+
+/// A read that does not wait, as the callers see it: the count, `None`
+/// when the socket had nothing now (`EAGAIN`, or a signal), or the error.
+fn nothing_now(read: io::Result<usize>) -> io::Result<Option<usize>> {
+    match read {
+        Ok(n) => Ok(Some(n)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -317,9 +330,15 @@ impl ReadBuf {
         if let Some(n) = got {
             // SAFETY: recv(2) initialized `n` bytes past `len`.
             unsafe { self.buf.set_len(len + n) };
-            self.streaming = n >= BUF_SIZE;
+            self.note_read(n);
         }
         Ok(got)
+    }
+
+    /// A read of `n` bytes without waiting: a full buffer's worth means the
+    /// peer streams, and the next read grows.
+    fn note_read(&mut self, n: usize) {
+        self.streaming = n >= BUF_SIZE;
     }
 
     /// [`ReadBuf::recv_now`] through the ring: submitted with the worker's
@@ -348,21 +367,10 @@ impl ReadBuf {
         async move {
             let (res, slice) = read.await;
             self.buf = slice.into_inner();
-            let read = match res {
-                Ok(n) => {
-                    self.streaming = n >= BUF_SIZE;
-                    Ok(Some(n))
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    Ok(None)
-                }
-                Err(e) => Err(e),
-            };
+            let read = nothing_now(res);
+            if let Ok(Some(n)) = read {
+                self.note_read(n);
+            }
             (read, self)
         }
     }

@@ -1,4 +1,4 @@
-//! Over 800 lines (about 950), kept whole: the session's reading,
+//! Over 800 lines (about 970), kept whole: the session's reading,
 //! answering, relaying and splicing share one set of buffers and their
 //! rules (what each holds when), which one file keeps in view; the splice
 //! mechanics themselves are in `splice`.

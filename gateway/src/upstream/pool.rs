@@ -57,7 +57,7 @@ impl Finished {
 
 /// True when nothing is waiting to be read on `fd` and the peer has not
 /// closed: a non-blocking one-byte `MSG_PEEK` says `EAGAIN`.
-fn is_quiet(fd: RawFd) -> bool {
+fn peek_finds_nothing(fd: RawFd) -> bool {
     let mut byte = 0u8;
     // SAFETY: `fd` is the open socket of a connection this pool owns, and
     // the buffer is one valid byte; MSG_PEEK leaves the data in place.
@@ -115,7 +115,7 @@ impl Pool {
             let mut conn = list.remove(at).conn;
             // The watch answers when it can vouch for quiet; else the
             // socket is asked.
-            if !conn.watched.is_quiet() && !is_quiet(conn.fd) {
+            if !conn.watched.is_quiet() && !peek_finds_nothing(conn.fd) {
                 self.dirty.set(self.dirty.get() + 1);
                 continue;
             }
