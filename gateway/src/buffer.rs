@@ -257,6 +257,19 @@ impl ReadBuf {
         Ok(())
     }
 
+    /// Appends `bytes` read elsewhere (a ring buffer), taking a spare first
+    /// if none is held; an `OutOfMemory` error when `max` bytes are held
+    /// already (the buffer grows past `max` by at most `bytes`).
+    pub(crate) fn append(&mut self, bytes: &[u8], max: usize) -> io::Result<()> {
+        self.prepare_read();
+        if self.buf.len() >= max {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        self.buf.extend_from_slice(bytes);
+        self.note_read(bytes.len());
+        Ok(())
+    }
+
     /// Reads more bytes from `io`, growing the buffer up to `max` bytes of
     /// unconsumed data. Returns the count read, 0 at end of stream, and an
     /// `OutOfMemory` error when `max` is reached.

@@ -32,6 +32,7 @@ use monoio::time::timeout;
 use ringway_codec::http1::framing::chunk_header;
 
 use crate::buffer::send_now_with;
+use crate::watch::WatchedSocket;
 
 /// A body with less than this left is copied: a pipe's two system calls
 /// and the two sockets' readiness waits cost more than copying it.
@@ -169,14 +170,15 @@ fn would_block(e: &io::Error) -> bool {
 
 /// Moves up to `max` bytes from `from` to `to` through a pipe, waiting at
 /// most `idle` for either socket each time; `watch`, if given, ends the
-/// transfer when it becomes readable. Returns how many bytes reached
+/// transfer when something arrives on that socket (an upstream answering
+/// early), leaving it to be read. Returns how many bytes reached
 /// `to`, and why it stopped short of `max` if it did.
 pub(crate) async fn transfer(
     from: &TcpStream,
     to: &TcpStream,
     max: u64,
     idle: Duration,
-    watch: Option<&TcpStream>,
+    watch: Option<(&TcpStream, &WatchedSocket)>,
 ) -> (u64, Result<(), Stop>) {
     let (moved, _, end) = through_pipe(from, to, max, idle, watch, false).await;
     (moved, end)
@@ -215,7 +217,7 @@ async fn through_pipe(
     to: &TcpStream,
     max: u64,
     idle: Duration,
-    watch: Option<&TcpStream>,
+    watch: Option<(&TcpStream, &WatchedSocket)>,
     chunked: bool,
 ) -> (u64, u64, Result<(), Stop>) {
     let (Ok(pipe), Ok(()), Ok(())) = (
@@ -263,9 +265,9 @@ async fn through_pipe(
                 let readable = timeout(idle, from.readable(false));
                 let waited = match watch {
                     None => readable.await,
-                    Some(other) => monoio::select! {
+                    Some((other, watched)) => monoio::select! {
                         r = readable => r,
-                        _ = other.readable(false) => break Err(Stop::Watched),
+                        _ = watched.arrived(other) => break Err(Stop::Watched),
                     },
                 };
                 match waited {

@@ -1,43 +1,55 @@
-//! Reading a plain socket when it turns readable, through one multishot
-//! io_uring poll armed for the socket's life.
+//! Reading a plain socket when bytes arrive, through a receive posted
+//! while it waits that takes a buffer from the worker's ring only then.
 //!
-//! Waiting for the next request, or for an upstream's response, used to
-//! arm a poll (or post a read, which arms one inside the kernel) per wait
-//! and tear it down when it fired: at a low request rate, where every
-//! request is its own turn of the worker, that was a measurable part of
-//! the kernel's work per request. A [`WatchedSocket`] arms one multishot
-//! `POLL_ADD` the first time it waits (the vendored monoio's
-//! `ReadinessWatch`, see `vendor/README.md`), and each wait after that
-//! consumes the completions the kernel posted since the last; the bytes
-//! are then read with a plain non-blocking `recv(2)`.
+//! Waiting for the next request, or for an upstream's response, costs
+//! the connection no buffer: the receive posted on the socket (the
+//! vendored monoio's `PostedRecv`, see `vendor/README.md`) takes one of
+//! the driver's ring buffers when bytes arrive, and its completion brings
+//! them: one operation and one wake of the task per read. (Before, a
+//! multishot poll announced readability and a second operation read:
+//! two completions and two wakes of the request's task per read, the
+//! larger part of session 14's per-request cost over f277430.)
 //!
-//! A completion says bytes arrived at some point since the last wait, not
-//! that they are still there (a read since may have taken them): a read
-//! that finds nothing waits again. The one case where bytes could be left
-//! with their completion used up is a read that filled its buffer; the
-//! next read then goes first, before any wait.
+//! A pooled upstream connection keeps one posted while it waits, so that
+//! bytes arriving on it (an unasked second response, or the upstream's
+//! close) are seen without a system call, and the receive that is
+//! posted when it is lent is the one that reads the response.
 
 use std::io;
 use std::os::fd::AsRawFd;
 
-use monoio::net::{ReadinessWatch, TcpStream};
+use monoio::net::{PostedRecv, Received, TcpStream};
 
 use crate::buffer::ReadBuf;
 
-/// The multishot watch of one plain socket, armed on first use. Eight
-/// bytes, in every idle connection.
+/// The posted receive of one plain socket. Eight bytes, in every idle
+/// connection.
 #[derive(Debug, Default)]
 pub(crate) struct WatchedSocket {
-    watch: ReadinessWatch,
-    /// The last read filled its buffer: more may be waiting unannounced.
-    more_unread: bool,
+    posted: PostedRecv,
+}
+
+/// What is known of a waiting socket without asking it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SinceWatched {
+    /// Nothing arrived since the receive was posted (as of the worker's
+    /// last look at its completions: the window an epoll loop has too).
+    Nothing,
+    /// Bytes (or the end of the stream) arrived.
+    Arrived,
+    /// No receive is posted (the legacy driver, or never watched), or
+    /// the kernel has not seen it yet (posted in this turn of the
+    /// worker): the socket must be asked.
+    Unknown,
 }
 
 impl WatchedSocket {
-    /// Reads the next bytes `socket` receives into `rbuf` (growing it up
-    /// to `max` bytes held): the count, 0 at the end of the stream. An
-    /// `Unsupported` error when the runtime has no io_uring (the legacy
-    /// driver): the caller reads its usual way instead.
+    /// Reads the next bytes `socket` receives into `rbuf`: the count, 0
+    /// at the end of the stream. At most `max` bytes are held before a
+    /// read (an `OutOfMemory` error past it); one read may add up to a
+    /// ring buffer's worth (4 KiB) beyond. An `Unsupported` error when
+    /// the runtime has no io_uring or its kernel no buffer rings: the
+    /// caller reads its usual way instead.
     pub(crate) async fn read(
         &mut self,
         socket: &TcpStream,
@@ -46,29 +58,50 @@ impl WatchedSocket {
     ) -> io::Result<usize> {
         let fd = socket.as_raw_fd();
         loop {
-            if !self.more_unread {
-                self.watch.readable(fd).await?;
-            }
-            rbuf.make_room(max)?;
-            match rbuf.recv_ready(socket).await? {
-                Some(n) => {
-                    self.more_unread = rbuf.is_full();
-                    return Ok(n);
+            match self.posted.recv(fd).await? {
+                Received::Bytes(got) => {
+                    rbuf.append(got.bytes(), max)?;
+                    return Ok(got.bytes().len());
                 }
-                None => self.more_unread = false,
+                Received::End => return Ok(0),
+                // Bytes arrived when the ring was empty: they wait in the
+                // socket, and are read the usual way.
+                Received::NoBuffer => {
+                    rbuf.make_room(max)?;
+                    if let Some(n) = rbuf.recv_ready(socket).await? {
+                        return Ok(n);
+                    }
+                }
             }
         }
     }
 
-    /// True when nothing arrived on the socket since the last read, as of
-    /// the worker's last look at its completions: the watch is armed, no
-    /// completion came since the last wait (every wait is followed by a
-    /// read), and that read did not fill its buffer. False whenever that
-    /// cannot be known (never armed, the legacy driver, or reads made
-    /// other ways since, whose bytes left their completions unconsumed):
-    /// the caller then asks the socket.
-    pub(crate) fn is_quiet(&self) -> bool {
-        !self.more_unread && self.watch.is_quiet()
+    /// Posts the receive now, if none is: a connection going idle in the
+    /// pool, so that what arrives while it waits is seen. Best effort:
+    /// without it [`WatchedSocket::since_watched`] answers `Unknown`.
+    pub(crate) fn watch(&mut self, socket: &TcpStream) {
+        let _ = self.posted.post(socket.as_raw_fd());
+    }
+
+    /// Whether anything arrived since the receive was posted.
+    pub(crate) fn since_watched(&self) -> SinceWatched {
+        match self.posted.since_posted() {
+            Some(false) => SinceWatched::Nothing,
+            Some(true) => SinceWatched::Arrived,
+            None => SinceWatched::Unknown,
+        }
+    }
+
+    /// Waits until something arrives on `socket`, leaving it for the next
+    /// [`WatchedSocket::read`]: an upstream answering while the request's
+    /// body still goes up. With a receive posted, readiness cannot be
+    /// watched (the receive takes the bytes and the socket reads empty
+    /// again), so its completion is; without one, readiness is.
+    pub(crate) async fn arrived(&self, socket: &TcpStream) -> io::Result<()> {
+        if std::future::poll_fn(|cx| self.posted.poll_arrived(cx)).await {
+            return Ok(());
+        }
+        socket.readable(false).await
     }
 }
 
@@ -99,24 +132,22 @@ mod tests {
     }
 
     /// Kept in every idle connection (and the session's size test counts
-    /// on it): a slab index and a flag, nothing more.
+    /// on it): a slab index and the turn it was posted in.
     #[test]
     fn a_watch_is_eight_bytes() {
         assert_eq!(size_of::<WatchedSocket>(), 8);
     }
 
     /// Bytes written in pieces, with waits between, all arrive; the end
-    /// of the stream reads as 0; and a read that fills its buffer does
-    /// not strand what is left behind it (the case a completion cannot
-    /// announce twice).
+    /// of the stream reads as 0; and more than a ring buffer's worth at
+    /// once arrives whole over several reads.
     #[test]
     fn reads_every_piece_then_the_end() {
         on_io_uring(async {
             let (stream, mut peer) = connected().await;
             let mut watched = WatchedSocket::default();
             let mut rbuf = ReadBuf::new();
-            // More than a buffer's worth at once: two reads, one wait.
-            let big = vec![b'x'; BUF_SIZE + 100];
+            let big: Vec<u8> = (0..BUF_SIZE + 100).map(|i| (i % 251) as u8).collect();
             peer.write_all(&big).unwrap();
             let mut got = 0;
             while got < big.len() {
@@ -138,59 +169,125 @@ mod tests {
         });
     }
 
-    /// The pool's no-syscall look (issue 13): quiet only while armed with
-    /// nothing reaped since the last read; bytes that arrive afterwards
-    /// (an upstream's unasked second response) make it say so once the
-    /// worker has looked at its completions; a read that filled its
-    /// buffer is never vouched for; the legacy driver never vouches.
+    /// Turns of the worker until `watched` has seen something arrive.
+    async fn until_arrived(watched: &WatchedSocket) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while watched.since_watched() == SinceWatched::Nothing {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the bytes were never seen"
+            );
+            monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The pool's no-syscall look (issue 13): unknown until a receive is
+    /// posted, nothing while nothing arrives, and bytes that arrive
+    /// afterwards (an upstream's unasked second response) are seen once
+    /// the worker has looked at its completions, and read, not lost; the
+    /// legacy driver never vouches.
     #[test]
-    fn quiet_means_nothing_arrived_since_the_last_read() {
+    fn a_posted_receive_sees_what_arrives_while_idle() {
         on_io_uring(async {
             let (stream, mut peer) = connected().await;
             let mut watched = WatchedSocket::default();
             let mut rbuf = ReadBuf::new();
-            assert!(!watched.is_quiet(), "never armed: nothing to vouch with");
-            peer.write_all(b"response").unwrap();
-            let n = watched.read(&stream, &mut rbuf, BUF_SIZE).await.unwrap();
-            rbuf.consume(n);
-            assert!(watched.is_quiet());
-            peer.write_all(b"unasked").unwrap();
-            // Turns of the worker until it reaps the poll's completion.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while watched.is_quiet() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "the unasked bytes were never seen"
-                );
-                monoio::time::sleep(std::time::Duration::from_millis(1)).await;
+            assert_eq!(watched.since_watched(), SinceWatched::Unknown);
+            watched.watch(&stream);
+            // Not yet seen by the kernel: bytes waiting already would
+            // complete it only when it is submitted.
+            assert_eq!(watched.since_watched(), SinceWatched::Unknown);
+            // Turns of the worker with nothing sent: still nothing.
+            for _ in 0..3 {
+                monoio::time::sleep(std::time::Duration::from_millis(2)).await;
+                assert_eq!(watched.since_watched(), SinceWatched::Nothing);
             }
+            peer.write_all(b"unasked").unwrap();
+            until_arrived(&watched).await;
+            assert_eq!(watched.since_watched(), SinceWatched::Arrived);
             let n = watched.read(&stream, &mut rbuf, BUF_SIZE).await.unwrap();
             assert_eq!(&rbuf.data()[..n], b"unasked");
             rbuf.consume(n);
-            assert!(watched.is_quiet());
-            // A read that fills its buffer may leave bytes unannounced.
-            let sent = 3 * BUF_SIZE;
-            peer.write_all(&vec![b'x'; sent]).unwrap();
-            let mut got = 0;
-            let mut filled = false;
-            while got < sent && !filled {
-                let n = watched.read(&stream, &mut rbuf, BUF_SIZE).await.unwrap();
-                filled = rbuf.is_full();
-                rbuf.consume(n);
-                got += n;
-            }
-            assert!(filled, "three buffers' worth sent at once fill a read");
-            assert!(!watched.is_quiet());
+            // Read: nothing posted until the next watch.
+            assert_eq!(watched.since_watched(), SinceWatched::Unknown);
+            watched.watch(&stream);
+            drop(peer);
+            until_arrived(&watched).await;
+            assert_eq!(watched.read(&stream, &mut rbuf, BUF_SIZE).await.unwrap(), 0);
         });
         monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
             .build()
             .expect("a legacy runtime")
             .block_on(async {
-                assert!(!WatchedSocket::default().is_quiet());
+                let (stream, _peer) = connected().await;
+                let mut watched = WatchedSocket::default();
+                watched.watch(&stream);
+                assert_eq!(watched.since_watched(), SinceWatched::Unknown);
             });
     }
 
-    /// On the legacy (epoll) driver there is no multishot poll: the read
+    /// An early answer is seen arriving while the caller does something
+    /// else, and is still there for the read that follows.
+    #[test]
+    fn arrived_leaves_the_bytes_for_the_read() {
+        on_io_uring(async {
+            let (stream, mut peer) = connected().await;
+            let mut watched = WatchedSocket::default();
+            watched.watch(&stream);
+            let mut rbuf = ReadBuf::new();
+            let early = monoio::time::timeout(
+                std::time::Duration::from_millis(20),
+                watched.arrived(&stream),
+            )
+            .await;
+            assert!(early.is_err(), "nothing was sent yet");
+            peer.write_all(b"HTTP/1.1 413 Content Too Large\r\n")
+                .unwrap();
+            monoio::time::timeout(std::time::Duration::from_secs(5), watched.arrived(&stream))
+                .await
+                .expect("the answer was seen")
+                .unwrap();
+            let n = watched.read(&stream, &mut rbuf, BUF_SIZE).await.unwrap();
+            assert_eq!(&rbuf.data()[..n], b"HTTP/1.1 413 Content Too Large\r\n");
+        });
+    }
+
+    /// More sockets receive at once than the ring has buffers: those that
+    /// find it empty are read the usual way, and every byte arrives, in
+    /// order, on its own socket.
+    #[test]
+    fn more_arrivals_than_ring_buffers_lose_nothing() {
+        on_io_uring(async {
+            let count = 300;
+            let mut sockets = Vec::new();
+            for _ in 0..count {
+                let (stream, peer) = connected().await;
+                let mut watched = WatchedSocket::default();
+                watched.watch(&stream);
+                sockets.push((stream, peer, watched));
+            }
+            for (i, (_, peer, _)) in sockets.iter_mut().enumerate() {
+                peer.write_all(format!("socket {i} ").repeat(50).as_bytes())
+                    .unwrap();
+            }
+            // Every receive completes (with a buffer, or finding none)
+            // before any is read.
+            for (_, _, watched) in &sockets {
+                until_arrived(watched).await;
+            }
+            for (i, (stream, _, watched)) in sockets.iter_mut().enumerate() {
+                let want = format!("socket {i} ").repeat(50);
+                let mut rbuf = ReadBuf::new();
+                while rbuf.data().len() < want.len() {
+                    let n = watched.read(stream, &mut rbuf, BUF_SIZE).await.unwrap();
+                    assert!(n > 0);
+                }
+                assert_eq!(rbuf.data(), want.as_bytes(), "socket {i}");
+            }
+        });
+    }
+
+    /// On the legacy (epoll) driver there is no posted receive: the read
     /// answers `Unsupported` and the caller reads its usual way.
     #[test]
     fn the_legacy_driver_answers_unsupported() {
@@ -209,16 +306,16 @@ mod tests {
         });
     }
 
-    /// A watch dropped while its poll is armed cancels it: the poll holds
-    /// the socket's file, so without the cancel closing the stream would
-    /// never reach the peer.
+    /// A watch dropped while its receive is posted cancels it: the receive
+    /// holds the socket's file, so without the cancel closing the stream
+    /// would never reach the peer.
     #[test]
     fn a_dropped_watch_lets_its_socket_close() {
         on_io_uring(async {
             let (stream, mut peer) = connected().await;
             let mut watched = WatchedSocket::default();
             let mut rbuf = ReadBuf::new();
-            // Armed, and left waiting.
+            // Posted, and left waiting.
             let waited = monoio::time::timeout(
                 std::time::Duration::from_millis(20),
                 watched.read(&stream, &mut rbuf, BUF_SIZE),

@@ -107,8 +107,8 @@ pub(crate) struct Session<S> {
     /// The upstream of a switched (WebSocket) connection, to tunnel to.
     /// Boxed: most connections never switch.
     tunnel: Option<Box<UpstreamConn>>,
-    /// A plain client's readability, watched by one multishot poll for
-    /// the connection's life (see [`Session::next_request`]).
+    /// A plain client's posted receive while it waits for its next
+    /// request (see [`Session::next_request`]).
     watched: WatchedSocket,
 }
 
@@ -235,9 +235,10 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + PlainSocket> Session<S> 
     }
 
     /// Waits for the first bytes of the next request and reads them: the
-    /// count read, 0 when the client closed. A plain client is watched by
-    /// one multishot poll, armed once, and read with a plain `recv(2)`:
-    /// no poll is armed and torn down, and no read posted, per request.
+    /// count read, 0 when the client closed. A plain client's bytes come
+    /// with the completion of a receive posted while it waits, in a ring
+    /// buffer taken only when they arrive: no buffer while it waits, one
+    /// operation per request.
     async fn next_request(&mut self) -> io::Result<usize> {
         if let Some(socket) = self.client.plain_socket() {
             match self.watched.read(socket, &mut self.rbuf, BUF_SIZE).await {
@@ -610,7 +611,7 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + PlainSocket> Client for 
                         Err(_) => return Err(Failure::ClientTimeout),
                         Ok(_) => return Err(Failure::ClientGone),
                     },
-                    _ = up.stream.readable() => return Ok(false),
+                    _ = up.answered() => return Ok(false),
                 }
             }
             let p = self
@@ -952,7 +953,8 @@ impl<S: AsyncReadRent + AsyncWriteRent + WaitReadable + PlainSocket> Session<S> 
         }
         let (client, upstream) = plain_pair(&self.client, up)?;
         let idle = self.listener.idle_timeout;
-        let (moved, end) = splice::transfer(client, upstream, left, idle, Some(upstream)).await;
+        let (moved, end) =
+            splice::transfer(client, upstream, left, idle, Some((upstream, &up.watched))).await;
         self.body.skip_opaque(moved);
         self.log.bytes_in += moved;
         self.log.body_in += moved;

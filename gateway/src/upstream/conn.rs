@@ -25,19 +25,6 @@ pub(crate) enum UpstreamStream {
     Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
 }
 
-impl UpstreamStream {
-    /// Resolves when the socket has bytes to read (or has closed), without
-    /// reading them. Over TLS it never does: monoio-rustls does not lend
-    /// its socket, so an early answer from a TLS upstream is seen once the
-    /// request body is sent, or its write fails.
-    pub(crate) async fn readable(&self) -> std::io::Result<()> {
-        match self {
-            UpstreamStream::Plain(s) => s.readable(false).await,
-            UpstreamStream::Tls(_) => std::future::pending().await,
-        }
-    }
-}
-
 impl crate::buffer::WaitReadable for UpstreamStream {
     /// For a plain socket, its readiness; over TLS at once (monoio-rustls
     /// does not lend its socket), so a TLS tunnel reads with a buffer
@@ -118,9 +105,8 @@ pub(crate) struct UpstreamConn {
     /// The socket's descriptor, to look for unasked bytes while idle
     /// (monoio-rustls does not lend its socket once wrapped).
     pub fd: RawFd,
-    /// A plain connection's readability, watched for its life (pooled
-    /// too): the response to each request is waited for without a poll
-    /// armed per request.
+    /// A plain connection's posted receive: while it waits for a response,
+    /// and while it waits in the pool (see `crate::watch`).
     pub watched: WatchedSocket,
 }
 
@@ -129,6 +115,25 @@ impl UpstreamConn {
     /// as long as the socket); the read buffer is dropped.
     pub(crate) fn into_stream(self) -> (UpstreamStream, Option<Tally>) {
         (self.stream, self._tally)
+    }
+
+    /// Resolves when the upstream has sent something (or closed), leaving
+    /// it for the next read: an early answer while the request's body
+    /// still goes up. Over TLS it never does: monoio-rustls does not lend
+    /// its socket, so an early answer from a TLS upstream is seen once the
+    /// request body is sent, or its write fails.
+    pub(crate) async fn answered(&self) -> std::io::Result<()> {
+        match &self.stream {
+            UpstreamStream::Plain(s) => self.watched.arrived(s).await,
+            UpstreamStream::Tls(_) => std::future::pending().await,
+        }
+    }
+
+    /// Posts a plain connection's receive as it goes idle in the pool.
+    pub(crate) fn watch_idle(&mut self) {
+        if let UpstreamStream::Plain(socket) = &self.stream {
+            self.watched.watch(socket);
+        }
     }
 
     /// Reads more of a response head into `rbuf`, growing it up to `max`

@@ -32,6 +32,7 @@ use rustc_hash::FxHashMap;
 
 use super::conn::UpstreamConn;
 use super::target::ReuseKey;
+use crate::watch::SinceWatched;
 
 /// How the last exchange on an upstream connection ended, as far as
 /// reusing the connection goes.
@@ -113,9 +114,14 @@ impl Pool {
                 at = list.iter().rposition(|c| c.conn.key == key)?;
             }
             let mut conn = list.remove(at).conn;
-            // The watch answers when it can vouch for quiet; else the
+            // The posted receive answers when one is posted; else the
             // socket is asked.
-            if !conn.watched.is_quiet() && !peek_finds_nothing(conn.fd) {
+            let arrived = match conn.watched.since_watched() {
+                SinceWatched::Nothing => false,
+                SinceWatched::Arrived => true,
+                SinceWatched::Unknown => !peek_finds_nothing(conn.fd),
+            };
+            if arrived {
                 self.dirty.set(self.dirty.get() + 1);
                 continue;
             }
@@ -155,8 +161,11 @@ impl Pool {
             return false;
         }
         conn.reused = false;
-        // A pooled connection holds no read buffer while it waits.
+        // A pooled connection holds no read buffer while it waits, and
+        // has a receive posted that sees what arrives meanwhile (and
+        // reads the next response).
         conn.rbuf.release();
+        conn.watch_idle();
         self.put(addr, conn, idle_timeout, max_idle)
     }
 

@@ -79,11 +79,17 @@ fn serve(stream: TcpStream, late_sent: mpsc::Sender<()>) {
                 // The unasked bytes in a write of their own right after
                 // the response: in the same read as it, or arriving while
                 // the gateway is still relaying it, before it pools the
-                // connection.
-                writer
+                // connection. (The test sends its next request once they
+                // are written: on a loaded machine this thread can be
+                // held between the two writes past the next request,
+                // and bytes sent after a request went up are its answer
+                // to any proxy.)
+                let sent = writer
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                     .is_ok()
-                    && writer.write_all(SMUGGLED).is_ok()
+                    && writer.write_all(SMUGGLED).is_ok();
+                let _ = late_sent.send(());
+                sent
             }
             "/ok-then-late" => {
                 let ok = writer
@@ -178,10 +184,11 @@ fn issue_13_bytes_sent_into_an_idle_pooled_connection_never_reach_a_request() {
 
 #[test]
 fn issue_13_bytes_sent_right_after_a_response_never_reach_a_request() {
-    let (late, _) = mpsc::channel();
+    let (late, written) = mpsc::channel();
     let gw = gateway(&[hostile(&late)], "");
     for _ in 0..20 {
         assert_eq!(fetch(&gw, "/ok-then-soon").text(), "ok");
+        wait_late(&written);
         for i in 0..3 {
             let path = format!("/next/{i}");
             assert_eq!(fetch(&gw, &path).text(), format!("clean:{path}"));

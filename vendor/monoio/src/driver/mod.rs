@@ -23,6 +23,10 @@ mod util;
 #[cfg(all(target_os = "linux", feature = "iouring"))]
 pub(crate) mod watch;
 
+/// ringway: a receive posted on a waiting socket, with a ring buffer.
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub(crate) mod posted_recv;
+
 use std::{
     io,
     task::{Context, Poll},

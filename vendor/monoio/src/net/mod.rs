@@ -14,6 +14,8 @@ pub use tcp::{TcpConnectOpts, TcpListener, TcpStream};
 /// ringway: a multishot readability poll on a socket.
 #[cfg(all(target_os = "linux", feature = "iouring"))]
 pub use crate::driver::watch::ReadinessWatch;
+#[cfg(all(target_os = "linux", feature = "iouring"))]
+pub use crate::driver::posted_recv::{PostedRecv, Received, RingBytes};
 #[cfg(unix)]
 pub use unix::{Pipe, UnixDatagram, UnixListener, UnixStream};
 #[cfg(windows)]

@@ -25,7 +25,10 @@ pub(crate) enum Lifecycle {
 }
 
 impl<'a> Ref<'a, Lifecycle> {
-    pub(crate) fn complete(mut self, result: io::Result<u32>, flags: u32) {
+    /// ringway: true when nobody waits for the result any more (the
+    /// operation was dropped): a buffer the kernel selected for it goes
+    /// back to the ring.
+    pub(crate) fn complete(mut self, result: io::Result<u32>, flags: u32) -> bool {
         let ref_mut = &mut *self;
         match ref_mut {
             Lifecycle::Submitted => {
@@ -42,14 +45,55 @@ impl<'a> Ref<'a, Lifecycle> {
             }
             // ringway: a multishot operation stays in the slab until its
             // last completion (one without `IORING_CQE_F_MORE`).
-            Lifecycle::Ignored(..) if io_uring::cqueue::more(flags) => {}
+            Lifecycle::Ignored(..) if io_uring::cqueue::more(flags) => return true,
             Lifecycle::Ignored(..) => {
                 self.remove();
+                return true;
             }
             // ringway: only a multishot operation completes again before
             // it is polled; the newest completion is the one kept.
             Lifecycle::Completed(..) => {
                 *ref_mut = Lifecycle::Completed(result, flags);
+            }
+        }
+        false
+    }
+
+    /// ringway: ready once the operation has completed, leaving its
+    /// result for `poll_op` to take.
+    pub(crate) fn poll_completed(mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let ref_mut = &mut *self;
+        match ref_mut {
+            Lifecycle::Submitted => {
+                *ref_mut = Lifecycle::Waiting(cx.waker().clone());
+                Poll::Pending
+            }
+            Lifecycle::Waiting(waker) => {
+                if !waker.will_wake(cx.waker()) {
+                    *ref_mut = Lifecycle::Waiting(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+            Lifecycle::Completed(..) => Poll::Ready(()),
+            Lifecycle::Ignored(..) => unsafe { std::hint::unreachable_unchecked() },
+        }
+    }
+
+    /// ringway: gives up a single-shot operation that may have selected a
+    /// buffer: the completion's flags when it had completed (removed
+    /// now), `None` when the kernel still holds it (it must be cancelled,
+    /// and stays in the slab, ignored, until it completes).
+    pub(crate) fn drop_posted(mut self) -> Option<u32> {
+        let ref_mut = &mut *self;
+        match ref_mut {
+            Lifecycle::Completed(_, flags) => {
+                let flags = *flags;
+                self.remove();
+                Some(flags)
+            }
+            _ => {
+                *ref_mut = Lifecycle::Ignored(Box::new(()));
+                None
             }
         }
     }

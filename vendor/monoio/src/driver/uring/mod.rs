@@ -24,6 +24,7 @@ use super::{
 };
 use crate::utils::slab::Slab;
 
+pub(crate) mod buf_ring;
 mod lifecycle;
 #[cfg(feature = "sync")]
 mod waker;
@@ -82,6 +83,13 @@ pub(crate) struct UringInner {
 
     // Uring support ext_arg
     ext_arg: bool,
+
+    /// ringway: the provided-buffer ring of posted receives.
+    buf_ring: buf_ring::Slot,
+
+    /// ringway: how many times the driver has submitted its queue and
+    /// then reaped completions (see `PostedRecv::since_posted`).
+    parks: u32,
 }
 
 // When dropping the driver, all in-flight operations must have completed. This
@@ -111,6 +119,8 @@ impl IoUringDriver {
             poller_installed: false,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            buf_ring: buf_ring::Slot::NotYet,
+            parks: 0,
             uring,
         }));
 
@@ -145,6 +155,8 @@ impl IoUringDriver {
             poll: super::poll::Poll::with_capacity(entries as usize)?,
             ops: Ops::new(),
             ext_arg: uring.params().is_feature_ext_arg(),
+            buf_ring: buf_ring::Slot::NotYet,
+            parks: 0,
             uring,
             shared_waker: std::sync::Arc::new(waker::EventWaker::new(waker)),
             eventfd_installed: false,
@@ -315,6 +327,9 @@ impl IoUringDriver {
             .awake
             .store(true, std::sync::atomic::Ordering::Release);
 
+        // ringway: everything pushed before this point has been submitted.
+        inner.parks = inner.parks.wrapping_add(1);
+
         // Process CQ
         inner.tick()?;
 
@@ -391,7 +406,17 @@ impl UringInner {
                     self.poll.tick(Some(Duration::ZERO))?;
                 }
                 _ if index >= MIN_REVERSED_USERDATA => (),
-                _ => self.ops.complete(index as _, resultify(&cqe), cqe.flags()),
+                _ => {
+                    let flags = cqe.flags();
+                    if self.ops.complete(index as _, resultify(&cqe), flags) {
+                        // ringway: a dropped receive's buffer goes back.
+                        if let (Some(bid), buf_ring::Slot::Ready(ring)) =
+                            (cqueue::buffer_select(flags), &mut self.buf_ring)
+                        {
+                            ring.provide(bid);
+                        }
+                    }
+                }
             }
         }
         Ok(())
@@ -586,6 +611,92 @@ impl UringInner {
         }
     }
 
+    /// ringway: posts a receive on `fd` that takes a buffer from the
+    /// driver's ring when bytes arrive (the ring registered on first
+    /// use); its slab index. `Unsupported` when the kernel has no
+    /// provided-buffer rings.
+    pub(crate) fn post_recv(this: &Rc<UnsafeCell<UringInner>>, fd: RawFd) -> io::Result<usize> {
+        let inner = unsafe { &mut *this.get() };
+        if matches!(inner.buf_ring, buf_ring::Slot::NotYet) {
+            inner.buf_ring = match buf_ring::BufRing::register(&inner.uring) {
+                Ok(ring) => buf_ring::Slot::Ready(ring),
+                Err(_) => buf_ring::Slot::Unavailable,
+            };
+        }
+        if !matches!(inner.buf_ring, buf_ring::Slot::Ready(_)) {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        let sqe = opcode::Recv::new(
+            io_uring::types::Fd(fd),
+            std::ptr::null_mut(),
+            buf_ring::BUF_LEN as u32,
+        )
+        .buf_group(buf_ring::GROUP)
+        .build()
+        .flags(io_uring::squeue::Flags::BUFFER_SELECT);
+        Self::submit_multishot(this, sqe)
+    }
+
+    /// ringway: polls the posted receive at `index` (removed from the slab
+    /// once it completes).
+    pub(crate) fn poll_posted(
+        this: &Rc<UnsafeCell<UringInner>>,
+        index: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<CompletionMeta> {
+        Self::poll_op(this, index, cx)
+    }
+
+    /// ringway: ready once the posted receive at `index` has completed;
+    /// its result stays for `poll_posted`.
+    pub(crate) fn poll_posted_completed(
+        this: &Rc<UnsafeCell<UringInner>>,
+        index: usize,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        let inner = unsafe { &mut *this.get() };
+        let lifecycle = unsafe { inner.ops.slab.get(index).unwrap_unchecked() };
+        lifecycle.poll_completed(cx)
+    }
+
+    /// ringway: gives up the posted receive at `index`: its buffer back to
+    /// the ring if it completed with one, else cancelled.
+    pub(crate) fn drop_posted(this: &Rc<UnsafeCell<UringInner>>, index: usize) {
+        let inner = unsafe { &mut *this.get() };
+        let Some(lifecycle) = inner.ops.slab.get(index) else {
+            return;
+        };
+        match lifecycle.drop_posted() {
+            Some(flags) => {
+                if let Some(bid) = cqueue::buffer_select(flags) {
+                    inner.provide_buf(bid);
+                }
+            }
+            None => unsafe { Self::cancel_op(this, index) },
+        }
+    }
+
+    /// ringway: how many times the driver has submitted and reaped.
+    pub(crate) fn parks(this: &Rc<UnsafeCell<UringInner>>) -> u32 {
+        unsafe { &*this.get() }.parks
+    }
+
+    /// ringway: the start of ring buffer `bid`.
+    pub(crate) fn ring_buf(this: &Rc<UnsafeCell<UringInner>>, bid: u16) -> Option<*const u8> {
+        let inner = unsafe { &*this.get() };
+        match &inner.buf_ring {
+            buf_ring::Slot::Ready(ring) => Some(ring.bytes(bid, 0)),
+            _ => None,
+        }
+    }
+
+    /// ringway: gives ring buffer `bid` back to the kernel.
+    pub(crate) fn provide_buf(&mut self, bid: u16) {
+        if let buf_ring::Slot::Ready(ring) = &mut self.buf_ring {
+            ring.provide(bid);
+        }
+    }
+
     pub(crate) unsafe fn cancel_op(this: &Rc<UnsafeCell<UringInner>>, index: usize) {
         let inner = &mut *this.get();
         let cancel = opcode::AsyncCancel::new(index as u64)
@@ -637,6 +748,12 @@ impl Drop for UringInner {
     fn drop(&mut self) {
         // no need to wait for completion, as the kernel will clean up the ring asynchronically.
         let _ = self.uring.submitter().submit();
+        // ringway: the buffer ring goes first, while its io_uring exists.
+        if let buf_ring::Slot::Ready(ring) =
+            std::mem::replace(&mut self.buf_ring, buf_ring::Slot::Unavailable)
+        {
+            ring.unregister(&self.uring);
+        }
         unsafe {
             ManuallyDrop::drop(&mut self.uring);
         }
@@ -653,9 +770,9 @@ impl Ops {
         self.slab.insert(Lifecycle::Submitted)
     }
 
-    fn complete(&mut self, index: usize, result: io::Result<u32>, flags: u32) {
+    fn complete(&mut self, index: usize, result: io::Result<u32>, flags: u32) -> bool {
         let lifecycle = unsafe { self.slab.get(index).unwrap_unchecked() };
-        lifecycle.complete(result, flags);
+        lifecycle.complete(result, flags)
     }
 }
 
