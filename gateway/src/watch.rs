@@ -66,9 +66,11 @@ impl WatchedSocket {
                 Received::End => return Ok(0),
                 // Bytes arrived when the ring was empty: they wait in the
                 // socket, and are read the usual way.
+                // (Boxed: the rare path's read future would otherwise be
+                // laid out in every waiting connection's task.)
                 Received::NoBuffer => {
                     rbuf.make_room(max)?;
-                    if let Some(n) = rbuf.recv_ready(socket).await? {
+                    if let Some(n) = Box::pin(rbuf.recv_ready(socket)).await? {
                         return Ok(n);
                     }
                 }
