@@ -216,9 +216,27 @@ pub fn parse<'h, 'b>(
 /// HTTP/2 upstream request's `:authority` and `:path` come from the Host
 /// and the target.
 fn is_authority(host: &[u8]) -> bool {
-    host.iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
+    host.iter().all(|&b| AUTHORITY_BYTE[usize::from(b)])
 }
+
+/// The bytes [`is_authority`] allows, as a table: one load per byte
+/// instead of a search of the punctuation list (every request's Host goes
+/// through it).
+const AUTHORITY_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let punctuation = b"-._~!$&'()*+,;=%:[]";
+    let mut i = 0;
+    while i < punctuation.len() {
+        table[punctuation[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// `http://host:port/path?q` -> (`/path?q`, Some(`host:port`)); any other
 /// target is returned as is.

@@ -312,3 +312,13 @@ fn host_with_path_or_userinfo_characters_is_refused() {
         HeadError::Malformed("invalid Host")
     );
 }
+
+/// The authority table allows exactly the bytes of RFC 3986's authority
+/// (unreserved, sub-delims, `%`, `:`, and the brackets of an IP literal).
+#[test]
+fn the_authority_table_is_the_rfc_set() {
+    for b in 0..=255u8 {
+        let want = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b);
+        assert_eq!(super::AUTHORITY_BYTE[usize::from(b)], want, "byte {b}");
+    }
+}
