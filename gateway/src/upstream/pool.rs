@@ -195,14 +195,25 @@ impl Pool {
         true
     }
 
-    /// Drops expired idle connections.
+    /// Drops expired idle connections, and those something arrived on
+    /// while idle (unasked bytes, or the upstream's close): they would
+    /// never be lent, and unasked bytes hold one of the worker's ring
+    /// buffers until the connection goes.
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
         let mut idle = self.idle.borrow_mut();
+        let mut dirty = 0;
         for list in idle.values_mut() {
-            list.retain(|c| c.expires > now);
+            list.retain(|c| {
+                if c.conn.watched.since_watched() == SinceWatched::Arrived {
+                    dirty += 1;
+                    return false;
+                }
+                c.expires > now
+            });
         }
         idle.retain(|_, list| !list.is_empty());
+        self.dirty.set(self.dirty.get() + dirty);
     }
 
     /// Closes the idle connections of endpoints not in `kept` (they left
@@ -247,20 +258,59 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let mut conns = Vec::new();
         for _ in 0..n {
-            let stream = TcpStream::connect(addr).await.unwrap();
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
-            conns.push(UpstreamConn {
-                stream: UpstreamStream::Plain(stream),
-                rbuf: ReadBuf::new(),
-                reused: false,
-                _tally: None,
-                key: PLAIN,
-                fd,
-                watched: crate::watch::WatchedSocket::default(),
-            });
+            conns.push(plain_conn(TcpStream::connect(addr).await.unwrap()));
         }
         std::mem::forget(listener);
         (addr, conns)
+    }
+
+    /// A plain upstream connection over `stream`, as `conn::open` makes.
+    fn plain_conn(stream: TcpStream) -> UpstreamConn {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        UpstreamConn {
+            stream: UpstreamStream::Plain(stream),
+            rbuf: ReadBuf::new(),
+            reused: false,
+            _tally: None,
+            key: PLAIN,
+            fd,
+            watched: crate::watch::WatchedSocket::default(),
+        }
+    }
+
+    /// The sweep closes an idle connection that received unasked bytes
+    /// (seen by its posted receive, no system call) and keeps the quiet
+    /// one, which is still lent.
+    #[test]
+    fn the_sweep_closes_idle_connections_something_arrived_on() {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .build()
+            .expect("an io_uring runtime")
+            .block_on(async {
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let pool = Pool::default();
+                let mut peers = Vec::new();
+                for _ in 0..2 {
+                    let mut conn = plain_conn(TcpStream::connect(addr).await.unwrap());
+                    peers.push(listener.accept().unwrap().0);
+                    conn.watch_idle();
+                    assert!(pool.put(addr, conn, Duration::from_secs(60), 8));
+                }
+                std::io::Write::write_all(&mut peers[0], b"HTTP/1.1 200 OK\r\n").unwrap();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                loop {
+                    pool.sweep();
+                    if pool.idle(addr) == 1 {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "the bytes were never seen");
+                    monoio::time::sleep(Duration::from_millis(1)).await;
+                }
+                assert_eq!(pool.dirty(), 1);
+                assert!(pool.take(addr, PLAIN).is_some());
+            });
     }
 
     fn run(test: impl std::future::Future<Output = ()>) {
