@@ -161,6 +161,7 @@ impl WorkerMetrics {
             connections_active: self.connections_active.get(),
             read_buffers_held: crate::buffer::held(),
             spliced_bytes: crate::splice::spliced(),
+            read_ring_empty: crate::watch::ring_empty(),
             connections_total: self.connections_total.get(),
             retries: self.retries.get(),
             ejections: self.ejections.get(),
@@ -223,6 +224,8 @@ pub struct MetricsReport {
     pub read_buffers_held: u64,
     /// Body bytes moved socket to socket by splice(2).
     pub spliced_bytes: u64,
+    /// Reads whose bytes found the worker's buffer ring empty.
+    pub read_ring_empty: u64,
     /// Downstream connections accepted.
     pub connections_total: u64,
     /// Retries sent.
@@ -307,6 +310,13 @@ pub(crate) fn render(reports: &[MetricsReport], control: &ControlValues) -> Stri
         "counter",
         "Body bytes moved between two plain sockets inside the kernel (splice), not copied through the gateway.",
         sum(|r| r.spliced_bytes),
+    );
+    scalar(
+        &mut out,
+        "ringway_read_ring_empty_total",
+        "counter",
+        "Reads of a waiting plain socket whose bytes arrived when the worker's buffer ring had no buffer left (read again the usual way: one more operation each).",
+        sum(|r| r.read_ring_empty),
     );
     scalar(
         &mut out,
