@@ -403,32 +403,47 @@ mod tests {
         });
     }
 
+    /// Spawns a wait per step, each ending `step x spacing` from now
+    /// (registered in the order given, `between` apart), and returns the
+    /// steps in the order their waits ended.
+    async fn end_order(steps: &[u64], spacing: Duration, between: Option<Duration>) -> Vec<u64> {
+        let start = Instant::now();
+        let order = std::rc::Rc::new(RefCell::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for &i in steps {
+            let order = order.clone();
+            tasks.push(monoio::spawn(async move {
+                let at = start + spacing * i as u32;
+                let _ = within(at, std::future::pending::<()>()).await;
+                order.borrow_mut().push(i);
+            }));
+            if let Some(between) = between {
+                monoio::time::sleep(between).await;
+            }
+        }
+        for t in tasks {
+            t.await;
+        }
+        order.take()
+    }
+
     /// More distinct durations than lanes, registered out of order: every
     /// wait still ends in deadline order.
     #[test]
     fn waits_of_many_durations_end_in_deadline_order() {
         runtime().block_on(async {
-            let start = Instant::now();
-            let order = std::rc::Rc::new(RefCell::new(Vec::new()));
-            let mut tasks = Vec::new();
             let steps = [12u64, 3, 9, 1, 14, 6, 11, 2, 13, 5, 8, 4, 10, 7, 15];
             assert!(steps.len() > MAX_LANES);
-            for i in steps {
-                let order = order.clone();
-                tasks.push(monoio::spawn(async move {
-                    let at = start + Duration::from_millis(15 * i);
-                    let _ = within(at, std::future::pending::<()>()).await;
-                    order.borrow_mut().push(i);
-                }));
-                // Registered one by one, in this order.
-                monoio::time::sleep(Duration::from_micros(100)).await;
-            }
-            for t in tasks {
-                t.await;
-            }
+            // Registered one by one, in this order.
+            let order = end_order(
+                &steps,
+                Duration::from_millis(15),
+                Some(Duration::from_micros(100)),
+            )
+            .await;
             let mut sorted = steps.to_vec();
             sorted.sort();
-            assert_eq!(*order.borrow(), sorted);
+            assert_eq!(order, sorted);
             assert_eq!(TABLE.with_borrow(|t| t.live), 0);
         });
     }
@@ -467,21 +482,8 @@ mod tests {
     #[test]
     fn many_waits_end_in_deadline_order() {
         runtime().block_on(async {
-            let start = Instant::now();
-            let order = std::rc::Rc::new(RefCell::new(Vec::new()));
-            let mut tasks = Vec::new();
-            for i in [3u64, 1, 4, 2, 5] {
-                let order = order.clone();
-                tasks.push(monoio::spawn(async move {
-                    let at = start + Duration::from_millis(20 * i);
-                    let _ = within(at, std::future::pending::<()>()).await;
-                    order.borrow_mut().push(i);
-                }));
-            }
-            for t in tasks {
-                t.await;
-            }
-            assert_eq!(*order.borrow(), vec![1, 2, 3, 4, 5]);
+            let order = end_order(&[3, 1, 4, 2, 5], Duration::from_millis(20), None).await;
+            assert_eq!(order, vec![1, 2, 3, 4, 5]);
         });
     }
 }

@@ -109,8 +109,7 @@ impl PostedRecv {
         }
         let driver = uring().ok()?;
         let index = self.posted as usize - 1;
-        let quiet = UringInner::multishot_quiet(&driver, index);
-        if !quiet {
+        if !UringInner::is_pending(&driver, index) {
             return Some(true);
         }
         (UringInner::parks(&driver) != self.posted_at).then_some(false)
@@ -142,7 +141,7 @@ impl PostedRecv {
         self.post(fd)?;
         let driver = uring()?;
         let index = self.posted as usize - 1;
-        let meta = match UringInner::poll_posted(&driver, index, cx) {
+        let meta = match UringInner::poll_op(&driver, index, cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(meta) => meta,
         };
@@ -151,7 +150,7 @@ impl PostedRecv {
         match (meta.result, bid) {
             (Ok(0), _) => {
                 if let Some(bid) = bid {
-                    unsafe { &mut *driver.get() }.provide_buf(bid);
+                    UringInner::provide_buf(&driver, bid);
                 }
                 Poll::Ready(Ok(Received::End))
             }
@@ -169,7 +168,7 @@ impl PostedRecv {
             }
             (Err(e), bid) => {
                 if let Some(bid) = bid {
-                    unsafe { &mut *driver.get() }.provide_buf(bid);
+                    UringInner::provide_buf(&driver, bid);
                 }
                 Poll::Ready(Err(e))
             }
@@ -204,7 +203,7 @@ impl RingBytes {
 impl Drop for RingBytes {
     fn drop(&mut self) {
         if let Ok(driver) = uring() {
-            unsafe { &mut *driver.get() }.provide_buf(self.bid);
+            UringInner::provide_buf(&driver, self.bid);
         }
     }
 }

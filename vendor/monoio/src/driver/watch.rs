@@ -56,7 +56,7 @@ impl ReadinessWatch {
             let sqe = io_uring::opcode::PollAdd::new(io_uring::types::Fd(fd), libc::POLLIN as _)
                 .multi(true)
                 .build();
-            let index = UringInner::submit_multishot(&driver, sqe)?;
+            let index = UringInner::submit_sqe(&driver, sqe)?;
             let Ok(armed) = u32::try_from(index + 1) else {
                 UringInner::drop_multishot(&driver, index);
                 return Poll::Ready(Err(io::ErrorKind::OutOfMemory.into()));
@@ -80,18 +80,6 @@ impl ReadinessWatch {
             Err(e) if e.raw_os_error() == Some(libc::ECANCELED) => Poll::Ready(Ok(())),
             Err(e) => Poll::Ready(Err(e)),
         }
-    }
-
-    /// True when the poll is armed and no completion of it has been seen
-    /// since the last wait returned: nothing arrived since then, as of the
-    /// driver's last look at the completion queue (the window an epoll
-    /// loop has too). False when not armed (never, or ended by the
-    /// kernel) or on the legacy driver: the caller must look itself.
-    pub fn is_quiet(&self) -> bool {
-        self.armed != 0
-            && uring().is_ok_and(|driver| {
-                UringInner::multishot_quiet(&driver, self.armed as usize - 1)
-            })
     }
 
     /// Waits until the socket `fd` turned readable since the last wait.

@@ -132,10 +132,10 @@ impl<'a> Ref<'a, Lifecycle> {
         }
     }
 
-    /// ringway: true while a multishot operation is armed and has posted
-    /// no completion since it was last polled ready (reaped ones only:
+    /// ringway: true while an operation is in flight with no completion
+    /// reaped (for a multishot one: none since it was last polled ready;
     /// one the kernel posted after the driver last looked is not seen).
-    pub(crate) fn multishot_quiet(&self) -> bool {
+    pub(crate) fn is_pending(&self) -> bool {
         matches!(&**self, Lifecycle::Submitted | Lifecycle::Waiting(_))
     }
 

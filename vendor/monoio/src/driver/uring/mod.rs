@@ -559,8 +559,9 @@ impl UringInner {
         }
     }
 
-    /// ringway: pushes `sqe` as a multishot operation; its slab index.
-    pub(crate) fn submit_multishot(
+    /// ringway: pushes `sqe` as an operation of its own making (a
+    /// multishot poll, a posted receive); its slab index.
+    pub(crate) fn submit_sqe(
         this: &Rc<UnsafeCell<UringInner>>,
         sqe: io_uring::squeue::Entry,
     ) -> io::Result<usize> {
@@ -589,15 +590,15 @@ impl UringInner {
         lifecycle.poll_multishot(cx)
     }
 
-    /// ringway: true when the multishot operation at `index` is armed
-    /// and no completion of it was reaped since it was last polled ready.
-    pub(crate) fn multishot_quiet(this: &Rc<UnsafeCell<UringInner>>, index: usize) -> bool {
+    /// ringway: true when the operation at `index` is in flight with no
+    /// completion reaped (see `Lifecycle::is_pending`).
+    pub(crate) fn is_pending(this: &Rc<UnsafeCell<UringInner>>, index: usize) -> bool {
         let inner = unsafe { &mut *this.get() };
         inner
             .ops
             .slab
             .get(index)
-            .is_some_and(|lifecycle| lifecycle.multishot_quiet())
+            .is_some_and(|lifecycle| lifecycle.is_pending())
     }
 
     /// ringway: gives up the multishot operation at `index`, cancelling
@@ -634,21 +635,11 @@ impl UringInner {
         .buf_group(buf_ring::GROUP)
         .build()
         .flags(io_uring::squeue::Flags::BUFFER_SELECT);
-        Self::submit_multishot(this, sqe)
-    }
-
-    /// ringway: polls the posted receive at `index` (removed from the slab
-    /// once it completes).
-    pub(crate) fn poll_posted(
-        this: &Rc<UnsafeCell<UringInner>>,
-        index: usize,
-        cx: &mut Context<'_>,
-    ) -> Poll<CompletionMeta> {
-        Self::poll_op(this, index, cx)
+        Self::submit_sqe(this, sqe)
     }
 
     /// ringway: ready once the posted receive at `index` has completed;
-    /// its result stays for `poll_posted`.
+    /// its result stays for `poll_op`.
     pub(crate) fn poll_posted_completed(
         this: &Rc<UnsafeCell<UringInner>>,
         index: usize,
@@ -669,7 +660,7 @@ impl UringInner {
         match lifecycle.drop_posted() {
             Some(flags) => {
                 if let Some(bid) = cqueue::buffer_select(flags) {
-                    inner.provide_buf(bid);
+                    Self::provide_buf(this, bid);
                 }
             }
             None => unsafe { Self::cancel_op(this, index) },
@@ -691,8 +682,9 @@ impl UringInner {
     }
 
     /// ringway: gives ring buffer `bid` back to the kernel.
-    pub(crate) fn provide_buf(&mut self, bid: u16) {
-        if let buf_ring::Slot::Ready(ring) = &mut self.buf_ring {
+    pub(crate) fn provide_buf(this: &Rc<UnsafeCell<UringInner>>, bid: u16) {
+        let inner = unsafe { &mut *this.get() };
+        if let buf_ring::Slot::Ready(ring) = &mut inner.buf_ring {
             ring.provide(bid);
         }
     }
